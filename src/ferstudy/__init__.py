@@ -1,0 +1,15 @@
+"""ferstudy: identify and compare facial emotion recognition backbones on FER2013.
+
+deepface builds its networks with tf_keras (Keras 2); the environment variable below makes
+``tf.keras`` resolve to the same Keras, so it is set before TensorFlow is ever imported.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+#: The seven FER2013 emotions in the challenge's label order (label i is CLASSES[i]).
+CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -1,0 +1,5 @@
+import sys
+
+from ferstudy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,267 @@
+"""Registry of backbones: one builder per architecture, pretrained or random, top dropped.
+
+Each entry builds the backbone *as the study uses it* (its last layer dropped) with either
+its pretrained weights or every layer's default initialiser, and knows its native input size
+and its own input preprocessing. Adding a backbone is adding one :class:`Backbone` entry.
+
+- ``vggface``, ``openface``: deepface 0.0.103's own builders; pretrained weights through
+  deepface's own download-and-cache (``$DEEPFACE_HOME/.deepface/weights``). The last layer
+  dropped is deepface's final Flatten (VGG-Face) and L2-normalisation Lambda (OpenFace).
+  Input scaled to [0, 1], as deepface feeds these networks.
+- ``resnet50``, ``mobilenet`` (v1, alpha 1.0): Keras applications without their ImageNet
+  classification top (``include_top=False``, the study's "no top" counts), ImageNet
+  weights through Keras' cache (``$KERAS_HOME/models``), Keras' own ``preprocess_input``.
+
+Weights files already in a cache are used as they are; a missing file is downloaded, and
+on an offline machine that becomes a one-line error naming the expected path and URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from ferstudy.errors import FerError
+
+keras = tf.keras
+Preprocess = Callable[[tf.Tensor], tf.Tensor]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry."""
+
+    name: str
+    native_input_size: int
+    fixed_input_size: bool  # the builder cannot change its input size
+    build_architecture: Callable[[int], keras.Model]  # random init, last layer dropped
+    load_pretrained: Callable[[keras.Model], None]  # load pretrained weights into it
+    preprocess: Preprocess  # float32 RGB in [0, 255] -> network input
+    source: str  # where the architecture and weights come from
+
+    def check_input_size(self, size: int) -> int:
+        if self.fixed_input_size and size != self.native_input_size:
+            raise FerError(
+                f"{self.name} takes only {self.native_input_size}x{self.native_input_size} "
+                f"input (got input_size {size})"
+            )
+        if size < 32:
+            raise FerError(f"{self.name}: input_size {size} is below the minimum of 32")
+        return size
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def _missing_weights(name: str, path: Path, url: str, err: BaseException) -> FerError:
+    return FerError(
+        f"pretrained weights for {name} not found at {path} and could not be downloaded from "
+        f"{url} ({type(err).__name__}); download that file to that path, or use init: random"
+    )
+
+
+def deepface_weights_file(file_name: str, urls: list[str], backbone: str) -> Path:
+    """Path of a deepface weights file, downloaded by deepface's own code if missing."""
+    from deepface.commons import folder_utils, weight_utils
+
+    path = Path(folder_utils.get_deepface_home()) / ".deepface" / "weights" / file_name
+    if path.is_file():
+        return path
+    try:
+        folder_utils.initialize_folder()
+        return Path(
+            weight_utils.download_weights_if_necessary(file_name=file_name, source_url=urls)
+        )
+    except Exception as err:  # deepface raises ValueError for any download failure
+        raise _missing_weights(backbone, path, urls[0], err) from None
+
+
+def keras_weights_file(file_name: str, url: str, file_hash: str, backbone: str) -> Path:
+    """Path of a Keras applications weights file, downloaded by Keras' get_file if missing."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    path = home / "models" / file_name
+    if path.is_file():
+        return path
+    try:
+        return Path(
+            keras.utils.get_file(file_name, url, cache_subdir="models", file_hash=file_hash)
+        )
+    except Exception as err:  # get_file raises a bare Exception on URL failures
+        raise _missing_weights(backbone, path, url, err) from None
+
+
+def _load_h5(model: keras.Model, path: Path, backbone: str) -> None:
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError) as err:
+        raise FerError(f"{path}: not a weights file for {backbone} ({err})") from None
+
+
+@contextlib.contextmanager
+def _deepface_without_weights() -> Iterator[None]:
+    """Run a deepface builder with its download-and-load step turned off (random init)."""
+    from deepface.commons import weight_utils
+
+    saved = weight_utils.download_weights_if_necessary, weight_utils.load_model_weights
+    weight_utils.download_weights_if_necessary = lambda file_name, source_url, **kw: file_name
+    weight_utils.load_model_weights = lambda model, weight_file: model
+    try:
+        yield
+    finally:
+        weight_utils.download_weights_if_necessary, weight_utils.load_model_weights = saved
+
+
+def _drop_last_layer(model: keras.Model) -> keras.Model:
+    return keras.Model(model.inputs, model.layers[-2].output, name=model.name)
+
+
+# --------------------------------------------------------------------------- VGG-Face
+
+
+def _vggface(size: int) -> keras.Model:
+    """deepface's VGG-Face descriptor, then its last layer (the Flatten) dropped."""
+    from deepface.models.facial_recognition.tf import VGGFace
+
+    with _deepface_without_weights():
+        descriptor = VGGFace.load_model()
+    return _drop_last_layer(descriptor)
+
+
+def _vggface_pretrained(model: keras.Model) -> None:
+    from deepface.models.facial_recognition.tf import VGGFace
+
+    urls = VGGFace.WEIGHTS_URL if isinstance(VGGFace.WEIGHTS_URL, list) else [VGGFace.WEIGHTS_URL]
+    path = deepface_weights_file("vgg_face_weights.h5", urls, "vggface")
+    # The file holds the whole identity classifier, whose weighted layers start with ours:
+    # load it there (deepface's own loader) and copy the shared layers in order.
+    full = VGGFace.base_model()
+    _load_h5(full, path, "vggface")
+    ours = [layer for layer in model.layers if layer.weights]
+    theirs = [layer for layer in full.layers if layer.weights]
+    for mine, source in zip(ours, theirs):
+        mine.set_weights(source.get_weights())
+
+
+# --------------------------------------------------------------------------- OpenFace
+
+
+def _openface(size: int) -> keras.Model:
+    """deepface's OpenFace (nn4.small2), then its last layer (L2 normalisation) dropped."""
+    from deepface.models.facial_recognition.tf import OpenFace
+
+    with _deepface_without_weights():
+        return _drop_last_layer(OpenFace.load_model())
+
+
+def _openface_pretrained(model: keras.Model) -> None:
+    from deepface.models.facial_recognition.tf import OpenFace
+
+    urls = (
+        OpenFace.WEIGHTS_URL if isinstance(OpenFace.WEIGHTS_URL, list) else [OpenFace.WEIGHTS_URL]
+    )
+    _load_h5(model, deepface_weights_file("openface_weights.h5", urls, "openface"), "openface")
+
+
+# --------------------------------------------------------------------------- Keras applications
+
+
+def _resnet50(size: int) -> keras.Model:
+    return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
+
+
+def _resnet50_pretrained(model: keras.Model) -> None:
+    from tf_keras.src.applications import resnet
+
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    path = keras_weights_file(
+        name, resnet.BASE_WEIGHTS_PATH + name, resnet.WEIGHTS_HASHES["resnet50"][1], "resnet50"
+    )
+    _load_h5(model, path, "resnet50")
+
+
+def _mobilenet(size: int) -> keras.Model:
+    return keras.applications.MobileNet(
+        include_top=False, weights=None, alpha=1.0, input_shape=(size, size, 3)
+    )
+
+
+def _mobilenet_pretrained(model: keras.Model) -> None:
+    from tf_keras.src.applications import mobilenet
+
+    rows = model.input_shape[1]
+    rows = rows if rows in (128, 160, 192, 224) else 224  # as Keras picks the file
+    name = f"mobilenet_1_0_{rows}_tf_no_top.h5"
+    path = keras_weights_file(name, mobilenet.BASE_WEIGHT_PATH + name, None, "mobilenet")
+    _load_h5(model, path, "mobilenet")
+
+
+def _unit_scale(x: tf.Tensor) -> tf.Tensor:
+    return x / 255.0
+
+
+REGISTRY: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            "vggface",
+            224,
+            True,
+            _vggface,
+            _vggface_pretrained,
+            _unit_scale,
+            "deepface 0.0.103 VGG-Face",
+        ),
+        Backbone(
+            "openface",
+            96,
+            True,
+            _openface,
+            _openface_pretrained,
+            _unit_scale,
+            "deepface 0.0.103 OpenFace",
+        ),
+        Backbone(
+            "resnet50",
+            224,
+            False,
+            _resnet50,
+            _resnet50_pretrained,
+            keras.applications.resnet50.preprocess_input,
+            "Keras applications ResNet50",
+        ),
+        Backbone(
+            "mobilenet",
+            224,
+            False,
+            _mobilenet,
+            _mobilenet_pretrained,
+            keras.applications.mobilenet.preprocess_input,
+            "Keras applications MobileNet v1",
+        ),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise FerError(f"unknown backbone '{name}' (known: {', '.join(REGISTRY)})") from None
+
+
+def build_backbone(name: str, init: str, input_size: int, seed: int) -> keras.Model:
+    """Build a backbone, last layer dropped, with pretrained weights or seeded random init."""
+    backbone = get_backbone(name)
+    if init not in ("pretrained", "random"):
+        raise FerError(f"unknown init '{init}' (pretrained or random)")
+    keras.utils.set_random_seed(seed)
+    model = backbone.build_architecture(backbone.check_input_size(input_size))
+    if init == "pretrained":
+        backbone.load_pretrained(model)
+    return model

@@ -1,0 +1,97 @@
+"""The ``ferstudy`` command: one subcommand per pipeline stage, plus tools.
+
+Each DVC stage in ``dvc.yaml`` is one of these subcommands. Bad input ends with a one-line
+``error: ...`` on stderr and exit status 2; every command reports how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from ferstudy import params as P
+from ferstudy.errors import FerError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _cmd_acquire(args: argparse.Namespace) -> None:
+    from ferstudy import acquire
+
+    summary = acquire.run(P.load_params(args.params), P.DATASET_FILE, P.DATASET_SUMMARY)
+    counts = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
+    print(
+        f"acquired {summary['total']} images from {summary['source']['kind']} ({counts}); "
+        f"{summary['converted_to_48x48_gray']} converted, "
+        f"{summary['exact_duplicate_images']} exact duplicates kept"
+    )
+
+
+def _cmd_split(args: argparse.Namespace) -> None:
+    from ferstudy import split
+
+    summary = split.run(P.load_params(args.params), P.DATASET_FILE, P.SPLIT_FILE, P.SPLIT_SUMMARY)
+    print("split: " + " / ".join(f"{name} {s['total']}" for name, s in summary.items()))
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    from ferstudy import features
+
+    backbone, init = P.parse_run_name(args.run)
+    info = features.run(P.load_params(args.params), backbone, init)
+    speed = ", ".join(f"{k} {v} img/s" for k, v in info["images_per_second"].items())
+    print(
+        f"features {args.run}: {info['feature_size']} values per image "
+        f"({info['precision']}), {info['counts']} images, {speed}; {info['seconds']} s"
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from ferstudy import train
+
+    backbone, init = P.parse_run_name(args.run)
+    info = train.run(P.load_params(args.params), backbone, init)
+    final = info["final"]
+    print(
+        f"train {args.run}: val accuracy {final['val']['accuracy']:.4f} after "
+        f"{final['step']} epochs; {info['seconds']} s"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=P.PARAMS_FILE, help="parameter file (params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("acquire", help="read FER2013 into data/fer2013.npz").set_defaults(
+        handler=_cmd_acquire
+    )
+    sub.add_parser("split", help="stratified train/val/test split").set_defaults(handler=_cmd_split)
+    for name, handler, text in (
+        ("features", _cmd_features, "cache the frozen part's output for one run"),
+        ("train", _cmd_train, "train one run's tail on its cached features"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("run", help="<backbone>-<init>, e.g. openface-random")
+        cmd.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        status = args.handler(args) or 0
+    except FerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"[ferstudy {args.command}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

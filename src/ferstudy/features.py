@@ -1,0 +1,154 @@
+"""Stage ``features``: the frozen part's output for every image, computed once per run.
+
+Writes ``data/features/<backbone>-<init>/``: ``train.npy``, ``val.npy``, ``test.npy`` (one
+row per image, the frozen part's boundary tensors flattened, float32, or bfloat16 stored as
+uint16 bits under ``precision: bf16``), ``labels.npz`` (labels and dataset rows per subset),
+``backbone.weights.h5`` (the backbone exactly as used, so training rebuilds it without any
+download) and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from ferstudy import params as P
+from ferstudy import runtime
+from ferstudy.backbones import build_backbone, get_backbone
+from ferstudy.errors import FerError
+from ferstudy.io import SPLITS, atomic_path, load_dataset, load_split, read_json, write_json
+from ferstudy.split import stratified_subset
+from ferstudy.transfer import build_classifier, flatten_boundary, image_transform, split_frozen_tail
+
+META = "meta.json"
+LABELS = "labels.npz"
+BACKBONE_WEIGHTS = "backbone.weights.h5"
+
+
+def run_settings(params: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """The settings of one backbone's runs: input size and data fraction from params."""
+    get_backbone(backbone)
+    per_backbone = P.require(params, f"backbone.{backbone}")
+    fraction = float(per_backbone.get("fraction", 1.0))
+    if not 0 < fraction <= 1:
+        raise FerError(f"backbone.{backbone}.fraction must be in (0, 1] (got {fraction})")
+    return {"input_size": int(per_backbone["input_size"]), "fraction": fraction}
+
+
+def extractor(frozen: tf.keras.Model, transform) -> tf.types.experimental.GenericFunction:
+    """Compiled uint8 image batch -> flat feature batch (stored dtype: float32 or bf16 bits)."""
+
+    @tf.function(reduce_retracing=True)
+    def extract(images: tf.Tensor) -> tf.Tensor:
+        flat = flatten_boundary(frozen(transform(images), training=False))
+        if flat.dtype == tf.bfloat16:
+            return tf.bitcast(flat, tf.uint16)
+        return tf.cast(flat, tf.float32)
+
+    return extract
+
+
+def extract_to_file(extract, images: np.ndarray, path: Path, batch_size: int, desc: str) -> float:
+    """Run ``extract`` over ``images`` in batches into a .npy file; return images per second."""
+    first = extract(tf.constant(images[:1])).numpy()
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=first.dtype, shape=(len(images), first.shape[1])
+    )
+    data = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(2)
+    start, offset = time.perf_counter(), 0
+    with tqdm(total=len(images), desc=desc, unit="img", mininterval=5.0) as bar:
+        for batch in data:
+            result = extract(batch).numpy()
+            out[offset : offset + len(result)] = result
+            offset += len(result)
+            bar.update(len(result))
+    out.flush()
+    del out
+    return len(images) / max(time.perf_counter() - start, 1e-9)
+
+
+def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
+    """The ``features`` stage for one backbone x init."""
+    settings = run_settings(params, backbone)
+    seed = int(params.get("seed", 42))
+    trainable = int(params.get("trainable_layers", 4))
+    batch_size = int(params.get("features_batch_size", 64))
+    runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
+    precision = runtime.set_precision(str(params.get("precision", "fp32")))
+    dataset = load_dataset(P.DATASET_FILE)
+    split = load_split(P.SPLIT_FILE)
+    rows = {
+        name: stratified_subset(split[name], dataset.labels, settings["fraction"], seed)
+        for name in SPLITS
+    }
+    start = time.perf_counter()
+    model = build_backbone(backbone, init, settings["input_size"], seed)
+    cut = split_frozen_tail(build_classifier(model), trainable)
+    extract = extractor(
+        cut.frozen, image_transform(get_backbone(backbone).preprocess, settings["input_size"])
+    )
+    out_dir = P.features_dir(P.run_name(backbone, init))
+    speeds = {}
+    with atomic_path(out_dir, directory=True) as tmp:
+        for name in SPLITS:
+            speeds[name] = extract_to_file(
+                extract,
+                dataset.images[rows[name]],
+                tmp / f"{name}.npy",
+                batch_size,
+                f"{backbone}-{init} {name}",
+            )
+        np.savez(
+            tmp / LABELS,
+            **{f"{n}_labels": dataset.labels[rows[n]] for n in SPLITS},
+            **{f"{n}_rows": rows[n] for n in SPLITS},
+        )
+        tf.keras.mixed_precision.set_global_policy("float32")
+        model.save_weights(str(tmp / BACKBONE_WEIGHTS))
+        meta = {
+            "backbone": backbone,
+            "init": init,
+            "seed": seed,
+            "precision": precision,
+            "input_size": settings["input_size"],
+            "fraction": settings["fraction"],
+            "trainable_layers": trainable,
+            "trainable_layer_names": cut.trainable_layer_names,
+            "boundary_shapes": [list(s) for s in cut.boundary_shapes],
+            "feature_size": cut.feature_size,
+            "dtype": "bfloat16" if precision == "bf16" else "float32",
+            "counts": {n: int(len(rows[n])) for n in SPLITS},
+        }
+        write_json(tmp / META, meta)
+    seconds = time.perf_counter() - start
+    return {
+        **meta,
+        "seconds": round(seconds, 1),
+        "images_per_second": {k: round(v, 1) for k, v in speeds.items()},
+    }
+
+
+class CachedFeatures:
+    """Read access to one run's cached features (memory-mapped, decoded to float32)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = read_json(self.folder / META)
+        with np.load(self.folder / LABELS, allow_pickle=False) as npz:
+            self.labels = {n: npz[f"{n}_labels"] for n in SPLITS}
+            self.rows = {n: npz[f"{n}_rows"] for n in SPLITS}
+
+    def array(self, name: str) -> np.ndarray:
+        """The raw stored array of a subset (memory-mapped)."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        if self.meta["dtype"] == "bfloat16":
+            return stored.view(ml_dtypes.bfloat16).astype(np.float32)
+        return np.asarray(stored, dtype=np.float32)

@@ -1,0 +1,256 @@
+"""Stage ``train``: train one run's tail on its cached features and log every epoch.
+
+The backbone is rebuilt from the registry with the weights the features stage saved, the
+classifier is cut exactly where the features were taken, and only the tail is trained.
+Epoch 0 is an evaluation of the untrained model; epochs 1..N are Keras' own training-epoch
+averages (train) and an evaluation after the epoch (validation). All are logged with
+dvclive under ``metrics/train/<run>/`` so that ``dvc plots diff`` draws the curves.
+
+Every epoch is checkpointed (tail weights, optimizer state, the log so far) under
+``.ferstudy/checkpoints/<run>/``; a run killed mid-way resumes after its last finished
+epoch when the same settings are run again, and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from dvclive import Live
+
+from ferstudy import CLASSES, runtime
+from ferstudy import params as P
+from ferstudy.backbones import build_backbone
+from ferstudy.errors import FerError
+from ferstudy.features import BACKBONE_WEIGHTS, CachedFeatures
+from ferstudy.io import read_json
+from ferstudy.model_store import save_model
+from ferstudy.transfer import build_classifier, split_frozen_tail
+
+keras = tf.keras
+CHECKPOINTS = Path(".ferstudy/checkpoints")
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+class FeatureBatches(keras.utils.Sequence):
+    """Batches of (features, one-hot labels) from a memory-mapped feature file.
+
+    With ``seed``, the order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone,
+    so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        cache: CachedFeatures,
+        subset: str,
+        batch_size: int,
+        seed: int | None = None,
+        epoch: int = 0,
+    ):
+        super().__init__()
+        self.cache, self.stored = cache, cache.array(subset)
+        self.labels = cache.labels[subset]
+        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
+        self._order()
+
+    def _order(self) -> None:
+        n = len(self.labels)
+        self.order = (
+            np.arange(n)
+            if self.seed is None
+            else np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        x = self.cache.decode(self.stored[idx])
+        y = np.eye(len(CLASSES), dtype=np.float32)[self.labels[idx]]
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order()
+
+
+def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    try:
+        return OPTIMIZERS[name](learning_rate=lr)
+    except KeyError:
+        raise FerError(f"unknown optimizer '{name}' (known: {', '.join(OPTIMIZERS)})") from None
+
+
+def training_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The params that decide a training run (validated)."""
+    settings = {
+        "lr": float(P.require(params, "lr")),
+        "epochs": int(params.get("epochs", 20)),
+        "batch_size": int(params.get("batch_size", 64)),
+        "optimizer": str(params.get("optimizer", "adam")),
+        "seed": int(params.get("seed", 42)),
+    }
+    if settings["lr"] <= 0 or settings["epochs"] < 1 or settings["batch_size"] < 1:
+        raise FerError("lr must be > 0, epochs >= 1 and batch_size >= 1")
+    return settings
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Logs each epoch to dvclive and checkpoints it."""
+
+    def __init__(self, live: Live, checkpoint: Checkpoint):
+        super().__init__()
+        self.live, self.checkpoint = live, checkpoint
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        log_epoch(self.live, logs["accuracy"], logs["loss"], logs["val_accuracy"], logs["val_loss"])
+        self.checkpoint.save(epoch + 1)
+
+
+def log_epoch(live: Live, acc: float, loss: float, val_acc: float, val_loss: float) -> None:
+    for name, value in (
+        ("train/accuracy", acc),
+        ("train/loss", loss),
+        ("val/accuracy", val_acc),
+        ("val/loss", val_loss),
+    ):
+        live.log_metric(name, round(float(value), 6))
+    live.next_step()
+
+
+class Checkpoint:
+    """Per-epoch checkpoint of a run: tail weights, optimizer state, dvclive log, fingerprint."""
+
+    def __init__(
+        self,
+        run: str,
+        fingerprint: str,
+        tail: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        live_dir: Path,
+    ):
+        self.dir = CHECKPOINTS / run
+        self.fingerprint, self.live_dir = fingerprint, live_dir
+        self.ckpt = tf.train.Checkpoint(model=tail, optimizer=optimizer)
+
+    def save(self, epoch: int) -> None:
+        tmp = self.dir.with_name(self.dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.ckpt.write(str(tmp / "state"))
+        shutil.copytree(self.live_dir, tmp / "live")
+        (tmp / "epoch.json").write_text(
+            json.dumps({"epoch": epoch, "fingerprint": self.fingerprint})
+        )
+        old = self.dir.with_name(self.dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            self.dir.rename(old)
+        tmp.rename(self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self) -> int:
+        """Restore the last finished epoch of the same settings; 0 when there is none."""
+        marker = self.dir / "epoch.json"
+        if not marker.is_file():
+            return 0
+        state = json.loads(marker.read_text())
+        if state.get("fingerprint") != self.fingerprint:
+            return 0
+        self.ckpt.read(str(self.dir / "state")).assert_consumed()
+        shutil.rmtree(self.live_dir, ignore_errors=True)
+        shutil.copytree(self.dir / "live", self.live_dir)
+        return int(state["epoch"])
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
+    """The ``train`` stage for one backbone x init."""
+    run_name = P.run_name(backbone, init)
+    settings = training_settings(params)
+    cache = CachedFeatures(P.features_dir(run_name))
+    meta = cache.meta
+    if (meta["backbone"], meta["init"]) != (backbone, init):
+        raise FerError(
+            f"{cache.folder}: features of {meta['backbone']}-{meta['init']}, not {run_name}"
+        )
+    runtime.configure(settings["seed"])
+    runtime.set_precision("fp32")
+    start = time.perf_counter()
+
+    backbone_model = build_backbone(backbone, "random", meta["input_size"], settings["seed"])
+    backbone_model.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
+    keras.utils.set_random_seed(settings["seed"])
+    classifier = build_classifier(backbone_model)
+    cut = split_frozen_tail(classifier, meta["trainable_layers"])
+    if cut.feature_size != meta["feature_size"]:
+        raise FerError(f"{cache.folder}: features do not match the {run_name} cut; rerun features")
+    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
+    cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+
+    live_dir = P.live_dir(run_name)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "settings": settings,
+                "meta": meta,
+                "features": (cache.folder / "train.npy").stat().st_size,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    checkpoint = Checkpoint(run_name, fingerprint, cut.tail, optimizer, live_dir)
+    val = FeatureBatches(cache, "val", settings["batch_size"])
+    done = checkpoint.restore()
+    live = Live(str(live_dir), resume=done > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+    if done == 0:
+        shutil.rmtree(live_dir / "plots", ignore_errors=True)
+        train_eval = FeatureBatches(cache, "train", settings["batch_size"])
+        loss0, acc0 = cut.tail.evaluate(train_eval, verbose=0)
+        val_loss0, val_acc0 = cut.tail.evaluate(val, verbose=0)
+        log_epoch(live, acc0, loss0, val_acc0, val_loss0)  # epoch 0: the untrained model
+        print(f"epoch 0 (untrained): accuracy {acc0:.4f} val_accuracy {val_acc0:.4f}")
+    else:
+        print(f"resuming {run_name} after epoch {done}")
+    if done < settings["epochs"]:
+        train = FeatureBatches(
+            cache, "train", settings["batch_size"], seed=settings["seed"], epoch=done
+        )
+        cut.tail.fit(
+            train,
+            validation_data=val,
+            epochs=settings["epochs"],
+            initial_epoch=done,
+            shuffle=False,
+            verbose=2,
+            callbacks=[_EpochLog(live, checkpoint)],
+        )
+    live.end()
+    seconds = time.perf_counter() - start
+    config = {
+        "backbone": backbone,
+        "init": init,
+        "input_size": meta["input_size"],
+        "trainable_layers": meta["trainable_layers"],
+        "precision": meta["precision"],
+        "fraction": meta["fraction"],
+        **settings,
+    }
+    save_model(P.model_dir(run_name), classifier, config)
+    checkpoint.clear()
+    history = read_json(live_dir / "metrics.json")
+    return {"run": run_name, "seconds": round(seconds, 1), "final": history}

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny FER2013-shaped datasets that the tests generate themselves."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ferstudy import CLASSES  # noqa: E402
+
+KAGGLE_FOLDERS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def synthetic_images(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose mean brightness depends on the class, so that a model can learn them."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    base = (labels * 30 + 20)[:, None, None]
+    noise = rng.integers(-15, 16, size=(len(labels), 48, 48))
+    yy, xx = np.mgrid[0:48, 0:48]
+    pattern = ((xx + yy * (labels[:, None, None] + 1)) % 16) * 2
+    images = np.clip(base + noise + pattern, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_zip(path: Path, images: np.ndarray, labels: np.ndarray, prefix: str = "") -> Path:
+    """Kaggle layout: <train|test>/<class>/<Usage>_<i>.png."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, (img, lab) in enumerate(zip(images, labels)):
+            part, usage = ("train", "Training") if i % 5 else ("test", "PublicTest")
+            zf.writestr(f"{prefix}{part}/{KAGGLE_FOLDERS[lab]}/{usage}_{i}.png", png_bytes(img))
+    return path
+
+
+def write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        folder = root / "train" / KAGGLE_FOLDERS[lab]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"Training_{i}.png").write_bytes(png_bytes(img))
+    return root
+
+
+def write_csv(path: Path, images: np.ndarray, labels: np.ndarray, gz: bool = False) -> Path:
+    opener = gzip.open if gz else open
+    with opener(path, "wt", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for img, lab in zip(images, labels):
+            writer.writerow([int(lab), " ".join(map(str, img.ravel())), "Training"])
+    return path
+
+
+@pytest.fixture
+def tiny_images() -> tuple[np.ndarray, np.ndarray]:
+    return synthetic_images(per_class=10)
+
+
+@pytest.fixture
+def tiny_zip(tmp_path: Path, tiny_images) -> Path:
+    return write_zip(tmp_path / "fer.zip", *tiny_images)

@@ -1,0 +1,312 @@
+import gzip
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import png_bytes, write_csv, write_folder, write_zip
+from PIL import Image
+
+from ferstudy import CLASSES, acquire
+from ferstudy.cli import main
+from ferstudy.errors import FerError
+from ferstudy.io import load_dataset
+
+
+def _check(acquired, images, labels):
+    ds = acquired.dataset
+    assert ds.images.shape == (len(labels), 48, 48) and ds.images.dtype == np.uint8
+    # the same multiset of (label, image) pairs, whatever the order
+    got = sorted((int(lab), img.tobytes()) for lab, img in zip(ds.labels, ds.images))
+    want = sorted((int(lab), img.tobytes()) for lab, img in zip(labels, images))
+    assert got == want
+
+
+def test_zip_source(tiny_zip, tiny_images):
+    acquired = acquire.read_local(tiny_zip)
+    _check(acquired, *tiny_images)
+    assert acquired.source["kind"] == "zip"
+    ds = acquired.dataset
+    assert list(ds.ids) == sorted(ds.ids)  # documented ordering
+    assert set(ds.usage) == {"Training", "PublicTest"}
+
+
+def test_folder_source_with_aliases_and_case(tmp_path, tiny_images):
+    images, labels = tiny_images
+    root = write_folder(tmp_path / "data", images, labels)
+    (root / "train" / "angry").rename(root / "train" / "Anger")
+    (root / "train" / "sad").rename(root / "train" / "SADNESS")
+    (root / "train" / ".DS_Store").write_bytes(b"junk")
+    _check(acquire.read_local(root), images, labels)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_csv_source(tmp_path, tiny_images, gz):
+    path = write_csv(tmp_path / ("fer.csv.gz" if gz else "fer.csv"), *tiny_images, gz=gz)
+    acquired = acquire.read_local(path)
+    ds = acquired.dataset
+    np.testing.assert_array_equal(ds.images, tiny_images[0])  # CSV keeps row order
+    np.testing.assert_array_equal(ds.labels, tiny_images[1])
+    assert ds.ids[0] == "csv:1"
+
+
+def test_non_48x48_and_colour_images_are_converted_and_counted(tmp_path, tiny_images):
+    images, labels = tiny_images
+    path = write_zip(tmp_path / "a.zip", images, labels)
+    with zipfile.ZipFile(path, "a") as zf:
+        rgb = Image.fromarray(np.full((96, 96, 3), 200, np.uint8))
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG")
+        zf.writestr("train/happy/Training_big.jpg", buf.getvalue())
+    acquired = acquire.read_local(path)
+    assert acquired.converted == 1
+    assert len(acquired.dataset) == len(labels) + 1
+    assert acquire.summarize(acquired)["converted_to_48x48_gray"] == 1
+
+
+def test_exact_duplicates_are_kept_and_counted(tmp_path, tiny_images):
+    images, labels = tiny_images
+    images = images.copy()
+    images[1] = images[0]
+    acquired = acquire.read_local(write_zip(tmp_path / "d.zip", images, labels))
+    assert len(acquired.dataset) == len(labels)
+    assert acquire.summarize(acquired)["exact_duplicate_images"] == 1
+
+
+def _zip_with(tmp_path, tiny_images, name, data):
+    path = write_zip(tmp_path / "bad.zip", *tiny_images)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("train/happy/Training_x.jpg", b"this is not a jpeg", "not a readable image"),
+        ("train/happy/notes.txt", b"hello", "not an image file"),
+        ("train/bored/Training_x.png", None, "unknown class folder 'bored'"),
+        ("README.png", None, "not inside a class folder"),
+        ("train/happy/Training_empty.png", b"", "empty file"),
+    ],
+)
+def test_bad_zip_entries(tmp_path, tiny_images, name, data, message):
+    if data is None:
+        data = png_bytes(tiny_images[0][0])
+    with pytest.raises(FerError, match=message):
+        acquire.read_local(_zip_with(tmp_path, tiny_images, name, data))
+
+
+def test_truncated_image(tmp_path, tiny_images):
+    good = png_bytes(tiny_images[0][0])
+    path = _zip_with(tmp_path, tiny_images, "train/fear/Training_t.png", good[: len(good) // 2])
+    with pytest.raises(FerError, match="Training_t.png"):
+        acquire.read_local(path)
+
+
+def test_corrupt_and_truncated_zip(tmp_path, tiny_zip):
+    data = tiny_zip.read_bytes()
+    truncated = tmp_path / "trunc.zip"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FerError, match="corrupt or truncated zip"):
+        acquire.read_local(truncated)
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(FerError, match="corrupt"):
+        acquire.read_local(corrupt)
+
+
+def test_class_with_no_images(tmp_path, tiny_images):
+    images, labels = tiny_images
+    keep = labels != CLASSES.index("disgust")
+    with pytest.raises(FerError, match="no images for class disgust"):
+        acquire.read_local(write_zip(tmp_path / "x.zip", images[keep], labels[keep]))
+
+
+def test_empty_sources(tmp_path):
+    empty_zip = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty_zip, "w"):
+        pass
+    with pytest.raises(FerError, match="corrupt|no images"):
+        acquire.read_local(empty_zip)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(FerError, match="no images found"):
+        acquire.read_local(tmp_path / "folder")
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text("emotion,pixels,Usage\n")
+    with pytest.raises(FerError, match="no data rows"):
+        acquire.read_local(csv_path)
+    with pytest.raises(FerError, match="no such file"):
+        acquire.read_local(tmp_path / "missing.zip")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("3," + " ".join(["1"] * 100) + ",Training", "row 1: 100 pixels, expected 2304"),
+        ("7," + " ".join(["1"] * 2304) + ",Training", "row 1: label 7 outside 0..6"),
+        ("-1," + " ".join(["1"] * 2304) + ",Training", "label -1 outside"),
+        ("2," + " ".join(["300"] * 2304) + ",Training", "pixel values outside 0..255"),
+    ],
+)
+def test_bad_csv_rows(tmp_path, row, message):
+    path = tmp_path / "bad.csv"
+    path.write_text("emotion,pixels,Usage\n" + row + "\n")
+    with pytest.raises(FerError, match=message):
+        acquire.read_local(path)
+
+
+def test_not_a_dataset(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"\x00\x01binary")
+    with pytest.raises(FerError, match="not a zip, folder or FER2013 CSV"):
+        acquire.read_local(path)
+
+
+# ------------------------------------------------------------------ downloads, no network
+
+
+class _Server:
+    """A local http server on 127.0.0.1 serving a dict of path -> bytes (or redirects)."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        redirects: dict[str, str] | None = None,
+        cut: set[str] | None = None,
+    ):
+        files, redirects, cut = files, redirects or {}, cut or set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.end_headers()
+                    return
+                if self.path not in files:
+                    self.send_error(404)
+                    return
+                body = files[self.path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in cut else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tiny_zip, tmp_path, tiny_images):
+    csv_gz = write_csv(tmp_path / "f.csv.gz", *tiny_images, gz=True).read_bytes()
+    srv = _Server(
+        {"/fer.zip": tiny_zip.read_bytes(), "/fer.csv.gz": csv_gz},
+        redirects={"/moved.zip": "/fer.zip", "/away.zip": "http://localhost:9/fer.zip"},
+        cut={"/fer.csv.gz"},
+    )
+    yield srv
+    srv.close()
+
+
+def test_url_source_with_checksum(server, tiny_zip, tiny_images, tmp_path):
+    sha = hashlib.sha256(tiny_zip.read_bytes()).hexdigest()
+    acquired = acquire.acquire(f"{server.url}/fer.zip", sha256=sha, download_dir=tmp_path / "dl")
+    _check(acquired, *tiny_images)
+    assert acquired.source["kind"] == "url"
+    # a same-host redirect is followed
+    acquire.acquire(f"{server.url}/moved.zip", sha256=sha, download_dir=tmp_path / "dl2")
+
+
+def test_url_checksum_mismatch_leaves_no_file(server, tmp_path):
+    with pytest.raises(FerError, match="checksum mismatch"):
+        acquire.acquire(f"{server.url}/fer.zip", sha256="0" * 64, download_dir=tmp_path / "dl")
+    assert not any((tmp_path / "dl").iterdir())
+
+
+def test_url_needs_checksum_and_https(server, tmp_path):
+    with pytest.raises(FerError, match="needs its sha256"):
+        acquire.acquire(f"{server.url}/fer.zip", download_dir=tmp_path)
+    with pytest.raises(FerError, match="refused plain http"):
+        acquire.download_url("http://example.org/fer.zip", "0" * 64, tmp_path)
+
+
+def test_url_redirect_to_other_host_is_refused(server, tmp_path):
+    with pytest.raises(FerError, match="refused redirect"):
+        acquire.download_url(f"{server.url}/away.zip", "0" * 64, tmp_path / "dl")
+
+
+def test_url_download_cut_off_is_not_used(server, tmp_path):
+    with pytest.raises(FerError, match="cut off|download failed"):
+        acquire.download_url(f"{server.url}/fer.csv.gz", "0" * 64, tmp_path / "dl")
+    assert not any((tmp_path / "dl").iterdir())
+
+
+def test_kaggle_client_replaced_at_the_boundary(monkeypatch, tmp_path, tiny_images):
+    import kagglehub
+
+    folder = write_folder(tmp_path / "kaggle_cache", *tiny_images)
+    calls = []
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda h: calls.append(h) or str(folder))
+    acquired = acquire.acquire("kaggle", kaggle_dataset="msambare/fer2013")
+    assert calls == ["msambare/fer2013"]
+    assert acquired.source["kind"] == "kaggle"
+    _check(acquired, *tiny_images)
+
+
+def test_kaggle_offline_error_says_how_to_use_a_local_copy(monkeypatch):
+    import kagglehub
+
+    def offline(handle):
+        raise ConnectionError("Failed to resolve 'www.kaggle.com'")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    with pytest.raises(FerError, match="FER2013_PATH=/path/to/fer2013.zip"):
+        acquire.acquire("kaggle")
+
+
+# ------------------------------------------------------------------ the stage command
+
+
+def test_cli_writes_outputs_and_env_overrides_params(tmp_path, tiny_zip, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("data:\n  source: kaggle\n")
+    monkeypatch.setenv("FER2013_PATH", str(tiny_zip))
+    assert main(["acquire"]) == 0
+    ds = load_dataset("data/fer2013.npz")
+    assert len(ds) == 70
+    first = Path("data/fer2013.npz").read_bytes()
+    assert main(["acquire"]) == 0
+    assert Path("data/fer2013.npz").read_bytes() == first  # deterministic bytes
+
+
+def test_cli_bad_input_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    Path("params.yaml").write_text(f"data:\n  source: {bad}\n")
+    monkeypatch.delenv("FER2013_PATH", raising=False)
+    assert main(["acquire"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.zip" in err[0]
+    assert not Path("data/fer2013.npz").exists()
+    assert not list(Path(".").rglob("*.tmp"))
+
+
+def test_gzip_detection_does_not_depend_on_name(tmp_path, tiny_images):
+    path = write_csv(tmp_path / "fer.data", *tiny_images, gz=True)
+    with gzip.open(path) as fh:
+        assert fh.read(7) == b"emotion"
+    assert len(acquire.read_local(path).dataset) == 70
