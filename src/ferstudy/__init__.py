@@ -5,7 +5,13 @@ deepface builds its networks with tf_keras (Keras 2); the environment variable b
 """
 
 import os
+import sys
 
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError(
+        "ferstudy must be imported before tensorflow (or run with TF_USE_LEGACY_KERAS=1): "
+        "deepface's networks need tf.keras to be tf_keras (Keras 2)"
+    )
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -44,6 +44,7 @@ class Backbone:
     load_pretrained: Callable[[keras.Model], None]  # load pretrained weights into it
     preprocess: Preprocess  # float32 RGB in [0, 255] -> network input
     source: str  # where the architecture and weights come from
+    bf16: bool = True  # every op has a bfloat16 kernel (OpenFace's LRN has none on CPU)
 
     def check_input_size(self, size: int) -> int:
         if self.fixed_input_size and size != self.native_input_size:

@@ -80,7 +80,9 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     trainable = int(params.get("trainable_layers", 4))
     batch_size = int(params.get("features_batch_size", 64))
     runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
-    precision = runtime.set_precision(str(params.get("precision", "fp32")))
+    precision = runtime.set_precision(
+        str(params.get("precision", "fp32")), bf16_supported=get_backbone(backbone).bf16
+    )
     dataset = load_dataset(P.DATASET_FILE)
     split = load_split(P.SPLIT_FILE)
     rows = {

@@ -15,14 +15,14 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def has_fast_bf16() -> bool:
-    """True on CPUs with AMX (or AVX512-BF16) and on GPUs of compute capability >= 8.0."""
+    """True on CPUs with AMX-BF16 or AVX512-BF16 and on GPUs of compute capability >= 8.0."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return "amx_bf16" in flags
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_precision(precision: str) -> str:
@@ -34,9 +34,12 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def set_precision(precision: str) -> str:
-    """Set Keras' global dtype policy for models built from now on; return fp32|bf16."""
-    resolved = resolve_precision(precision)
+def set_precision(precision: str, *, bf16_supported: bool = True) -> str:
+    """Set Keras' global dtype policy for models built from now on; return fp32|bf16.
+
+    A model with ops that have no bfloat16 kernel (``bf16_supported=False``) stays fp32.
+    """
+    resolved = resolve_precision(precision) if bf16_supported else "fp32"
     tf.keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if resolved == "bf16" else "float32"
     )

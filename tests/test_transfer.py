@@ -1,0 +1,70 @@
+"""The tail on cached features is the full model on images: same loss, same gradients."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ferstudy import CLASSES
+from ferstudy.backbones import build_backbone, get_backbone
+from ferstudy.features import extractor
+from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
+
+keras = tf.keras
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(8, 48, 48), dtype=np.uint8)
+
+
+def _loss_and_grads(model, x, y, weights):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
+        loss = tf.reduce_mean(loss)
+    return float(loss), [g.numpy() for g in tape.gradient(loss, weights)]
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "expected_shapes"),
+    [
+        ("mobilenet", 32, [(1, 1, 1024)]),
+        ("resnet50", 32, [(1, 1, 512), (1, 1, 2048)]),  # cut crosses a skip connection
+        ("openface", 96, [(736,)]),
+    ],
+)
+def test_tail_on_features_equals_full_model(name, size, expected_shapes, images):
+    classifier = build_classifier(build_backbone(name, "random", size, seed=1))
+    cut = split_frozen_tail(classifier, 4)
+    assert cut.boundary_shapes == expected_shapes
+    transform = image_transform(get_backbone(name).preprocess, size)
+    features = extractor(cut.frozen, transform)(tf.constant(images))
+    y = tf.one_hot(np.arange(len(images)) % len(CLASSES), len(CLASSES))
+    weights = cut.tail.trainable_weights
+    assert weights and all(any(w is v for v in classifier.trainable_weights) for w in weights)
+    loss_tail, grads_tail = _loss_and_grads(cut.tail, features, y, weights)
+    loss_full, grads_full = _loss_and_grads(classifier, transform(images), y, weights)
+    assert loss_tail == pytest.approx(loss_full, rel=1e-5)
+    for a, b in zip(grads_tail, grads_full):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # the frozen part is all that is not trainable in the classifier
+    assert {w.name for w in classifier.trainable_weights} == {w.name for w in weights}
+
+
+def test_study_trainable_layers_and_parameter_counts():
+    counts = {"openface": 3_743_280, "resnet50": 23_587_712, "mobilenet": 3_228_864}
+    for name, expected in counts.items():
+        size = get_backbone(name).native_input_size
+        assert build_backbone(name, "random", size, seed=0).count_params() == expected
+    cut = split_frozen_tail(build_classifier(build_backbone("mobilenet", "random", 32, 0)), 4)
+    assert cut.trainable_layer_names == [
+        "conv_dw_13_relu", "conv_pw_13", "conv_pw_13_bn", "conv_pw_13_relu",
+    ]
+
+
+def test_random_init_is_seeded():
+    a = build_backbone("mobilenet", "random", 32, seed=3).get_weights()
+    b = build_backbone("mobilenet", "random", 32, seed=3).get_weights()
+    c = build_backbone("mobilenet", "random", 32, seed=4).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
