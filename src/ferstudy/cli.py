@@ -60,6 +60,37 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    from ferstudy import metrics
+
+    params = P.load_params(args.params)
+    per_run = metrics.run(params, P.runs(params))
+    for run, result in per_run.items():
+        print(f"{run}: initial val accuracy {result['initial']['val_accuracy']:.4f}, "
+              f"final {result['final_val_accuracy']:.4f}, best {result['best_val_accuracy']:.4f} "
+              f"(epoch {result['best_epoch']})")
+    print(f"tables: {P.METRICS_DIR / 'study_tables.md'}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from ferstudy import evaluate
+
+    info = evaluate.run(P.load_params(args.params), args.run)
+    s, sp = info["scores"], info["speed"]
+    print(f"evaluate {args.run}: test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}; "
+          f"{sp['ms_per_image_batch1']} ms/img at batch 1, "
+          f"{sp['images_per_second_batch64']} img/s at batch 64 ({sp['precision']})")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from ferstudy import report
+
+    params = P.load_params(args.params)
+    info = report.run(params, P.runs(params))
+    print("\n".join(f"- {f}" for f in info["findings"]))
+    print(f"report: {report.REPORTS_DIR / 'report.html'} and {report.REPORTS_DIR / 'report.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=P.PARAMS_FILE, help="parameter file (params.yaml)")
@@ -68,9 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_cmd_acquire
     )
     sub.add_parser("split", help="stratified train/val/test split").set_defaults(handler=_cmd_split)
+    sub.add_parser("metrics", help="the study's rates and tables").set_defaults(
+        handler=_cmd_metrics
+    )
+    sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
+        handler=_cmd_report
+    )
     for name, handler, text in (
         ("features", _cmd_features, "cache the frozen part's output for one run"),
         ("train", _cmd_train, "train one run's tail on its cached features"),
+        ("evaluate", _cmd_evaluate, "score one trained run on the test set, time it"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run", help="<backbone>-<init>, e.g. openface-random")

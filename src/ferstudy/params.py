@@ -60,6 +60,15 @@ def parse_run_name(name: str) -> tuple[str, str]:
     return backbone, init
 
 
+def runs(params: dict[str, Any]) -> list[str]:
+    """The runs of the pipeline: every backbone x init listed in params, in that order."""
+    backbones, inits = require(params, "backbones"), require(params, "inits")
+    bad = [i for i in inits if i not in INITS]
+    if bad:
+        raise FerError(f"{PARAMS_FILE}: unknown init {bad} (pretrained or random)")
+    return [run_name(b, i) for b in backbones for i in inits]
+
+
 def features_dir(run: str) -> Path:
     return FEATURES_DIR / run
 

@@ -1,0 +1,135 @@
+"""Stage ``evaluate``: each trained model on the held-out test set, and what it costs to run.
+
+Scores come from the run's cached test features through its trained tail, which is exactly
+the full model on the test images (tests/test_transfer.py shows it). Writes
+
+- ``metrics/eval/<run>.json``: accuracy, macro-F1, per-class precision/recall/F1, the
+  confusion matrix (rows: true class, columns: predicted), the test probabilities' checksum;
+- ``metrics/eval/<run>/predictions.csv``: true and predicted class per test image, for
+  DVC's confusion plot, and ``test_probabilities.npz`` (dataset row and the 7 probabilities
+  of each test image, for the report's per-emotion figures);
+- ``metrics/speed/<run>.json``: parameters, trainable parameters, size on disk, ms per image
+  at batch 1 and images per second at batch 64 of the full model on 48x48 inputs, on this
+  machine (timings vary from run to run, so they are kept apart from the scores).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from ferstudy import CLASSES, runtime
+from ferstudy import params as P
+from ferstudy.backbones import get_backbone
+from ferstudy.features import CachedFeatures
+from ferstudy.io import save_npz, write_json, write_text
+from ferstudy.model_store import WEIGHTS, load_model
+from ferstudy.transfer import image_transform, split_frozen_tail
+
+
+def scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(len(CLASSES)), zero_division=0
+    )
+    return {
+        "accuracy": round(float(np.mean(labels == predicted)), 6),
+        "macro_f1": round(float(np.mean(f1)), 6),
+        "per_class": {
+            c: {
+                "precision": round(float(p), 6),
+                "recall": round(float(r), 6),
+                "f1": round(float(f), 6),
+                "support": int(s),
+            }
+            for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(
+            labels, predicted, labels=range(len(CLASSES))
+        ).tolist(),
+    }
+
+
+def predict_features(
+    tail: tf.keras.Model, cache: CachedFeatures, subset: str, batch_size: int = 256
+) -> np.ndarray:
+    """Class probabilities of a subset from its cached features."""
+    stored = cache.array(subset)
+    out = [
+        tail.predict_on_batch(cache.decode(stored[i : i + batch_size]))
+        for i in range(0, len(stored), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def inference_cost(
+    model: tf.keras.Model, transform, weights_file: Path, repeats: int = 10
+) -> dict[str, Any]:
+    """Parameter counts, size on disk and speed of the full model on 48x48 images."""
+    infer = tf.function(lambda x: model(transform(x), training=False), reduce_retracing=True)
+    rng = np.random.default_rng(0)
+    one = tf.constant(rng.integers(0, 256, (1, 48, 48), dtype=np.uint8))
+    batch = tf.constant(rng.integers(0, 256, (64, 48, 48), dtype=np.uint8))
+    infer(one).numpy()
+    infer(batch).numpy()
+    singles = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        infer(one).numpy()
+        singles.append(time.perf_counter() - start)
+    batches = max(1, repeats // 5)
+    start = time.perf_counter()
+    for _ in range(batches):
+        infer(batch).numpy()
+    per_batch = (time.perf_counter() - start) / batches
+    return {
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "size_mb": round(weights_file.stat().st_size / 1e6, 2),
+        "ms_per_image_batch1": round(1000 * float(np.median(singles)), 2),
+        "images_per_second_batch64": round(64 / per_batch, 1),
+        "device": runtime.device_name(),
+    }
+
+
+def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """The ``evaluate`` stage for one run."""
+    runtime.configure(int(params.get("seed", 42)), deterministic=True)
+    runtime.set_precision("fp32")
+    loaded = load_model(P.model_dir(run_name))
+    cache = CachedFeatures(P.features_dir(run_name))
+    cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
+    probs = predict_features(cut.tail, cache, "test")
+    labels = cache.labels["test"]
+    predicted = probs.argmax(axis=1)
+    result = scores(labels, predicted)
+    result["test_images"] = int(len(labels))
+    write_json(P.METRICS_DIR / "eval" / f"{run_name}.json", result)
+    lines = ["actual,predicted"] + [f"{CLASSES[a]},{CLASSES[p]}" for a, p in zip(labels, predicted)]
+    write_text(P.METRICS_DIR / "eval" / run_name / "predictions.csv", "\n".join(lines) + "\n")
+    save_npz(
+        P.METRICS_DIR / "eval" / run_name / "test_probabilities.npz",
+        rows=cache.rows["test"],
+        probabilities=probs.astype(np.float32),
+    )
+
+    # Speed: the run's precision (as its features were computed), the full model on images.
+    backbone = get_backbone(loaded.config["backbone"])
+    precision = runtime.set_precision(
+        str(params.get("precision", "fp32")), bf16_supported=backbone.bf16
+    )
+    timed = load_model(P.model_dir(run_name)).model if precision == "bf16" else loaded.model
+    speed = inference_cost(
+        timed,
+        image_transform(backbone.preprocess, loaded.config["input_size"]),
+        P.model_dir(run_name) / WEIGHTS,
+    )
+    speed["precision"] = precision
+    write_json(P.METRICS_DIR / "speed" / f"{run_name}.json", speed)
+    runtime.set_precision("fp32")
+    return {"scores": result, "speed": speed}

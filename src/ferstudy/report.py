@@ -1,0 +1,549 @@
+"""Stage ``report``: figures, the study's tables beside ours, findings, backbone choice.
+
+Writes the figures under ``plots/`` and two reports under ``reports/``: ``report.md``
+(no dataset images: safe to commit, shown in the README) and ``report.html``, one
+self-contained page with every figure embedded, including ``plots/examples.png`` (one
+FER2013 test image per emotion beside each run's predicted probabilities, the study's
+Figs 11-17), which shows dataset pixels and therefore stays in the DVC cache, not in git.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ferstudy import CLASSES  # noqa: E402
+from ferstudy import params as P  # noqa: E402
+from ferstudy.io import atomic_path, load_dataset, read_json, write_text  # noqa: E402
+from ferstudy.metrics import TABLES, read_curves  # noqa: E402
+
+PAPER_TABLES = Path("reference/paper_tables.csv")
+REPORTS_DIR = Path("reports")
+EXAMPLES = "examples.png"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_results(runs: list[str]) -> dict[str, dict[str, Any]]:
+    """Everything the earlier stages wrote for each run."""
+    results = {}
+    for run in runs:
+        backbone, init = P.parse_run_name(run)
+        results[run] = {
+            "backbone": backbone,
+            "init": init,
+            "study": read_json(P.METRICS_DIR / "study" / f"{run}.json"),
+            "eval": read_json(P.METRICS_DIR / "eval" / f"{run}.json"),
+            "speed": read_json(P.METRICS_DIR / "speed" / f"{run}.json"),
+            "config": read_json(P.model_dir(run) / "config.json"),
+            "curves": read_curves(P.live_dir(run)),
+        }
+    return results
+
+
+def load_paper_tables(path: Path = PAPER_TABLES) -> dict[tuple, float]:
+    """``{(table, backbone, init, epochs): value}`` from the study's Tables 2-5."""
+    with open(path, newline="") as fh:
+        return {
+            (int(r["table"]), r["backbone"], r["init"], r["epochs"]): float(r["value"])
+            for r in csv.DictReader(fh)
+        }
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def plot_curves(results: dict, backbone: str, out: Path) -> Path:
+    """Accuracy and loss over epochs; pretrained solid, random dashed (the study's Figs 5-8)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in (results[run] for run in sorted(results)):
+        if r["backbone"] != backbone:
+            continue
+        style = "-" if r["init"] == "pretrained" else "--"
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+                curve = r["curves"][f"{split}/{metric}"]
+                ax.plot(range(len(curve)), curve, style, color=color, label=f"{r['init']} {split}")
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch (0 = untrained)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{backbone}: accuracy and loss per epoch")
+    return _save(fig, out)
+
+
+def plot_initial(results: dict, key: str, out: Path) -> Path:
+    """Bar chart of initial (after epoch 1) validation accuracy or loss (Figs 9-10)."""
+    runs = sorted(results)
+    values = [results[r]["study"]["initial"][f"val_{key}"] for r in runs]
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(runs)), 3.4))
+    bars = ax.bar(
+        runs,
+        values,
+        color=["tab:green" if results[r]["init"] == "pretrained" else "tab:gray" for r in runs],
+    )
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_ylabel(f"validation {key} after epoch 1")
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_title(f"Initial {key}")
+    return _save(fig, out)
+
+
+def plot_confusion(run: str, matrix: list[list[int]], out: Path) -> Path:
+    m = np.array(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{run}: test confusion (row-normalised)")
+    return _save(fig, out)
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Runs not beaten on both (accuracy, speed) by another run, fastest first."""
+    front = [
+        r
+        for r, (acc, speed) in points.items()
+        if not any(
+            a >= acc and s >= speed and (a, s) != (acc, speed)
+            for o, (a, s) in points.items()
+            if o != r
+        )
+    ]
+    return sorted(front, key=lambda r: -points[r][1])
+
+
+def plot_accuracy_speed(results: dict, out: Path) -> Path:
+    points = {
+        r: (v["eval"]["accuracy"], v["speed"]["images_per_second_batch64"])
+        for r, v in results.items()
+    }
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, (acc, speed) in points.items():
+        ax.scatter(speed, acc, color="tab:red" if run in front else "tab:gray")
+        ax.annotate(run, (speed, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.plot(
+        [points[r][1] for r in front],
+        [points[r][0] for r in front],
+        ":",
+        color="tab:red",
+        label="Pareto front",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("images per second (batch 64, this machine)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def example_rows(results: dict) -> dict[int, int]:
+    """One test image per emotion, the same for every run: the lowest dataset row of that
+    class in every run's test set (so a subset run shares its examples with full runs)."""
+    common = None
+    for run in results:
+        with np.load(P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:
+            rows = set(npz["rows"].tolist())
+        common = rows if common is None else common & rows
+    labels = load_dataset(P.DATASET_FILE).labels
+    chosen = {}
+    for c in range(len(CLASSES)):
+        rows = sorted(r for r in common or () if labels[r] == c)
+        if rows:
+            chosen[c] = rows[0]
+    return chosen
+
+
+def plot_examples(results: dict, out: Path) -> Path:
+    """Each emotion's example image beside every run's probabilities (Figs 11-17)."""
+    dataset = load_dataset(P.DATASET_FILE)
+    chosen = example_rows(results)
+    probs = {}
+    for run in results:
+        with np.load(P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:
+            index = {int(r): i for i, r in enumerate(npz["rows"])}
+            probs[run] = {c: npz["probabilities"][index[row]] for c, row in chosen.items()}
+    runs = sorted(results)
+    fig, axes = plt.subplots(
+        len(chosen),
+        2,
+        figsize=(10, 2.2 * len(chosen)),
+        gridspec_kw={"width_ratios": [1, 4]},
+        squeeze=False,
+    )
+    width = 0.8 / max(1, len(runs))
+    for i, (c, row) in enumerate(sorted(chosen.items())):
+        axes[i, 0].imshow(dataset.images[row], cmap="gray", vmin=0, vmax=255)
+        axes[i, 0].set_title(f"true: {CLASSES[c]}", fontsize=9)
+        axes[i, 0].axis("off")
+        for k, run in enumerate(runs):
+            axes[i, 1].bar(np.arange(len(CLASSES)) + k * width, probs[run][c], width, label=run)
+        axes[i, 1].set_xticks(np.arange(len(CLASSES)) + 0.4 - width / 2, CLASSES, fontsize=8)
+        axes[i, 1].set_ylim(0, 1)
+    axes[0, 1].legend(fontsize=7, ncol=2)
+    return _save(fig, out)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def findings(results: dict) -> list[str]:
+    """Which of the study's findings the current runs agree with, in plain sentences."""
+    out = []
+    by = {(r["backbone"], r["init"]): r for r in results.values()}
+    backbones = sorted({r["backbone"] for r in results.values()})
+    pairs = [b for b in backbones if (b, "pretrained") in by and (b, "random") in by]
+
+    def early_mcr(r):
+        return np.mean(list(r["study"]["MCR"]["accuracy"].values())[:2])
+
+    def mean_mofr(r):
+        return np.mean(list(r["study"]["MOFR"]["accuracy"].values()))
+
+    if pairs:
+        wins = [
+            b
+            for b in pairs
+            if by[(b, "pretrained")]["eval"]["accuracy"] > by[(b, "random")]["eval"]["accuracy"]
+        ]
+        out.append(
+            f"Pretrained beats random initialisation (test accuracy) for {len(wins)} of "
+            f"{len(pairs)} backbones ({', '.join(wins) or 'none'}); the study: all."
+        )
+        faster = [
+            b for b in pairs if early_mcr(by[(b, "pretrained")]) > early_mcr(by[(b, "random")])
+        ]
+        out.append(
+            f"Pretrained converges faster in epochs 1-10 (accuracy MCR) for {len(faster)} "
+            f"of {len(pairs)} backbones; the study: yes."
+        )
+        more = [b for b in pairs if mean_mofr(by[(b, "pretrained")]) > mean_mofr(by[(b, "random")])]
+        out.append(
+            f"Pretrained overfits more (mean accuracy MOFR) for {len(more)} of "
+            f"{len(pairs)} backbones; the study: yes."
+        )
+    else:
+        out.append(
+            "Pretrained vs random cannot be compared: no backbone has both runs here "
+            "(pretrained weights need a download; see the README)."
+        )
+    if ("vggface", "random") in by:
+        r = by[("vggface", "random")]
+        rates = [
+            v for rate in ("MCR", "MOFR") for m in r["study"][rate].values() for v in m.values()
+        ]
+        largest = max(abs(v) for v in rates)
+        verdict = (
+            "does not learn (all rates ~0): agrees"
+            if largest < 1e-3
+            else "does learn (rates not ~0): disagrees"
+        )
+        out.append(
+            f"VGG-Face from random initialisation {verdict} with the study "
+            f"(largest |rate| {largest:.4f})."
+        )
+    for init in ("pretrained", "random"):
+        if ("openface", init) in by and ("resnet50", init) in by:
+            o, rn = by[("openface", init)], by[("resnet50", init)]
+            diff = o["eval"]["accuracy"] - rn["eval"]["accuracy"]
+            ratio = rn["speed"]["parameters"] / max(1, o["speed"]["parameters"])
+            out.append(
+                f"OpenFace vs ResNet-50 ({init}): test accuracy {o['eval']['accuracy']:.3f} vs "
+                f"{rn['eval']['accuracy']:.3f} ({diff:+.3f}) with {ratio:.1f}x fewer "
+                f"parameters; the study: about as accurate."
+            )
+        if ("mobilenet", init) in by and ("openface", init) in by:
+            m, o = by[("mobilenet", init)], by[("openface", init)]
+            below = m["eval"]["accuracy"] < o["eval"]["accuracy"]
+            out.append(
+                f"MobileNet ({init}) is {'below' if below else 'not below'} OpenFace in test "
+                f"accuracy ({m['eval']['accuracy']:.3f} vs {o['eval']['accuracy']:.3f}); "
+                f"the study: below."
+            )
+        same = [r for r in results.values() if r["init"] == init]
+        if len(same) > 1:
+            top = max(same, key=lambda r: np.mean(list(r["study"]["MCR"]["accuracy"].values())))
+            out.append(
+                f"Highest mean accuracy MCR among {init} runs: {top['backbone']}; "
+                f"the study: OpenFace."
+            )
+    worst = [
+        r
+        for r in results.values()
+        if min(r["eval"]["per_class"], key=lambda c: r["eval"]["per_class"][c]["f1"]) == "disgust"
+    ]
+    out.append(
+        f"Disgust is the worst-recognised emotion (lowest test F1) in {len(worst)} of "
+        f"{len(results)} runs; the study: disgust worst."
+    )
+    return out
+
+
+def choice(results: dict) -> list[str]:
+    points = {
+        r: (v["eval"]["accuracy"], v["speed"]["images_per_second_batch64"])
+        for r, v in results.items()
+    }
+    front = pareto_front(points)
+    best = max(points, key=lambda r: points[r][0])
+    fastest = front[0]
+    return [
+        "Pareto front (test accuracy vs images/s, fastest first): "
+        + ", ".join(f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)" for r in front),
+        f"When accuracy matters: **{best}** (test accuracy {points[best][0]:.3f}).",
+        f"When speed matters: **{fastest}** ({points[fastest][1]:.0f} img/s, test accuracy "
+        f"{points[fastest][0]:.3f}).",
+    ]
+
+
+# --------------------------------------------------------------------------- tables + report
+
+
+def runs_table(results: dict) -> str:
+    head = (
+        "| run | data | initial val acc | final val acc | best val acc (epoch) | test acc | "
+        "macro-F1 | params | trainable | ms/img (b1) | img/s (b64) |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run, r in sorted(results.items()):
+        s, e, sp = r["study"], r["eval"], r["speed"]
+        lines.append(
+            f"| {run} | {r['config'].get('fraction', 1.0):g} | "
+            f"{s['initial']['val_accuracy']:.4f} | "
+            f"{s['final_val_accuracy']:.4f} | {s['best_val_accuracy']:.4f} ({s['best_epoch']}) | "
+            f"{e['accuracy']:.4f} | {e['macro_f1']:.4f} | {sp['parameters']:,} | "
+            f"{sp['trainable_parameters']:,} | {sp['ms_per_image_batch1']:.1f} | "
+            f"{sp['images_per_second_batch64']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def per_class_table(results: dict) -> str:
+    lines = ["| run | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
+    for run, r in sorted(results.items()):
+        lines.append(
+            f"| {run} | "
+            + " | ".join(f"{r['eval']['per_class'][c]['f1']:.3f}" for c in CLASSES)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def side_by_side(results: dict, paper: dict[tuple, float]) -> str:
+    """The study's Tables 2-5 beside this project's values (paper / ours per window)."""
+    out = []
+    for (metric, rate), table in TABLES.items():
+        windows = list(next(iter(results.values()))["study"][rate][metric])
+        out.append(f"**Table {table}: {rate} of {metric}** (paper / this project)\n")
+        out.append("| model | init | " + " | ".join(windows) + " |")
+        out.append("|---|---|" + "---:|" * len(windows))
+        backbones = sorted({k[1] for k in paper} | {r["backbone"] for r in results.values()})
+        for backbone in backbones:
+            for init in ("pretrained", "random"):
+                ours = results.get(P.run_name(backbone, init))
+                cells = []
+                for w in windows:
+                    p = paper.get((table, backbone, init, w))
+                    o = ours["study"][rate][metric].get(w) if ours else None
+                    cells.append(
+                        f"{'' if p is None else f'{p:.4f}'} / {'—' if o is None else f'{o:.4f}'}"
+                    )
+                out.append(f"| {backbone} | {init} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _img_md(path: Path) -> str:
+    return f"![{path.stem}](../{path.as_posix()})"
+
+
+def _img_html(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def markdown_report(results, paper, figures, with_examples: bool) -> str:
+    lines = [
+        "# FER backbone comparison: results",
+        "",
+        "Generated by `ferstudy report` from the pipeline's outputs. Validation and "
+        "training curves: `dvc plots diff`; numbers: `dvc metrics show`.",
+        "",
+        "## Runs",
+        "",
+        runs_table(results),
+        "",
+        "## Test F1 per emotion",
+        "",
+        per_class_table(results),
+        "",
+        "## Findings of the study, checked",
+        "",
+    ]
+    lines += [f"- {f}" for f in findings(results)]
+    lines += ["", "## Backbone choice from measurements", ""]
+    lines += [f"- {c}" for c in choice(results)]
+    lines += [
+        "",
+        "## The study's Tables 2-5 beside this project's",
+        "",
+        "The study's values come from `reference/paper_tables.csv` (read by OCR; in "
+        "Table 5 the vggface/pretrained row was garbled and the more legible reading "
+        "is kept). Metric[0] here is the untrained model's epoch-0 evaluation.",
+        "",
+        side_by_side(results, paper),
+        "## Figures",
+        "",
+    ]
+    for title, path in figures:
+        if with_examples or path.name != EXAMPLES:
+            lines += [f"### {title}", "", "{{IMG:" + path.as_posix() + "}}", ""]
+    return "\n".join(lines)
+
+
+def _markdown_to_html(text: str) -> str:
+    """Just enough Markdown for this report: headings, lists, tables, images, bold, code."""
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+    out, table, in_list = [], [], False
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        if table:
+            rows = [r for r in table if not all(set(c) <= set("-:") for c in r)]
+            out.append(
+                "<table>"
+                + "".join(
+                    "<tr>"
+                    + "".join(
+                        f"<{'th' if i == 0 else 'td'}>{inline(c)}</{'th' if i == 0 else 'td'}>"
+                        for c in r
+                    )
+                    + "</tr>"
+                    for i, r in enumerate(rows)
+                )
+                + "</table>"
+            )
+            table = []
+        if line.startswith("- "):
+            out.append(("" if in_list else "<ul>") + f"<li>{inline(line[2:])}</li>")
+            in_list = True
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("{{IMG:"):
+            out.append(_img_html(Path(line[6:-2])))
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>FER backbone comparison"
+        f"</title><style>{style}</style></head><body>" + "\n".join(out) + "</body></html>\n"
+    )
+
+
+def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
+    """The ``report`` stage."""
+    results = load_results(runs)
+    paper = load_paper_tables()
+    plots = P.PLOTS_DIR / "figures"
+    figures = []
+    for backbone in sorted({r["backbone"] for r in results.values()}):
+        figures.append(
+            (
+                f"{backbone}: curves (pretrained solid, random dashed)",
+                plot_curves(results, backbone, plots / f"curves_{backbone}.png"),
+            )
+        )
+    figures.append(
+        (
+            "Initial validation accuracy",
+            plot_initial(results, "accuracy", plots / "initial_accuracy.png"),
+        )
+    )
+    figures.append(
+        ("Initial validation loss", plot_initial(results, "loss", plots / "initial_loss.png"))
+    )
+    figures.append(
+        (
+            "Test accuracy against inference speed",
+            plot_accuracy_speed(results, plots / "accuracy_vs_speed.png"),
+        )
+    )
+    for run in sorted(results):
+        figures.append(
+            (
+                f"{run}: test confusion matrix",
+                plot_confusion(
+                    run, results[run]["eval"]["confusion_matrix"], plots / f"confusion_{run}.png"
+                ),
+            )
+        )
+    figures.append(
+        (
+            "One test image per emotion and each run's probabilities",
+            plot_examples(results, P.PLOTS_DIR / EXAMPLES),
+        )
+    )
+    md = markdown_report(results, paper, figures, with_examples=False)
+    write_text(
+        REPORTS_DIR / "report.md",
+        "\n".join(
+            _img_md(Path(line[6:-2])) if line.startswith("{{IMG:") else line
+            for line in md.splitlines()
+        )
+        + "\n",
+    )
+    write_text(
+        REPORTS_DIR / "report.html",
+        _markdown_to_html(markdown_report(results, paper, figures, with_examples=True)),
+    )
+    return {"figures": [str(p) for _, p in figures], "findings": findings(results)}

@@ -1,0 +1,99 @@
+"""The whole pipeline through DVC itself, on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import synthetic_images, write_zip
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.dvc
+
+
+def sh(cmd: str, cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
+    """A copy of this repository's pipeline with tiny params, in a fresh git + DVC repo."""
+    project = tmp / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "reference", "src"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(
+        backbones=["openface", "mobilenet"], inits=["random"], epochs=3, lr=0.01,
+        batch_size=16, window=2, precision="fp32", features_batch_size=32,
+    )
+    params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
+    params.update(overrides)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    zip_path = write_zip(tmp / "fer.zip", *synthetic_images(per_class=12))
+    env = {**os.environ, "FER2013_PATH": str(zip_path), "FERSTUDY_THREADS": "2"}
+    sh("git init -q && git config user.email t@t && git config user.name t", project, env)
+    sh("dvc init -q && dvc config core.analytics false && dvc config core.check_update false",
+       project, env)
+    sh("git add -A && git commit -qm pipeline", project, env)
+    return project, env
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    project, env = make_project(tmp_path_factory.mktemp("dvc"))
+    log = sh("dvc repro", project, env)
+    sh("git add -A && git commit -qm baseline", project, env)
+    return project, env, log
+
+
+def test_repro_runs_every_stage_of_the_matrix(pipeline):
+    project, env, log = pipeline
+    for stage in ("acquire", "split", "features@openface-random", "features@mobilenet-random",
+                  "train@openface-random", "train@mobilenet-random", "evaluate@openface-random",
+                  "metrics", "report"):
+        assert f"Running stage '{stage}'" in log
+    for run in ("openface-random", "mobilenet-random"):
+        assert (project / "models" / run / "weights.h5").is_file()
+        study = json.loads((project / "metrics" / "study" / f"{run}.json").read_text())
+        assert list(study["MCR"]["accuracy"]) == ["1-2", "3-3"]  # window 2 over 3 epochs
+    assert (project / "reports" / "report.html").is_file()
+    assert "![" in (project / "reports" / "report.md").read_text()
+
+
+def test_metrics_show_and_plots(pipeline):
+    project, env, _ = pipeline
+    shown = json.loads(sh("dvc metrics show --json", project, env))
+    text = json.dumps(shown)
+    for key in ("metrics/train/openface-random/metrics.json", "metrics/eval/mobilenet-random.json",
+                "metrics/study/openface-random.json", "metrics/speed/openface-random.json"):
+        assert key in text
+    out = sh("dvc plots show --json", project, env)
+    plots = json.loads(out)
+    names = json.dumps(plots)
+    assert "predictions.csv" in names and "accuracy.tsv" in names and "figures" in names
+
+
+def test_nothing_changed_runs_nothing(pipeline):
+    project, env, _ = pipeline
+    log = sh("dvc repro", project, env)
+    assert "Running stage" not in log
+    assert "didn't change" in log or "up to date" in log
+
+
+def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
+    project, env, _ = pipeline
+    log = sh("dvc exp run -S lr=1e-3", project, env)
+    assert "Running stage 'train@openface-random'" in log
+    assert "Running stage 'train@mobilenet-random'" in log
+    assert "Running stage 'features@" not in log and "Running stage 'acquire'" not in log
+    diff = sh("dvc metrics diff --json", project, env)
+    assert "metrics/train/openface-random/metrics.json" in diff
+    sh("dvc plots diff --json", project, env)
