@@ -68,3 +68,17 @@ def test_random_init_is_seeded():
     c = build_backbone("mobilenet", "random", 32, seed=4).get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_bf16_falls_back_to_fp32_for_backbones_without_bf16_kernels(images):
+    from ferstudy import runtime
+
+    assert runtime.set_precision("bf16", bf16_supported=get_backbone("openface").bf16) == "fp32"
+    cut = split_frozen_tail(build_classifier(build_backbone("openface", "random", 96, 0)), 4)
+    transform = image_transform(get_backbone("openface").preprocess, 96)
+    assert extractor(cut.frozen, transform)(tf.constant(images)).dtype == tf.float32
+    assert runtime.set_precision("bf16") == "bf16"
+    cut = split_frozen_tail(build_classifier(build_backbone("mobilenet", "random", 32, 0)), 4)
+    transform = image_transform(get_backbone("mobilenet").preprocess, 32)
+    assert extractor(cut.frozen, transform)(tf.constant(images)).dtype == tf.uint16  # bf16 bits
+    runtime.set_precision("fp32")

@@ -226,6 +226,7 @@ REGISTRY: dict[str, Backbone] = {
             _openface_pretrained,
             _unit_scale,
             "deepface 0.0.103 OpenFace",
+            bf16=False,
         ),
         Backbone(
             "resnet50",
