@@ -74,3 +74,39 @@ def tiny_images() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def tiny_zip(tmp_path: Path, tiny_images) -> Path:
     return write_zip(tmp_path / "fer.zip", *tiny_images)
+
+
+SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fer2013" / "fer2013.zip"
+
+
+def fer_faces(n: int, split: str = "test") -> list[np.ndarray]:
+    """Real face crops from the shared FER2013 copy (tests that need them skip without it)."""
+    path = Path(os.environ.get("FER2013_PATH") or SHARED_FER)
+    if not path.is_file() or path.suffix != ".zip":
+        pytest.skip("the shared FER2013 zip is not available")
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.startswith(f"{split}/") and n.endswith(".jpg"))
+        picked = names[:: max(1, len(names) // n)][:n]
+        return [np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L")) for name in picked]
+
+
+def saved_model(folder: Path, backbone: str = "mobilenet", size: int = 32, seed: int = 0) -> Path:
+    """A model folder of this project holding seeded random weights (no training needed)."""
+    from ferstudy.backbones import build_backbone
+    from ferstudy.model_store import save_model
+    from ferstudy.transfer import build_classifier
+
+    classifier = build_classifier(build_backbone(backbone, "random", size, seed))
+    save_model(
+        folder,
+        classifier,
+        {
+            "backbone": backbone,
+            "init": "random",
+            "input_size": size,
+            "trainable_layers": 4,
+            "precision": "fp32",
+            "seed": seed,
+        },
+    )
+    return folder

@@ -31,8 +31,14 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        backbones=["openface", "mobilenet"], inits=["random"], epochs=3, lr=0.01,
-        batch_size=16, window=2, precision="fp32", features_batch_size=32,
+        backbones=["openface", "mobilenet"],
+        inits=["random"],
+        epochs=3,
+        lr=0.01,
+        batch_size=16,
+        window=2,
+        precision="fp32",
+        features_batch_size=32,
     )
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
     params.update(overrides)
@@ -40,8 +46,11 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     zip_path = write_zip(tmp / "fer.zip", *synthetic_images(per_class=12))
     env = {**os.environ, "FER2013_PATH": str(zip_path), "FERSTUDY_THREADS": "2"}
     sh("git init -q && git config user.email t@t && git config user.name t", project, env)
-    sh("dvc init -q && dvc config core.analytics false && dvc config core.check_update false",
-       project, env)
+    sh(
+        "dvc init -q && dvc config core.analytics false && dvc config core.check_update false",
+        project,
+        env,
+    )
     sh("git add -A && git commit -qm pipeline", project, env)
     return project, env
 
@@ -56,9 +65,17 @@ def pipeline(tmp_path_factory):
 
 def test_repro_runs_every_stage_of_the_matrix(pipeline):
     project, env, log = pipeline
-    for stage in ("acquire", "split", "features@openface-random", "features@mobilenet-random",
-                  "train@openface-random", "train@mobilenet-random", "evaluate@openface-random",
-                  "metrics", "report"):
+    for stage in (
+        "acquire",
+        "split",
+        "features@openface-random",
+        "features@mobilenet-random",
+        "train@openface-random",
+        "train@mobilenet-random",
+        "evaluate@openface-random",
+        "metrics",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in log
     for run in ("openface-random", "mobilenet-random"):
         assert (project / "models" / run / "weights.h5").is_file()
@@ -72,8 +89,12 @@ def test_metrics_show_and_plots(pipeline):
     project, env, _ = pipeline
     shown = json.loads(sh("dvc metrics show --json", project, env))
     text = json.dumps(shown)
-    for key in ("metrics/train/openface-random/metrics.json", "metrics/eval/mobilenet-random.json",
-                "metrics/study/openface-random.json", "metrics/speed/openface-random.json"):
+    for key in (
+        "metrics/train/openface-random/metrics.json",
+        "metrics/eval/mobilenet-random.json",
+        "metrics/study/openface-random.json",
+        "metrics/speed/openface-random.json",
+    ):
         assert key in text
     out = sh("dvc plots show --json", project, env)
     plots = json.loads(out)

@@ -58,7 +58,10 @@ def test_study_trainable_layers_and_parameter_counts():
         assert build_backbone(name, "random", size, seed=0).count_params() == expected
     cut = split_frozen_tail(build_classifier(build_backbone("mobilenet", "random", 32, 0)), 4)
     assert cut.trainable_layer_names == [
-        "conv_dw_13_relu", "conv_pw_13", "conv_pw_13_bn", "conv_pw_13_relu",
+        "conv_dw_13_relu",
+        "conv_pw_13",
+        "conv_pw_13_bn",
+        "conv_pw_13_relu",
     ]
 
 

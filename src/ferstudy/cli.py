@@ -66,9 +66,11 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     params = P.load_params(args.params)
     per_run = metrics.run(params, P.runs(params))
     for run, result in per_run.items():
-        print(f"{run}: initial val accuracy {result['initial']['val_accuracy']:.4f}, "
-              f"final {result['final_val_accuracy']:.4f}, best {result['best_val_accuracy']:.4f} "
-              f"(epoch {result['best_epoch']})")
+        print(
+            f"{run}: initial val accuracy {result['initial']['val_accuracy']:.4f}, "
+            f"final {result['final_val_accuracy']:.4f}, best {result['best_val_accuracy']:.4f} "
+            f"(epoch {result['best_epoch']})"
+        )
     print(f"tables: {P.METRICS_DIR / 'study_tables.md'}")
 
 
@@ -77,9 +79,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     info = evaluate.run(P.load_params(args.params), args.run)
     s, sp = info["scores"], info["speed"]
-    print(f"evaluate {args.run}: test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}; "
-          f"{sp['ms_per_image_batch1']} ms/img at batch 1, "
-          f"{sp['images_per_second_batch64']} img/s at batch 64 ({sp['precision']})")
+    print(
+        f"evaluate {args.run}: test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}; "
+        f"{sp['ms_per_image_batch1']} ms/img at batch 1, "
+        f"{sp['images_per_second_batch64']} img/s at batch 64 ({sp['precision']})"
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -89,6 +93,20 @@ def _cmd_report(args: argparse.Namespace) -> None:
     info = report.run(params, P.runs(params))
     print("\n".join(f"- {f}" for f in info["findings"]))
     print(f"report: {report.REPORTS_DIR / 'report.html'} and {report.REPORTS_DIR / 'report.md'}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ferstudy import predict
+
+    return predict.run(
+        args.paths,
+        args.model,
+        None if args.no_detect else args.detector,
+        args.out,
+        args.plot,
+        args.batch_size,
+        args.margin,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
         handler=_cmd_report
     )
+    pred = sub.add_parser("predict", help="emotions of the faces in any photos")
+    pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    pred.add_argument("--model", help="models/<run> (default: best validation accuracy)")
+    pred.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn")
+    pred.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="treat each whole image as one aligned face (like FER2013 crops)",
+    )
+    pred.add_argument("--out", help="write JSON lines here instead of stdout")
+    pred.add_argument("--plot", metavar="DIR", help="write one figure per image here")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument("--margin", type=float, default=0.1, help="crop margin per side")
+    pred.set_defaults(handler=_cmd_predict)
     for name, handler, text in (
         ("features", _cmd_features, "cache the frozen part's output for one run"),
         ("train", _cmd_train, "train one run's tail on its cached features"),
