@@ -169,7 +169,7 @@ class Checkpoint:
         state = json.loads(marker.read_text())
         if state.get("fingerprint") != self.fingerprint:
             return 0
-        self.ckpt.read(str(self.dir / "state")).assert_consumed()
+        self.ckpt.read(str(self.dir / "state")).assert_existing_objects_matched()
         shutil.rmtree(self.live_dir, ignore_errors=True)
         shutil.copytree(self.dir / "live", self.live_dir)
         return int(state["epoch"])
@@ -200,6 +200,7 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     if cut.feature_size != meta["feature_size"]:
         raise FerError(f"{cache.folder}: features do not match the {run_name} cut; rerun features")
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
+    optimizer.build(cut.tail.trainable_variables)  # slots exist before a checkpoint restores them
     cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
     live_dir = P.live_dir(run_name)
