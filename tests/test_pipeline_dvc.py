@@ -109,6 +109,54 @@ def test_nothing_changed_runs_nothing(pipeline):
     assert "didn't change" in log or "up to date" in log
 
 
+def _results(project: Path) -> dict[str, bytes]:
+    """Every result file that must be byte-identical on a rerun (timings excluded)."""
+    files = [
+        p
+        for d in ("metrics/train", "metrics/study", "metrics/eval")
+        for p in sorted((project / d).rglob("*"))
+        if p.is_file()
+    ]
+    files += [project / "metrics/study_tables.csv", project / "metrics/study_tables.md"]
+    out = {str(p.relative_to(project)): p.read_bytes() for p in files}
+    report = (project / "reports/report.md").read_text()
+    out["report.md (before the speed section)"] = report.split("## Speed")[0].encode()
+    return out
+
+
+def test_forced_rerun_gives_identical_results(pipeline):
+    project, env, _ = pipeline
+    before = _results(project)
+    assert len(before) > 15
+    log = sh("dvc repro -f", project, env)
+    assert "Running stage 'train@openface-random'" in log
+    after = _results(project)
+    assert before.keys() == after.keys()
+    changed = [name for name in before if before[name] != after[name]]
+    assert not changed
+
+
+def test_params_change_reruns_training_and_later_only(pipeline):
+    project, env, _ = pipeline
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump({**params, "lr": 0.02}, sort_keys=False))
+    log = sh("dvc repro", project, env)
+    ran = sorted(
+        line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")
+    )
+    assert ran == sorted(
+        [
+            "train@openface-random",
+            "train@mobilenet-random",
+            "evaluate@openface-random",
+            "evaluate@mobilenet-random",
+            "metrics",
+            "report",
+        ]
+    )
+    sh("git checkout params.yaml && dvc checkout -q", project, env)
+
+
 def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
     project, env, _ = pipeline
     log = sh("dvc exp run -S lr=1e-3", project, env)
