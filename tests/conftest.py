@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import http.server
 import io
 import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -110,3 +112,42 @@ def saved_model(folder: Path, backbone: str = "mobilenet", size: int = 32, seed:
         },
     )
     return folder
+
+
+class LocalServer:
+    """A local http server on 127.0.0.1 serving a dict of path -> bytes (or redirects)."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        redirects: dict[str, str] | None = None,
+        cut: set[str] | None = None,
+    ):
+        files, redirects, cut = files, redirects or {}, cut or set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.end_headers()
+                    return
+                if self.path not in files:
+                    self.send_error(404)
+                    return
+                body = files[self.path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in cut else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

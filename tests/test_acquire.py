@@ -1,14 +1,12 @@
 import gzip
 import hashlib
-import http.server
 import io
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes, write_csv, write_folder, write_zip
+from conftest import LocalServer, png_bytes, write_csv, write_folder, write_zip
 from PIL import Image
 
 from ferstudy import CLASSES, acquire
@@ -170,49 +168,10 @@ def test_not_a_dataset(tmp_path):
 # ------------------------------------------------------------------ downloads, no network
 
 
-class _Server:
-    """A local http server on 127.0.0.1 serving a dict of path -> bytes (or redirects)."""
-
-    def __init__(
-        self,
-        files: dict[str, bytes],
-        redirects: dict[str, str] | None = None,
-        cut: set[str] | None = None,
-    ):
-        files, redirects, cut = files, redirects or {}, cut or set()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                if self.path in redirects:
-                    self.send_response(302)
-                    self.send_header("Location", redirects[self.path])
-                    self.end_headers()
-                    return
-                if self.path not in files:
-                    self.send_error(404)
-                    return
-                body = files[self.path]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in cut else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server(tiny_zip, tmp_path, tiny_images):
     csv_gz = write_csv(tmp_path / "f.csv.gz", *tiny_images, gz=True).read_bytes()
-    srv = _Server(
+    srv = LocalServer(
         {"/fer.zip": tiny_zip.read_bytes(), "/fer.csv.gz": csv_gz},
         redirects={"/moved.zip": "/fer.zip", "/away.zip": "http://localhost:9/fer.zip"},
         cut={"/fer.csv.gz"},

@@ -36,7 +36,11 @@ def open_image(data: bytes, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) ->
             return ImageOps.exif_transpose(img)
     except FerError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FerError(
+            f"{name}: image larger than the limit of {max_pixels} pixels (decompression bomb guard)"
+        ) from None
+    except UnidentifiedImageError:
         raise FerError(f"{name}: not a readable image") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise FerError(f"{name}: damaged or truncated image ({err})") from None
