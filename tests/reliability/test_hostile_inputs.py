@@ -21,7 +21,6 @@ from PIL import Image
 from ferstudy.cli import main
 from ferstudy.predict import analyze
 
-
 NOISE = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
 
 
