@@ -109,6 +109,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ferstudy import bench
+
+    result = bench.run(
+        P.load_params(args.params),
+        subset=args.subset,
+        epochs=args.epochs,
+        backbone=args.backbone,
+        batches=args.batches,
+        precision_check=args.precision_check,
+        out=Path(args.out),
+        backbones=args.backbones.split(",") if args.backbones else None,
+    )
+    print(bench.table(result))
+    print(f"written: {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=P.PARAMS_FILE, help="parameter file (params.yaml)")
@@ -123,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
         handler=_cmd_report
     )
+    bench = sub.add_parser("bench", help="measure speeds: forward passes, cached vs naive")
+    bench.add_argument(
+        "--subset", type=int, default=2000, help="training images for the comparison"
+    )
+    bench.add_argument("--epochs", type=int, default=20)
+    bench.add_argument("--backbone", default="openface", help="backbone of the comparison")
+    bench.add_argument("--backbones", help="comma-separated backbones to time (default: all)")
+    bench.add_argument("--batches", type=int, default=3, help="batches of 64 per forward timing")
+    bench.add_argument(
+        "--precision-check",
+        metavar="BACKBONE[:FRACTION]",
+        help="also train one run under fp32 and bf16 and compare accuracy",
+    )
+    bench.add_argument("--out", default="bench/results.json")
+    bench.set_defaults(handler=_cmd_bench)
     pred = sub.add_parser("predict", help="emotions of the faces in any photos")
     pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
     pred.add_argument("--model", help="models/<run> (default: best validation accuracy)")
