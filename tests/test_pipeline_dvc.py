@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,22 @@ def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
     diff = sh("dvc metrics diff --json", project, env)
     assert "metrics/train/openface-random/metrics.json" in diff
     sh("dvc plots diff --json", project, env)
+
+
+def test_queue_runs_a_grid_with_two_workers(pipeline):
+    project, env, _ = pipeline
+    env = {**env, "FERSTUDY_THREADS": "1"}  # 2 workers x 1 thread on 2 cores
+    for lr in ("0.005", "0.02"):
+        sh(f"dvc exp run --queue -S lr={lr} -n lr-{lr.replace('.', '')}", project, env)
+    sh("dvc queue start --jobs 2", project, env)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = sh("dvc queue status", project, env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status and "Failed" not in status, status
+    shown = json.loads(sh("dvc exp show --json", project, env))
+    names = json.dumps(shown)
+    assert "lr-0005" in names and "lr-002" in names
+    sh("dvc queue stop", project, env)
