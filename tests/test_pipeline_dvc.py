@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,3 +187,62 @@ def test_queue_runs_a_grid_with_two_workers(pipeline):
     names = json.dumps(shown)
     assert "lr-0005" in names and "lr-002" in names
     sh("dvc queue stop", project, env)
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+SECTIONS = [
+    "Runs",
+    "Test F1 per emotion",
+    "Findings of the study, checked",
+    "The study's Tables 2-5 beside this project's",
+    "Speed and the backbone choice",
+    "Figures",
+]
+
+
+@pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed")
+def test_report_renders_in_chromium(pipeline, tmp_path):
+    project = pipeline[0]
+    html = tmp_path / "report.html"
+    shutil.copy(project / "reports/report.html", html)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [
+                BROWSER,
+                *flags,
+                f"--user-data-dir={profile}",
+                "--dump-dom",
+                "--enable-logging=stderr",
+                f"file://{html}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
+    for section in SECTIONS:
+        assert (
+            f">{section.replace(chr(39), '&#x27;')}</h2>" in dom.stdout
+            or f">{section}</h2>" in dom.stdout
+        ), section
+    assert dom.stdout.count("<img") >= 6 and dom.stdout.count("<table") >= 6
+    png = html.with_suffix(".png")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts/screenshot_report.sh"), str(html), str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert png.stat().st_size > 50_000
