@@ -24,7 +24,7 @@ import tensorflow as tf
 from ferstudy import CLASSES, runtime
 from ferstudy import params as P
 from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
-from ferstudy.features import extractor
+from ferstudy.features import extract_to_file, extractor
 from ferstudy.io import load_dataset, load_split, write_json
 from ferstudy.split import stratified_subset
 from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
@@ -88,14 +88,10 @@ def cached_vs_naive(
     cut = _cut(backbone, size)
     transform = image_transform(entry.preprocess, size)
     extract = extractor(cut.frozen, transform)
-    start = time.perf_counter()
-    feats = np.concatenate(
-        [
-            extract(tf.constant(images[i : i + batch_size])).numpy()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-    feature_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:  # the feature stage's own code path
+        stage_speed = extract_to_file(extract, images, Path(tmp) / "f.npy", batch_size, "features")
+        feats = np.load(Path(tmp) / "f.npy")
+    feature_seconds = len(images) / stage_speed
     cut.tail.compile(keras.optimizers.Adam(lr), "categorical_crossentropy", ["accuracy"])
     start = time.perf_counter()
     cut.tail.fit(feats, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
@@ -209,7 +205,11 @@ def run(
         int(params.get("batch_size", 64)),
         float(params.get("lr", 1e-4)),
     )
-    print(f"cached vs naive: {result['cached_vs_naive']}", flush=True)
+    c = result["cached_vs_naive"]
+    alone = forward_speed(backbone, "fp32", batches)
+    c["forward_alone_images_per_second"] = round(alone, 1)
+    c["features_vs_forward"] = round(c["features_images_per_second"] / alone, 3)
+    print(f"cached vs naive: {c}", flush=True)
     if precision_check:
         name, _, fraction = precision_check.partition(":")
         result["precision_effect"] = precision_effect(params, name, float(fraction or 1.0))
