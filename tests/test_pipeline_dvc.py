@@ -104,6 +104,17 @@ def test_metrics_show_and_plots(pipeline):
     assert "predictions.csv" in names and "accuracy.tsv" in names and "figures" in names
 
 
+def test_metrics_and_plots_on_a_fresh_clone(pipeline, tmp_path):
+    project, env, _ = pipeline
+    sh(f"git clone -q {project} {tmp_path / 'clone'}", tmp_path, env)
+    clone = tmp_path / "clone"
+    shown = sh("dvc metrics show --json", clone, env)
+    assert "metrics/eval/openface-random.json" in shown and "accuracy" in shown
+    plots = sh("dvc plots diff --json HEAD", clone, env)
+    assert "predictions.csv" in plots and "accuracy.tsv" in plots
+    assert "examples.png" not in sh("git ls-files", clone, env)  # no dataset pixels in git
+
+
 def test_nothing_changed_runs_nothing(pipeline):
     project, env, _ = pipeline
     log = sh("dvc repro", project, env)
