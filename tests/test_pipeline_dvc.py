@@ -186,18 +186,27 @@ def test_queue_runs_a_grid_with_two_workers(pipeline):
     env = {**env, "FERSTUDY_THREADS": "1"}  # 2 workers x 1 thread on 2 cores
     for lr in ("0.005", "0.02"):
         sh(f"dvc exp run --queue -S lr={lr} -n lr-{lr.replace('.', '')}", project, env)
-    sh("dvc queue start --jobs 2", project, env)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        status = sh("dvc queue status", project, env)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert "Success" in status and "Failed" not in status, status
-    shown = json.loads(sh("dvc exp show --json", project, env))
-    names = json.dumps(shown)
-    assert "lr-0005" in names and "lr-002" in names
-    sh("dvc queue stop", project, env)
+    quiet = {
+        "cwd": project,
+        "env": env,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "timeout": 300,
+    }
+    # The workers are daemons: keep no pipe of theirs open, or waiting for output never ends.
+    subprocess.run(["dvc", "queue", "start", "--jobs", "2"], check=True, **quiet)
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            status = sh("dvc queue status", project, env)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
+        assert "Success" in status and "Failed" not in status, status
+        names = json.dumps(json.loads(sh("dvc exp show --json", project, env)))
+        assert "lr-0005" in names and "lr-002" in names
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], **quiet)
 
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
