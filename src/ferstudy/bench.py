@@ -241,7 +241,9 @@ def table(result: dict[str, Any]) -> str:
         f"| naive Keras fit on images | - | {c['naive_seconds_per_epoch']} | "
         f"{c['naive_total_seconds']} |",
         "",
-        f"Speed-up: **{c['speedup']}x**.",
+        f"Speed-up: **{c['speedup']}x**. The feature stage ran at "
+        f"{c['features_images_per_second']} img/s, {100 * c['features_vs_forward']:.0f} % of the "
+        f"same backbone's forward pass timed alone ({c['forward_alone_images_per_second']} img/s).",
     ]
     if "precision_effect" in result:
         p = result["precision_effect"]

@@ -68,9 +68,16 @@ def predict_features(
 
 
 def inference_cost(
-    model: tf.keras.Model, transform, weights_file: Path, repeats: int = 10
+    model: tf.keras.Model,
+    trainable_parameters: int,
+    transform,
+    weights_file: Path,
+    repeats: int = 10,
 ) -> dict[str, Any]:
-    """Parameter counts, size on disk and speed of the full model on 48x48 images."""
+    """Parameter counts, size on disk and speed of the full model on 48x48 images.
+
+    ``trainable_parameters`` is what the study's recipe trains (the tail and classifier).
+    """
     infer = tf.function(lambda x: model(transform(x), training=False), reduce_retracing=True)
     rng = np.random.default_rng(0)
     one = tf.constant(rng.integers(0, 256, (1, 48, 48), dtype=np.uint8))
@@ -89,7 +96,7 @@ def inference_cost(
     per_batch = (time.perf_counter() - start) / batches
     return {
         "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "trainable_parameters": trainable_parameters,
         "size_mb": round(weights_file.stat().st_size / 1e6, 2),
         "ms_per_image_batch1": round(1000 * float(np.median(singles)), 2),
         "images_per_second_batch64": round(64 / per_batch, 1),
@@ -124,8 +131,10 @@ def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
         str(params.get("precision", "fp32")), bf16_supported=backbone.bf16
     )
     timed = load_model(P.model_dir(run_name)).model if precision == "bf16" else loaded.model
+    trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
     speed = inference_cost(
         timed,
+        trainable,
         image_transform(backbone.preprocess, loaded.config["input_size"]),
         P.model_dir(run_name) / WEIGHTS,
     )

@@ -383,7 +383,9 @@ def side_by_side(results: dict, paper: dict[tuple, float]) -> str:
     """The study's Tables 2-5 beside this project's values (paper / ours per window)."""
     out = []
     for (metric, rate), table in TABLES.items():
-        windows = list(next(iter(results.values()))["study"][rate][metric])
+        windows = sorted(
+            next(iter(results.values()))["study"][rate][metric], key=lambda w: int(w.split("-")[0])
+        )
         out.append(f"**Table {table}: {rate} of {metric}** (paper / this project)\n")
         out.append("| model | init | " + " | ".join(windows) + " |")
         out.append("|---|---|" + "---:|" * len(windows))
