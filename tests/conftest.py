@@ -7,6 +7,8 @@ import gzip
 import http.server
 import io
 import os
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -151,3 +153,8 @@ class LocalServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def run_ferstudy(*args: str) -> subprocess.CompletedProcess:
+    """Run the ``ferstudy`` command line in a fresh interpreter, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "ferstudy", *args], capture_output=True, text=True)

@@ -2,12 +2,10 @@
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import fer_faces, saved_model
+from conftest import fer_faces, run_ferstudy, saved_model
 from PIL import Image
 
 from ferstudy import CLASSES
@@ -126,24 +124,17 @@ def test_cli_jsonl_summary_and_exit_code(tmp_path, model_dir):
     Image.fromarray(fer_faces(2)[0]).save(tmp_path / "a.png")
     (tmp_path / "b.jpg").write_text("junk")
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ferstudy",
-            "predict",
-            str(tmp_path / "a.png"),
-            str(tmp_path / "b.jpg"),
-            "--model",
-            str(model_dir),
-            "--no-detect",
-            "--out",
-            str(out),
-            "--plot",
-            str(tmp_path / "p"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_ferstudy(
+        "predict",
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.jpg"),
+        "--model",
+        str(model_dir),
+        "--no-detect",
+        "--out",
+        str(out),
+        "--plot",
+        str(tmp_path / "p"),
     )
     assert proc.returncode == 1  # one file failed
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -153,19 +144,7 @@ def test_cli_jsonl_summary_and_exit_code(tmp_path, model_dir):
 
 
 def test_missing_or_foreign_model_dir_is_one_line(tmp_path, model_dir):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ferstudy",
-            "predict",
-            str(tmp_path),
-            "--model",
-            str(model_dir.parent / "nope"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_ferstudy("predict", str(tmp_path), "--model", str(model_dir.parent / "nope"))
     assert proc.returncode == 2
     err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(err) == 1 and "mobilenet-random" in err[0]  # says which runs exist

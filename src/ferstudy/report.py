@@ -171,7 +171,7 @@ def plot_accuracy_speed(results: dict, out: Path) -> Path:
     return _save(fig, out)
 
 
-def example_rows(results: dict) -> dict[int, int]:
+def example_rows(results: dict, labels: np.ndarray) -> dict[int, int]:
     """One test image per emotion, the same for every run: the lowest dataset row of that
     class in every run's test set (so a subset run shares its examples with full runs)."""
     common = None
@@ -179,7 +179,6 @@ def example_rows(results: dict) -> dict[int, int]:
         with np.load(P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:
             rows = set(npz["rows"].tolist())
         common = rows if common is None else common & rows
-    labels = load_dataset(P.DATASET_FILE).labels
     chosen = {}
     for c in range(len(CLASSES)):
         rows = sorted(r for r in common or () if labels[r] == c)
@@ -191,7 +190,7 @@ def example_rows(results: dict) -> dict[int, int]:
 def plot_examples(results: dict, out: Path) -> Path:
     """Each emotion's example image beside every run's probabilities (Figs 11-17)."""
     dataset = load_dataset(P.DATASET_FILE)
-    chosen = example_rows(results)
+    chosen = example_rows(results, dataset.labels)
     probs = {}
     for run in results:
         with np.load(P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:

@@ -7,15 +7,13 @@ import hashlib
 import io
 import stat
 import struct
-import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LocalServer, png_bytes, saved_model, synthetic_images, write_zip
+from conftest import LocalServer, png_bytes, run_ferstudy, saved_model, synthetic_images, write_zip
 from PIL import Image
 
 from ferstudy.cli import main
@@ -218,20 +216,7 @@ def test_tampered_model_folder_is_refused_by_predict(tmp_path, model_dir):
     data[len(data) // 2] ^= 0x01
     (folder / "weights.h5").write_bytes(bytes(data))
     Image.fromarray(synthetic_images(1)[0][0]).save(tmp_path / "a.png")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ferstudy",
-            "predict",
-            str(tmp_path / "a.png"),
-            "--model",
-            str(folder),
-            "--no-detect",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_ferstudy("predict", str(tmp_path / "a.png"), "--model", str(folder), "--no-detect")
     assert proc.returncode == 2
     assert "does not match its recorded sha256; refused" in proc.stderr
 
