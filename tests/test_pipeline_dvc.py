@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import synthetic_images, write_zip
@@ -39,7 +41,7 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
         lr=0.01,
         batch_size=16,
         window=2,
-        precision="fp32",
+        precision="bf16",  # OpenFace has no bf16 kernels and stays fp32: both paths run
         features_batch_size=32,
     )
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
@@ -85,6 +87,36 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         assert list(study["MCR"]["accuracy"]) == ["1-2", "3-3"]  # window 2 over 3 epochs
     assert (project / "reports" / "report.html").is_file()
     assert "![" in (project / "reports" / "report.md").read_text()
+
+
+PREDICT_VS_EVALUATE = """
+import json, numpy as np, ferstudy
+from ferstudy import params as P
+from ferstudy.io import load_dataset
+from ferstudy.predict import EmotionClassifier
+images = load_dataset(P.DATASET_FILE).images
+out = {}
+for run in ("openface-random", "mobilenet-random"):
+    evaluated = np.load(f"metrics/eval/{run}/test_probabilities.npz")
+    classifier = EmotionClassifier(P.model_dir(run))
+    predicted = classifier(images[evaluated["rows"]])
+    expected = evaluated["probabilities"].tolist()
+    out[run] = [classifier.config["precision"], expected, predicted.tolist()]
+print(json.dumps(out))
+"""
+
+
+def test_predictor_reproduces_the_evaluation_at_each_precision(pipeline):
+    project, env, _ = pipeline
+    (project / "check.py").write_text(PREDICT_VS_EVALUATE)
+    out = json.loads(sh(f"{sys.executable} check.py 2>/dev/null", project, env).splitlines()[-1])
+    (project / "check.py").unlink()
+    assert {run: precision for run, (precision, _, _) in out.items()} == {
+        "openface-random": "fp32",
+        "mobilenet-random": "bf16",
+    }
+    for _, evaluated, predicted in out.values():
+        assert np.allclose(evaluated, predicted, atol=1e-3)
 
 
 def test_metrics_show_and_plots(pipeline):

@@ -146,7 +146,10 @@ def _workdir_with_data() -> Any:
 
 
 def precision_effect(params: dict[str, Any], backbone: str, fraction: float) -> dict[str, Any]:
-    """Final validation accuracy of one run under fp32 and under bf16 (same seed, same data)."""
+    """Validation accuracy of one run under fp32 and under bf16 (same seed, same data).
+
+    Both the features and the tail's training run at the precision compared.
+    """
     from ferstudy import features, train
 
     out = {"backbone": backbone, "fraction": fraction}
@@ -163,8 +166,13 @@ def precision_effect(params: dict[str, Any], backbone: str, fraction: float) -> 
             start = time.perf_counter()
             features.run(run_params, backbone, "random")
             result = train.run(run_params, backbone, "random")
+            curve = P.live_dir(P.run_name(backbone, "random")) / "plots/metrics/val/accuracy.tsv"
+            by_epoch = [float(line.split()[1]) for line in curve.read_text().splitlines()[1:]]
             out[precision] = {
                 "final_val_accuracy": result["final"]["val"]["accuracy"],
+                "best_val_accuracy": max(by_epoch),
+                "last_5_mean_val_accuracy": round(float(np.mean(by_epoch[-5:])), 6),
+                "val_accuracy_by_epoch": by_epoch,
                 "seconds": round(time.perf_counter() - start, 1),
             }
     out["difference_points"] = round(
@@ -254,6 +262,8 @@ def table(result: dict[str, Any]) -> str:
             "",
             f"Precision effect ({p['backbone']}, fraction {p['fraction']}): final val "
             f"accuracy fp32 {p['fp32']['final_val_accuracy']:.4f}, bf16 "
-            f"{p['bf16']['final_val_accuracy']:.4f} ({p['difference_points']:+.2f} points).",
+            f"{p['bf16']['final_val_accuracy']:.4f} ({p['difference_points']:+.2f} points); "
+            f"mean of the last 5 epochs fp32 {p['fp32']['last_5_mean_val_accuracy']:.4f}, "
+            f"bf16 {p['bf16']['last_5_mean_val_accuracy']:.4f}.",
         ]
     return "\n".join(lines)

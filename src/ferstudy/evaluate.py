@@ -105,9 +105,8 @@ def inference_cost(
 
 
 def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """The ``evaluate`` stage for one run."""
+    """The ``evaluate`` stage for one run, at the precision it was trained at."""
     runtime.configure(int(params.get("seed", 42)), deterministic=True)
-    runtime.set_precision("fp32")
     loaded = load_model(P.model_dir(run_name))
     cache = CachedFeatures(P.features_dir(run_name))
     cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
@@ -125,20 +124,14 @@ def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
         probabilities=probs.astype(np.float32),
     )
 
-    # Speed: the run's precision (as its features were computed), the full model on images.
     backbone = get_backbone(loaded.config["backbone"])
-    precision = runtime.set_precision(
-        str(params.get("precision", "fp32")), bf16_supported=backbone.bf16
-    )
-    timed = load_model(P.model_dir(run_name)).model if precision == "bf16" else loaded.model
     trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
     speed = inference_cost(
-        timed,
+        loaded.model,
         trainable,
         image_transform(backbone.preprocess, loaded.config["input_size"]),
         P.model_dir(run_name) / WEIGHTS,
     )
-    speed["precision"] = precision
+    speed["precision"] = loaded.config["precision"]
     write_json(P.METRICS_DIR / "speed" / f"{run_name}.json", speed)
-    runtime.set_precision("fp32")
     return {"scores": result, "speed": speed}

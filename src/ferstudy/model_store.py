@@ -2,8 +2,9 @@
 
 A model folder ``models/<backbone>-<init>/`` holds ``weights.h5`` (plain arrays) and
 ``config.json`` (backbone, input size, training settings, the sha256 of the weights). Loading
-rebuilds the architecture from the backbone registry and reads the arrays into it: no Keras
-model config, Lambda or pickle is ever deserialised. A folder whose weights do not match
+rebuilds the architecture from the backbone registry, at the precision the run was trained
+at (``bf16``: Keras' ``mixed_bfloat16``), and reads the arrays into it: no Keras model
+config, Lambda or pickle is ever deserialised. A folder whose weights do not match
 their recorded checksum, or written by an unknown format version, is refused.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ferstudy import CLASSES, __version__
+from ferstudy import CLASSES, __version__, runtime
 from ferstudy import params as P
 from ferstudy.backbones import REGISTRY, build_backbone
 from ferstudy.errors import FerError
@@ -80,11 +81,16 @@ def load_model(folder: str | Path) -> LoadedModel:
         raise FerError(f"{folder}: unknown backbone or classes in {CONFIG}; refused")
     if _sha256(weights_file) != config.get("weights_sha256"):
         raise FerError(f"{folder}: {WEIGHTS} does not match its recorded sha256; refused")
-    classifier = build_classifier(
-        build_backbone(config["backbone"], "random", int(config["input_size"]), seed=0)
-    )
+    if config.get("precision", "fp32") not in ("fp32", "bf16"):
+        raise FerError(f"{folder}: unknown precision {config.get('precision')!r}; refused")
+    runtime.set_precision(config.get("precision", "fp32"))
     try:
+        classifier = build_classifier(
+            build_backbone(config["backbone"], "random", int(config["input_size"]), seed=0)
+        )
         classifier.load_weights(str(weights_file))
     except (ValueError, OSError) as err:
         raise FerError(f"{folder}: weights do not fit {config['backbone']} ({err})") from None
+    finally:
+        runtime.set_precision("fp32")
     return LoadedModel(classifier, config, folder)

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from ferstudy import CLASSES, runtime
+from ferstudy import CLASSES
 from ferstudy import params as P
 from ferstudy.backbones import get_backbone
 from ferstudy.errors import FerError
@@ -51,30 +51,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 class EmotionClassifier:
     """A trained run as a function: uint8 48x48 faces -> 7 probabilities.
 
-    It computes exactly what the evaluation stage does: the frozen part at the run's
-    precision (bf16 when its features were bf16), then the trained tail in fp32.
+    It computes exactly what the evaluation stage does: the frozen part and the trained
+    tail at the run's precision, with the boundary tensors rounded as the cached features
+    were.
     """
 
     def __init__(self, folder: str | Path):
-        folder = Path(folder)
-        config_file = folder / "config.json"
-        config = read_json(config_file) if config_file.is_file() else {}
-        precision = str(config.get("precision", "fp32"))
-        runtime.set_precision("fp32")
-        exact = load_model(folder)
-        self.name, self.config = exact.name, exact.config
-        backbone = get_backbone(exact.config["backbone"])
-        layers = int(exact.config["trainable_layers"])
-        self.tail = split_frozen_tail(exact.model, layers).tail
-        if precision == "bf16":
-            runtime.set_precision("bf16")
-            frozen = split_frozen_tail(load_model(folder).model, layers).frozen
-            runtime.set_precision("fp32")
-        else:
-            frozen = split_frozen_tail(exact.model, layers).frozen
-        self.bf16 = precision == "bf16"
+        loaded = load_model(folder)
+        self.name, self.config = loaded.name, loaded.config
+        backbone = get_backbone(loaded.config["backbone"])
+        cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
+        self.tail = cut.tail
+        self.bf16 = loaded.config.get("precision") == "bf16"
         self._extract = extractor(
-            frozen, image_transform(backbone.preprocess, int(exact.config["input_size"]))
+            cut.frozen, image_transform(backbone.preprocess, int(loaded.config["input_size"]))
         )
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
