@@ -148,7 +148,7 @@ def _workdir_with_data() -> Any:
 def precision_effect(params: dict[str, Any], backbone: str, fraction: float) -> dict[str, Any]:
     """Validation accuracy of one run under fp32 and under bf16 (same seed, same data).
 
-    Both the features and the tail's training run at the precision compared.
+    The features are computed at the precision compared; the tail trains in fp32 either way.
     """
     from ferstudy import features, train
 

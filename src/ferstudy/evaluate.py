@@ -105,7 +105,7 @@ def inference_cost(
 
 
 def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """The ``evaluate`` stage for one run, at the precision it was trained at."""
+    """The ``evaluate`` stage for one run."""
     runtime.configure(int(params.get("seed", 42)), deterministic=True)
     loaded = load_model(P.model_dir(run_name))
     cache = CachedFeatures(P.features_dir(run_name))
@@ -124,14 +124,17 @@ def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
         probabilities=probs.astype(np.float32),
     )
 
+    # Speed: the full model on images, at the precision its features were computed at.
+    precision = loaded.config["precision"]
+    timed = load_model(P.model_dir(run_name), precision).model if precision == "bf16" else None
     backbone = get_backbone(loaded.config["backbone"])
     trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
     speed = inference_cost(
-        loaded.model,
+        timed or loaded.model,
         trainable,
         image_transform(backbone.preprocess, loaded.config["input_size"]),
         P.model_dir(run_name) / WEIGHTS,
     )
-    speed["precision"] = loaded.config["precision"]
+    speed["precision"] = precision
     write_json(P.METRICS_DIR / "speed" / f"{run_name}.json", speed)
     return {"scores": result, "speed": speed}

@@ -2,9 +2,8 @@
 
 A model folder ``models/<backbone>-<init>/`` holds ``weights.h5`` (plain arrays) and
 ``config.json`` (backbone, input size, training settings, the sha256 of the weights). Loading
-rebuilds the architecture from the backbone registry, at the precision the run was trained
-at (``bf16``: Keras' ``mixed_bfloat16``), and reads the arrays into it: no Keras model
-config, Lambda or pickle is ever deserialised. A folder whose weights do not match
+rebuilds the architecture from the backbone registry and reads the arrays into it: no Keras
+model config, Lambda or pickle is ever deserialised. A folder whose weights do not match
 their recorded checksum, or written by an unknown format version, is refused.
 """
 
@@ -67,8 +66,12 @@ def available_models(models_dir: str | Path = P.MODELS_DIR) -> list[str]:
     return sorted(p.name for p in root.glob("*") if (p / CONFIG).is_file()) if root.is_dir() else []
 
 
-def load_model(folder: str | Path) -> LoadedModel:
-    """Rebuild a trained classifier from its folder (see module doc for what is refused)."""
+def load_model(folder: str | Path, precision: str = "fp32") -> LoadedModel:
+    """Rebuild a trained classifier from its folder (see module doc for what is refused).
+
+    ``precision="bf16"`` builds it under Keras' ``mixed_bfloat16`` policy, as the features
+    of a bf16 run were computed; the tail of every run was trained in fp32.
+    """
     folder = Path(folder)
     config_file, weights_file = folder / CONFIG, folder / WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
@@ -81,9 +84,7 @@ def load_model(folder: str | Path) -> LoadedModel:
         raise FerError(f"{folder}: unknown backbone or classes in {CONFIG}; refused")
     if _sha256(weights_file) != config.get("weights_sha256"):
         raise FerError(f"{folder}: {WEIGHTS} does not match its recorded sha256; refused")
-    if config.get("precision", "fp32") not in ("fp32", "bf16"):
-        raise FerError(f"{folder}: unknown precision {config.get('precision')!r}; refused")
-    runtime.set_precision(config.get("precision", "fp32"))
+    runtime.set_precision(precision)
     try:
         classifier = build_classifier(
             build_backbone(config["backbone"], "random", int(config["input_size"]), seed=0)

@@ -51,20 +51,21 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 class EmotionClassifier:
     """A trained run as a function: uint8 48x48 faces -> 7 probabilities.
 
-    It computes exactly what the evaluation stage does: the frozen part and the trained
-    tail at the run's precision, with the boundary tensors rounded as the cached features
-    were.
+    It computes exactly what the evaluation stage does: the frozen part at the run's
+    precision (bf16 when its features were bf16), then the trained tail in fp32.
     """
 
     def __init__(self, folder: str | Path):
-        loaded = load_model(folder)
-        self.name, self.config = loaded.name, loaded.config
-        backbone = get_backbone(loaded.config["backbone"])
-        cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
-        self.tail = cut.tail
-        self.bf16 = loaded.config.get("precision") == "bf16"
+        exact = load_model(folder)
+        self.name, self.config = exact.name, exact.config
+        backbone = get_backbone(exact.config["backbone"])
+        layers = int(exact.config["trainable_layers"])
+        self.tail = split_frozen_tail(exact.model, layers).tail
+        self.bf16 = exact.config.get("precision") == "bf16"
+        frozen_model = load_model(folder, precision="bf16").model if self.bf16 else exact.model
         self._extract = extractor(
-            cut.frozen, image_transform(backbone.preprocess, int(loaded.config["input_size"]))
+            split_frozen_tail(frozen_model, layers).frozen,
+            image_transform(backbone.preprocess, int(exact.config["input_size"])),
         )
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
