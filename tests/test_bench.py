@@ -35,4 +35,5 @@ def test_bench_small(tmp_path, monkeypatch, capsys):
     assert result["forward_images_per_second"]["openface"]["fp32"] > 0
     c = result["cached_vs_naive"]
     assert c["images"] >= 50 and c["speedup"] > 0 and c["naive_total_seconds"] > 0
+    assert c["features_vs_forward"] > 0 and c["forward_alone_images_per_second"] > 0
     assert "Speed-up" in capsys.readouterr().out
