@@ -1,6 +1,8 @@
 import gzip
 import hashlib
 import io
+import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -24,10 +26,44 @@ def _check(acquired, images, labels):
     assert got == want
 
 
+def _strings(value):
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _assert_no_machine_path(summary, *paths):
+    """No absolute path, nor any of ``paths`` or their folders, anywhere in the summary JSON."""
+    text = json.dumps(summary)
+    for path in paths:
+        assert str(path) not in text and str(Path(path).parent) not in text
+    for string in _strings(json.loads(text)):
+        assert not os.path.isabs(string) and not string.startswith(("~", "file:")), string
+
+
+def _folder_manifest_sha256(root: Path) -> str:
+    """What ``sha256sum`` over the images, sorted by path, hashed again gives."""
+    lines = "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(root).as_posix()}\n"
+        for p in sorted(root.rglob("*.png"), key=lambda p: p.relative_to(root).as_posix())
+    )
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def test_zip_source(tiny_zip, tiny_images):
     acquired = acquire.read_local(tiny_zip)
     _check(acquired, *tiny_images)
     assert acquired.source["kind"] == "zip"
+    assert acquired.source["name"] == "fer.zip"
+    assert acquired.source["sha256"] == hashlib.sha256(tiny_zip.read_bytes()).hexdigest()
+    _assert_no_machine_path(acquire.summarize(acquired), tiny_zip)
     ds = acquired.dataset
     assert list(ds.ids) == sorted(ds.ids)  # documented ordering
     assert set(ds.usage) == {"Training", "PublicTest"}
@@ -39,13 +75,33 @@ def test_folder_source_with_aliases_and_case(tmp_path, tiny_images):
     (root / "train" / "angry").rename(root / "train" / "Anger")
     (root / "train" / "sad").rename(root / "train" / "SADNESS")
     (root / "train" / ".DS_Store").write_bytes(b"junk")
-    _check(acquire.read_local(root), images, labels)
+    acquired = acquire.read_local(root)
+    _check(acquired, images, labels)
+    assert acquired.source["kind"] == "folder" and acquired.source["name"] == "data"
+    assert acquired.source["sha256"] == _folder_manifest_sha256(root)
+    assert "sorted by path" in acquired.source["sha256_of"]
+    _assert_no_machine_path(acquire.summarize(acquired), root)
+
+
+def test_folder_checksum_changes_with_content_and_names(tmp_path, tiny_images):
+    root = write_folder(tmp_path / "data", *tiny_images)
+    first = acquire.read_local(root).source["sha256"]
+    assert acquire.read_local(root).source["sha256"] == first  # deterministic
+    image = root / "train" / "happy" / "Training_30.png"
+    image.rename(image.with_name("Training_30b.png"))
+    renamed = acquire.read_local(root).source["sha256"]
+    assert renamed != first
+    image.with_name("Training_30b.png").write_bytes(png_bytes(tiny_images[0][0]))
+    assert acquire.read_local(root).source["sha256"] not in (first, renamed)
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_csv_source(tmp_path, tiny_images, gz):
     path = write_csv(tmp_path / ("fer.csv.gz" if gz else "fer.csv"), *tiny_images, gz=gz)
     acquired = acquire.read_local(path)
+    assert acquired.source["name"] == path.name
+    assert acquired.source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    _assert_no_machine_path(acquire.summarize(acquired), path)
     ds = acquired.dataset
     np.testing.assert_array_equal(ds.images, tiny_images[0])  # CSV keeps row order
     np.testing.assert_array_equal(ds.labels, tiny_images[1])
@@ -185,6 +241,9 @@ def test_url_source_with_checksum(server, tiny_zip, tiny_images, tmp_path):
     acquired = acquire.acquire(f"{server.url}/fer.zip", sha256=sha, download_dir=tmp_path / "dl")
     _check(acquired, *tiny_images)
     assert acquired.source["kind"] == "url"
+    assert acquired.source["name"] == f"{server.url}/fer.zip"
+    assert acquired.source["sha256"] == sha
+    _assert_no_machine_path(acquire.summarize(acquired), tmp_path / "dl")
     # a same-host redirect is followed
     acquire.acquire(f"{server.url}/moved.zip", sha256=sha, download_dir=tmp_path / "dl2")
 
@@ -222,7 +281,15 @@ def test_kaggle_client_replaced_at_the_boundary(monkeypatch, tmp_path, tiny_imag
     acquired = acquire.acquire("kaggle", kaggle_dataset="msambare/fer2013")
     assert calls == ["msambare/fer2013"]
     assert acquired.source["kind"] == "kaggle"
+    assert acquired.source["name"] == "msambare/fer2013"
+    assert acquired.source["sha256"] == _folder_manifest_sha256(folder)
+    _assert_no_machine_path(acquire.summarize(acquired), folder)
     _check(acquired, *tiny_images)
+
+
+def test_url_credentials_and_query_are_not_recorded():
+    url = "https://user:secret@example.org:8443/data/fer.zip?token=abc#x"
+    assert acquire.public_url(url) == "https://example.org:8443/data/fer.zip"
 
 
 def test_kaggle_offline_error_says_how_to_use_a_local_copy(monkeypatch):
@@ -246,6 +313,13 @@ def test_cli_writes_outputs_and_env_overrides_params(tmp_path, tiny_zip, monkeyp
     assert main(["acquire"]) == 0
     ds = load_dataset("data/fer2013.npz")
     assert len(ds) == 70
+    summary = json.loads(Path("data/fer2013_summary.json").read_text())
+    assert summary["source"] == {
+        "kind": "zip",
+        "name": "fer.zip",
+        "sha256": hashlib.sha256(tiny_zip.read_bytes()).hexdigest(),
+    }
+    _assert_no_machine_path(summary, tiny_zip, tmp_path)
     first = Path("data/fer2013.npz").read_bytes()
     assert main(["acquire"]) == 0
     assert Path("data/fer2013.npz").read_bytes() == first  # deterministic bytes

@@ -13,12 +13,13 @@ def _same(a, b):
 
 
 def test_registry_has_the_study_backbones():
-    assert set(REGISTRY) == {"vggface", "openface", "resnet50", "mobilenet"}
+    assert set(REGISTRY) == {"vggface", "openface", "resnet50", "mobilenet", "onet"}
     assert {n: b.native_input_size for n, b in REGISTRY.items()} == {
         "vggface": 224,
         "openface": 96,
         "resnet50": 224,
         "mobilenet": 224,
+        "onet": 48,
     }
     with pytest.raises(FerError, match="unknown backbone 'vgg'"):
         get_backbone("vgg")
@@ -67,8 +68,91 @@ def test_missing_keras_weights_offline_is_one_clear_error(tmp_path, monkeypatch)
         build_backbone("resnet50", "pretrained", 32, seed=0)
 
 
-def test_vggface_cut_keeps_dropout_in_the_trainable_tail():
+def _trainable(cut) -> int:
+    return int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
+
+
+def test_vggface_default_is_the_studys_fc8_cut():
+    """deepface 2022: descriptor = Flatten over fc8; dropped, the last 4 layers are
+    dropout, fc7, dropout, fc8: fc7 and fc8 train on frozen fc6 output (4,096 values)."""
     cut = split_frozen_tail(build_classifier(build_backbone("vggface", "random", 224, 0)), 4)
+    assert cut.boundary_shapes == [(1, 1, 4096)]
+    assert [type(layer).__name__ for layer in cut.tail.layers][-5:-2] == [
+        "Conv2D",
+        "Dropout",
+        "Conv2D",
+    ]
+    assert _trainable(cut) == 16_781_312 + 10_742_334 + (2622 * 7 + 7)  # fc7, fc8, classifier
+
+
+def test_vggface_fc7_descriptor_keeps_the_0_0_103_cut():
+    model = build_backbone("vggface", "random", 224, 0, descriptor="fc7")
+    cut = split_frozen_tail(build_classifier(model), 4)
     assert cut.boundary_shapes == [(7, 7, 512)]  # the max-pool moved into the frozen part
-    kinds = [type(layer).__name__ for layer in cut.tail.layers]
-    assert "Dropout" in kinds
+    assert "Dropout" in [type(layer).__name__ for layer in cut.tail.layers]
+    with pytest.raises(FerError, match="unknown descriptor 'fc6'"):
+        build_backbone("vggface", "random", 224, 0, descriptor="fc6")
+
+
+def _compare_with_file(model, reference, path):
+    """Every weighted layer of ``model`` equals the same-position layer of ``reference``
+    after ``reference`` loaded ``path`` (what was written to the file)."""
+    reference.load_weights(str(path))
+    theirs = [layer for layer in reference.layers if layer.weights]
+    ours = [layer for layer in model.layers if layer.weights]
+    assert len(ours) <= len(theirs)
+    for mine, source in zip(ours, theirs):
+        for a, b in zip(mine.get_weights(), source.get_weights()):
+            np.testing.assert_array_equal(a, b, err_msg=mine.name)
+    return len(ours)
+
+
+def test_vggface_pretrained_loads_deepfaces_own_base_model_file(tmp_path, monkeypatch):
+    """The pretrained path reads the file deepface's own base_model() writes, for both cuts."""
+    import tensorflow as tf
+    from deepface.models.facial_recognition.tf import VGGFace
+
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    tf.keras.utils.set_random_seed(11)
+    full = VGGFace.base_model()
+    path = tmp_path / ".deepface" / "weights" / "vgg_face_weights.h5"
+    path.parent.mkdir(parents=True)
+    full.save_weights(str(path))
+    del full
+    fc8 = build_backbone("vggface", "pretrained", 224, seed=0)
+    assert _compare_with_file(fc8, VGGFace.base_model(), path) == 16  # 13 conv + fc6, 7, 8
+    fc7 = build_backbone("vggface", "pretrained", 224, seed=0, descriptor="fc7")
+    assert _compare_with_file(fc7, VGGFace.base_model(), path) == 15
+
+
+def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatch):
+    """deepface 0.0.103's OpenFace (its L2 layer included), saved with random weights, loads
+    into the project's OpenFace (L2 dropped) layer by layer."""
+    from deepface.models.facial_recognition.tf import OpenFace
+
+    from ferstudy.backbones import _deepface_without_weights
+
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    with _deepface_without_weights():
+        theirs = OpenFace.load_model()
+    theirs.set_weights(
+        [np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(theirs.weights)]
+    )
+    path = tmp_path / ".deepface" / "weights" / "openface_weights.h5"
+    path.parent.mkdir(parents=True)
+    theirs.save_weights(str(path))
+    ours = build_backbone("openface", "pretrained", 96, seed=0)
+    with _deepface_without_weights():
+        reference = OpenFace.load_model()
+    assert _compare_with_file(ours, reference, path) == len(
+        [layer for layer in theirs.layers if layer.weights]
+    )
+
+
+def test_a_weights_file_of_another_shape_is_refused(tmp_path):
+    from ferstudy.backbones import copy_weights
+
+    small = build_backbone("mobilenet", "random", 32, seed=0)
+    other = build_backbone("resnet50", "random", 32, seed=0)
+    with pytest.raises(FerError, match="has weight shapes"):
+        copy_weights(small, other, "mobilenet")

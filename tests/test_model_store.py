@@ -20,6 +20,46 @@ def test_round_trip(tmp_path):
     assert load_model(folder).config["backbone"] == "mobilenet"
 
 
+def test_loaded_model_equals_the_saved_model(tmp_path):
+    """Every weight array (by layer name) and the outputs, against the model that was saved."""
+    from ferstudy.backbones import build_backbone
+    from ferstudy.model_store import save_model
+    from ferstudy.transfer import build_classifier
+
+    saved = build_classifier(build_backbone("mobilenet", "random", 32, seed=3))
+    # move every array (BatchNormalization statistics, zero biases included) away from what
+    # a fresh build holds, so that a layer the loader skipped cannot match by chance
+    rng = np.random.default_rng(7)
+    for layer in saved.layers:
+        layer.set_weights(
+            [
+                w * (1 + 0.1 * rng.uniform(-1, 1, w.shape)) + 0.01 * rng.standard_normal(w.shape)
+                for w in layer.get_weights()
+            ]
+        )
+    config = {"backbone": "mobilenet", "init": "random", "input_size": 32, "precision": "fp32"}
+    save_model(tmp_path / "mobilenet-random", saved, config)
+    loaded = load_model(tmp_path / "mobilenet-random").model
+
+    saved_layers = {layer.name: layer for layer in saved.layers if layer.weights}
+    loaded_layers = {layer.name: layer for layer in loaded.layers if layer.weights}
+    assert sorted(loaded_layers) == sorted(saved_layers)
+    assert len(saved_layers) > 50  # the backbone's layers, not only the classifier's
+    for name, layer in saved_layers.items():
+        want = {w.name.split("/")[-1]: w.numpy() for w in layer.weights}
+        got = {w.name.split("/")[-1]: w.numpy() for w in loaded_layers[name].weights}
+        assert list(got) == list(want), name
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name}/{key}")
+
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 32, 32, 3)).astype("float32")
+    want = saved(x, training=False).numpy()
+    got = loaded(x, training=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    fresh = build_classifier(build_backbone("mobilenet", "random", 32, seed=0))
+    assert not np.allclose(fresh(x, training=False).numpy(), want, atol=1e-6)
+
+
 def test_tampered_weights_are_refused(tmp_path):
     folder = saved_model(tmp_path / "m")
     data = bytearray((folder / "weights.h5").read_bytes())

@@ -35,8 +35,7 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        backbones=["openface", "mobilenet"],
-        inits=["random"],
+        runs=["openface-random", "mobilenet-random", "onet-pretrained", "onet-random"],
         epochs=3,
         lr=0.01,
         batch_size=16,
@@ -76,12 +75,15 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         "features@mobilenet-random",
         "train@openface-random",
         "train@mobilenet-random",
+        "features@onet-pretrained",
+        "train@onet-random",
         "evaluate@openface-random",
+        "evaluate@onet-pretrained",
         "metrics",
         "report",
     ):
         assert f"Running stage '{stage}'" in log
-    for run in ("openface-random", "mobilenet-random"):
+    for run in ("openface-random", "mobilenet-random", "onet-pretrained", "onet-random"):
         assert (project / "models" / run / "weights.h5").is_file()
         study = json.loads((project / "metrics" / "study" / f"{run}.json").read_text())
         assert list(study["MCR"]["accuracy"]) == ["1-2", "3-3"]  # window 2 over 3 epochs
@@ -190,14 +192,8 @@ def test_params_change_reruns_training_and_later_only(pipeline):
         line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")
     )
     assert ran == sorted(
-        [
-            "train@openface-random",
-            "train@mobilenet-random",
-            "evaluate@openface-random",
-            "evaluate@mobilenet-random",
-            "metrics",
-            "report",
-        ]
+        [f"{stage}@{run}" for stage in ("train", "evaluate") for run in params["runs"]]
+        + ["metrics", "report"]
     )
     sh("git checkout params.yaml && dvc checkout -q", project, env)
 
@@ -245,7 +241,9 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = [
     "Runs",
     "Test F1 per emotion",
+    "Feature health",
     "Findings of the study, checked",
+    "Which protocol did the study run?",
     "The study's Tables 2-5 beside this project's",
     "Speed and the backbone choice",
     "Figures",

@@ -57,6 +57,12 @@ USAGE_PREFIXES = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm"}
 #: Default cap on the bytes unpacked from an archive (decompression-bomb guard).
 MAX_UNPACKED_BYTES = 2 * 1024**3
+#: What ``source.sha256`` is for a folder (a Kaggle download is one): ``sha256sum``'s output
+#: over the images read, in the documented order, hashed again.
+FOLDER_SHA256 = (
+    "sha256 of the lines '<sha256 of the file>  <path inside the folder>\\n' of every image "
+    "read, sorted by path (LC_ALL=C sha256sum output, hashed)"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,14 @@ class Limits:
 
 @dataclass
 class Acquired:
+    """A dataset read from a source.
+
+    ``source`` identifies the data without naming this machine: ``kind`` (zip, folder, csv,
+    url, kaggle), ``name`` (the file or folder base name, the URL without credentials or
+    query, or the Kaggle handle) and ``sha256`` (of the file; of the image manifest for a
+    folder, as ``sha256_of`` says).
+    """
+
     dataset: Dataset
     source: dict[str, Any]
     converted: int
@@ -94,14 +108,14 @@ def acquire(
     if source == "kaggle":
         folder = download_kaggle(kaggle_dataset)
         acquired = read_local(folder, limits)
-        acquired.source.update(kind="kaggle", dataset=kaggle_dataset)
+        acquired.source.update(kind="kaggle", name=kaggle_dataset)
         return acquired
     if urllib.parse.urlsplit(source).scheme in ("http", "https"):
         if not sha256:
             raise FerError(f"{source}: a URL source needs its sha256 (set data.sha256)")
         path = download_url(source, sha256, Path(download_dir))
         acquired = read_local(path, limits)
-        acquired.source.update(kind="url", url=source)
+        acquired.source.update(kind="url", name=public_url(source))
         return acquired
     return read_local(Path(source), limits)
 
@@ -109,17 +123,17 @@ def acquire(
 def read_local(path: Path, limits: Limits = Limits()) -> Acquired:
     """Read a local zip, folder (``<any>/<class>/<image>``) or challenge CSV (plain or gzip)."""
     if path.is_dir():
-        return _from_images(
-            _folder_entries(path, limits), {"kind": "folder", "path": str(path)}, limits
-        )
+        source = {"kind": "folder", "name": path.resolve().name, "sha256_of": FOLDER_SHA256}
+        return _from_images(_folder_entries(path, limits), source, str(path), limits)
     if not path.is_file():
         raise FerError(f"{path}: no such file or folder")
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    info = {"path": str(path), "sha256": file_sha256(path)}
+    info = {"name": path.name, "sha256": file_sha256(path)}
     if magic.startswith(b"PK"):
         with _open_zip(path) as zf:
-            return _from_images(_zip_entries(path, zf, limits), {"kind": "zip", **info}, limits)
+            entries = _zip_entries(path, zf, limits)
+            return _from_images(entries, {"kind": "zip", **info}, str(path), limits)
     if magic.startswith(b"\x1f\x8b") or path.suffix.lower() == ".csv":
         return _from_csv(path, {"kind": "csv", **info}, limits)
     raise FerError(f"{path}: not a zip, folder or FER2013 CSV")
@@ -131,6 +145,16 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def public_url(url: str) -> str:
+    """The URL as recorded in the summary: without user:password, query or fragment."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def download_kaggle(handle: str) -> Path:
@@ -302,15 +326,20 @@ def _usage_of(entry_id: str) -> str:
     return next((u for u in USAGE_PREFIXES if stem.startswith(u + "_")), "")
 
 
-def _from_images(entries: Iterator[_Entry], source: dict[str, Any], limits: Limits) -> Acquired:
-    where = source["path"]
+def _from_images(
+    entries: Iterator[_Entry], source: dict[str, Any], where: str, limits: Limits
+) -> Acquired:
+    """Decode every entry; a source without a file checksum gets the manifest's (FOLDER_SHA256)."""
     ids, labels, usage, images = [], [], [], []
     converted = 0
+    manifest = hashlib.sha256()
     for entry in tqdm(entries, desc="decode", unit="img", mininterval=2.0):
         if PurePosixPath(entry.id).suffix.lower() not in IMAGE_SUFFIXES:
             raise FerError(f"{where}: '{entry.id}' is not an image file")
+        data = entry.read()
+        manifest.update(f"{hashlib.sha256(data).hexdigest()}  {entry.id}\n".encode())
         pixels, was_converted = decode_fer48(
-            entry.read(), f"{where}: {entry.id}", max_pixels=limits.max_image_pixels
+            data, f"{where}: {entry.id}", max_pixels=limits.max_image_pixels
         )
         converted += was_converted
         ids.append(entry.id)
@@ -320,6 +349,7 @@ def _from_images(entries: Iterator[_Entry], source: dict[str, Any], limits: Limi
     if not images:
         raise FerError(f"{where}: no images found (expected <any>/<class>/<image> files)")
     dataset = Dataset(np.stack(images), np.array(labels, np.int64), np.array(ids), np.array(usage))
+    source.setdefault("sha256", manifest.hexdigest())
     return Acquired(_require_all_classes(dataset, where), source, converted)
 
 

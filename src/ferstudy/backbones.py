@@ -5,9 +5,16 @@ its pretrained weights or every layer's default initialiser, and knows its nativ
 and its own input preprocessing. Adding a backbone is adding one :class:`Backbone` entry.
 
 - ``vggface``, ``openface``: deepface 0.0.103's own builders; pretrained weights through
-  deepface's own download-and-cache (``$DEEPFACE_HOME/.deepface/weights``). The last layer
-  dropped is deepface's final Flatten (VGG-Face) and L2-normalisation Lambda (OpenFace).
+  deepface's own download-and-cache (``$DEEPFACE_HOME/.deepface/weights``). VGG-Face has two
+  descriptors: ``fc8`` (default, the study's: deepface's 2022 definition
+  ``Model(base.input, base.layers[-2].output)``, the Flatten over fc8, 2,622 values) and
+  ``fc7`` (deepface 0.0.103's ``Flatten()(base.layers[-5].output)``, 4,096 values). Both are
+  built from deepface's own ``base_model()`` and take the same weights file. The last layer
+  dropped is the descriptor's Flatten (VGG-Face) and L2-normalisation Lambda (OpenFace).
   Input scaled to [0, 1], as deepface feeds these networks.
+- ``onet``: MTCNN's ONet trunk (48x48 input, FER2013's native size) up to its 256-unit
+  layer, heads dropped; pretrained weights ship inside the ``mtcnn`` package
+  (:mod:`ferstudy.onet`), so both initialisations run offline.
 - ``resnet50``, ``mobilenet`` (v1, alpha 1.0): Keras applications without their ImageNet
   classification top (``include_top=False``, the study's "no top" counts), ImageNet
   weights through Keras' cache (``$KERAS_HOME/models``), Keras' own ``preprocess_input``.
@@ -40,11 +47,21 @@ class Backbone:
     name: str
     native_input_size: int
     fixed_input_size: bool  # the builder cannot change its input size
-    build_architecture: Callable[[int], keras.Model]  # random init, last layer dropped
+    build_architecture: Callable[[int, str | None], keras.Model]  # (size, descriptor) -> random
     load_pretrained: Callable[[keras.Model], None]  # load pretrained weights into it
     preprocess: Preprocess  # float32 RGB in [0, 255] -> network input
     source: str  # where the architecture and weights come from
     bf16: bool = True  # every op has a bfloat16 kernel (OpenFace's LRN has none on CPU)
+    descriptors: tuple[str, ...] = ()  # selectable descriptor layers; the first is the default
+
+    def check_descriptor(self, descriptor: str | None) -> str | None:
+        """The descriptor to build: the default when None; refused when unknown."""
+        if descriptor is None:
+            return self.descriptors[0] if self.descriptors else None
+        if descriptor not in self.descriptors:
+            known = ", ".join(self.descriptors) or "none"
+            raise FerError(f"{self.name}: unknown descriptor '{descriptor}' (known: {known})")
+        return descriptor
 
     def check_input_size(self, size: int) -> int:
         if self.fixed_input_size and size != self.native_input_size:
@@ -125,13 +142,45 @@ def _drop_last_layer(model: keras.Model) -> keras.Model:
 # --------------------------------------------------------------------------- VGG-Face
 
 
-def _vggface(size: int) -> keras.Model:
-    """deepface's VGG-Face descriptor, then its last layer (the Flatten) dropped."""
+#: Index, in deepface's ``base_model().layers``, of the layer each descriptor flattens.
+VGGFACE_DESCRIPTORS = {"fc8": -3, "fc7": -5}
+
+
+def _vggface(size: int, descriptor: str | None) -> keras.Model:
+    """deepface's VGG-Face descriptor, then its last layer (the Flatten) dropped.
+
+    ``fc8``: deepface 2022's ``Model(base.input, base.layers[-2].output)`` is the Flatten over
+    fc8, so without it the backbone ends at fc8 (1x1x2622). ``fc7``: deepface 0.0.103's
+    ``Flatten()(base.layers[-5].output)``, so it ends at fc7 (1x1x4096).
+    """
     from deepface.models.facial_recognition.tf import VGGFace
 
-    with _deepface_without_weights():
-        descriptor = VGGFace.load_model()
-    return _drop_last_layer(descriptor)
+    base = VGGFace.base_model()
+    end = base.layers[VGGFACE_DESCRIPTORS[descriptor or "fc8"]]
+    return keras.Model(base.inputs, end.output, name=f"vggface_{descriptor or 'fc8'}")
+
+
+def copy_weights(target: keras.Model, source: keras.Model, backbone: str) -> None:
+    """Copy ``source``'s weighted layers into ``target``'s, in order, guarding every shape.
+
+    ``target`` must be ``source`` up to some layer: its weighted layers are the first ones of
+    ``source``, with the same weight shapes; anything else is refused with one clear line.
+    """
+    ours = [layer for layer in target.layers if layer.weights]
+    theirs = [layer for layer in source.layers if layer.weights][: len(ours)]
+    if len(theirs) < len(ours):
+        raise FerError(
+            f"{backbone}: weights file has {len(theirs)} weighted layers, the model needs "
+            f"{len(ours)}"
+        )
+    for mine, src in zip(ours, theirs):
+        shapes = [tuple(w.shape) for w in mine.weights], [tuple(w.shape) for w in src.weights]
+        if shapes[0] != shapes[1]:
+            raise FerError(
+                f"{backbone}: layer {mine.name} has weight shapes {shapes[0]}, the file's "
+                f"{src.name} {shapes[1]}"
+            )
+        mine.set_weights(src.get_weights())
 
 
 def _vggface_pretrained(model: keras.Model) -> None:
@@ -139,20 +188,17 @@ def _vggface_pretrained(model: keras.Model) -> None:
 
     urls = VGGFace.WEIGHTS_URL if isinstance(VGGFace.WEIGHTS_URL, list) else [VGGFace.WEIGHTS_URL]
     path = deepface_weights_file("vgg_face_weights.h5", urls, "vggface")
-    # The file holds the whole identity classifier, whose weighted layers start with ours:
-    # load it there (deepface's own loader) and copy the shared layers in order.
+    # The file holds the whole identity classifier (deepface's base_model): load it there with
+    # deepface's own loader and copy the layers ours shares with it.
     full = VGGFace.base_model()
     _load_h5(full, path, "vggface")
-    ours = [layer for layer in model.layers if layer.weights]
-    theirs = [layer for layer in full.layers if layer.weights]
-    for mine, source in zip(ours, theirs):
-        mine.set_weights(source.get_weights())
+    copy_weights(model, full, "vggface")
 
 
 # --------------------------------------------------------------------------- OpenFace
 
 
-def _openface(size: int) -> keras.Model:
+def _openface(size: int, descriptor: str | None) -> keras.Model:
     """deepface's OpenFace (nn4.small2), then its last layer (L2 normalisation) dropped."""
     from deepface.models.facial_recognition.tf import OpenFace
 
@@ -172,7 +218,7 @@ def _openface_pretrained(model: keras.Model) -> None:
 # --------------------------------------------------------------------------- Keras applications
 
 
-def _resnet50(size: int) -> keras.Model:
+def _resnet50(size: int, descriptor: str | None) -> keras.Model:
     return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
 
 
@@ -186,7 +232,7 @@ def _resnet50_pretrained(model: keras.Model) -> None:
     _load_h5(model, path, "resnet50")
 
 
-def _mobilenet(size: int) -> keras.Model:
+def _mobilenet(size: int, descriptor: str | None) -> keras.Model:
     return keras.applications.MobileNet(
         include_top=False, weights=None, alpha=1.0, input_shape=(size, size, 3)
     )
@@ -200,6 +246,24 @@ def _mobilenet_pretrained(model: keras.Model) -> None:
     name = f"mobilenet_1_0_{rows}_tf_no_top.h5"
     path = keras_weights_file(name, mobilenet.BASE_WEIGHT_PATH + name, None, "mobilenet")
     _load_h5(model, path, "mobilenet")
+
+
+def _onet(size: int, descriptor: str | None) -> keras.Model:
+    from ferstudy.onet import build_onet
+
+    return build_onet(size)
+
+
+def _onet_pretrained(model: keras.Model) -> None:
+    from ferstudy.onet import load_onet_pretrained
+
+    load_onet_pretrained(model)
+
+
+def _onet_preprocess(x: tf.Tensor) -> tf.Tensor:
+    from ferstudy.onet import onet_preprocess
+
+    return onet_preprocess(x)
 
 
 def _unit_scale(x: tf.Tensor) -> tf.Tensor:
@@ -216,7 +280,8 @@ REGISTRY: dict[str, Backbone] = {
             _vggface,
             _vggface_pretrained,
             _unit_scale,
-            "deepface 0.0.103 VGG-Face",
+            "deepface 0.0.103 VGG-Face base_model()",
+            descriptors=tuple(VGGFACE_DESCRIPTORS),
         ),
         Backbone(
             "openface",
@@ -246,6 +311,16 @@ REGISTRY: dict[str, Backbone] = {
             keras.applications.mobilenet.preprocess_input,
             "Keras applications MobileNet v1",
         ),
+        Backbone(
+            "onet",
+            48,
+            True,
+            _onet,
+            _onet_pretrained,
+            _onet_preprocess,
+            "mtcnn 1.0.0 ONet (weights in the package)",
+            bf16=False,  # 0.4 M parameters at 48x48: fp32 costs nothing
+        ),
     )
 }
 
@@ -257,13 +332,21 @@ def get_backbone(name: str) -> Backbone:
         raise FerError(f"unknown backbone '{name}' (known: {', '.join(REGISTRY)})") from None
 
 
-def build_backbone(name: str, init: str, input_size: int, seed: int) -> keras.Model:
-    """Build a backbone, last layer dropped, with pretrained weights or seeded random init."""
+def build_backbone(
+    name: str, init: str, input_size: int, seed: int, descriptor: str | None = None
+) -> keras.Model:
+    """Build a backbone, last layer dropped, with pretrained weights or seeded random init.
+
+    ``descriptor`` picks one of the backbone's descriptor layers (VGG-Face: fc8 or fc7);
+    None is the backbone's default.
+    """
     backbone = get_backbone(name)
     if init not in ("pretrained", "random"):
         raise FerError(f"unknown init '{init}' (pretrained or random)")
     keras.utils.set_random_seed(seed)
-    model = backbone.build_architecture(backbone.check_input_size(input_size))
+    model = backbone.build_architecture(
+        backbone.check_input_size(input_size), backbone.check_descriptor(descriptor)
+    )
     if init == "pretrained":
         backbone.load_pretrained(model)
     return model

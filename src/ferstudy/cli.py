@@ -74,6 +74,23 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     print(f"tables: {P.METRICS_DIR / 'study_tables.md'}")
 
 
+def _cmd_fidelity(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ferstudy import metrics
+    from ferstudy.io import write_json
+
+    record = metrics.variant_record(Path(args.logs), args.label, args.description)
+    write_json(args.out, record)
+    for metric0, fid in record["fidelity"].items():
+        total = fid["total"]
+        print(
+            f"{args.label} (Metric[0] {metric0}): {total['signs_agree']}/{total['rates']} signs "
+            f"agree with the study, RMSE {total['rmse']}"
+        )
+    print(f"written: {args.out}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ferstudy import evaluate
 
@@ -142,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
         handler=_cmd_report
     )
+    fid = sub.add_parser(
+        "fidelity", help="score a protocol variant's run logs against the study's Tables 2-5"
+    )
+    fid.add_argument("logs", help="a metrics/train folder of some run of the pipeline")
+    fid.add_argument("--label", required=True, help="short name of the variant")
+    fid.add_argument("--description", required=True, help="what the variant ran")
+    fid.add_argument("--out", required=True, help="JSON file (reference/protocol_variants/...)")
+    fid.set_defaults(handler=_cmd_fidelity)
     bench = sub.add_parser("bench", help="measure speeds: forward passes, cached vs naive")
     bench.add_argument(
         "--subset", type=int, default=2000, help="training images for the comparison"

@@ -4,7 +4,14 @@ Writes ``data/features/<backbone>-<init>/``: ``train.npy``, ``val.npy``, ``test.
 row per image, the frozen part's boundary tensors flattened, float32, or bfloat16 stored as
 uint16 bits under ``precision: bf16``), ``labels.npz`` (labels and dataset rows per subset),
 ``backbone.weights.h5`` (the backbone exactly as used, so training rebuilds it without any
-download) and ``meta.json``.
+download) and ``meta.json``; and ``metrics/features/<backbone>-<init>.json``, the features'
+health (:mod:`ferstudy.health`), with a flag and its reason when they carry no signal.
+
+``frozen_bn: recalibrated`` re-estimates the moving statistics of a *random* backbone's
+frozen BatchNormalization layers on ``bn_calibration_images`` training images before any
+feature is computed (AdaBN; :func:`ferstudy.transfer.recalibrate_batchnorm`); the saved
+backbone weights hold the recalibrated statistics, so training, evaluation and prediction
+compute exactly what was cached. Pretrained backbones keep their own statistics.
 """
 
 from __future__ import annotations
@@ -22,23 +29,54 @@ from ferstudy import params as P
 from ferstudy import runtime
 from ferstudy.backbones import build_backbone, get_backbone
 from ferstudy.errors import FerError
+from ferstudy.health import health_summary
 from ferstudy.io import SPLITS, atomic_path, load_dataset, load_split, read_json, write_json
 from ferstudy.split import stratified_subset
-from ferstudy.transfer import build_classifier, flatten_boundary, image_transform, split_frozen_tail
+from ferstudy.transfer import (
+    build_classifier,
+    flatten_boundary,
+    frozen_batchnorm_layers,
+    image_transform,
+    recalibrate_batchnorm,
+    split_frozen_tail,
+)
 
 META = "meta.json"
 LABELS = "labels.npz"
 BACKBONE_WEIGHTS = "backbone.weights.h5"
+#: Training images on which the feature health is measured.
+HEALTH_IMAGES = 512
 
 
 def run_settings(params: dict[str, Any], backbone: str) -> dict[str, Any]:
-    """The settings of one backbone's runs: input size and data fraction from params."""
-    get_backbone(backbone)
+    """The settings of one backbone's runs: input size, data fraction, descriptor."""
+    entry = get_backbone(backbone)
     per_backbone = P.require(params, f"backbone.{backbone}")
     fraction = float(per_backbone.get("fraction", 1.0))
     if not 0 < fraction <= 1:
         raise FerError(f"backbone.{backbone}.fraction must be in (0, 1] (got {fraction})")
-    return {"input_size": int(per_backbone["input_size"]), "fraction": fraction}
+    return {
+        "input_size": int(per_backbone["input_size"]),
+        "fraction": fraction,
+        "descriptor": entry.check_descriptor(per_backbone.get("descriptor")),
+    }
+
+
+def health_file(run: str) -> Path:
+    return P.METRICS_DIR / "features" / f"{run}.json"
+
+
+def calibrate(
+    frozen: tf.keras.Model, transform, images: np.ndarray, count: int, batch_size: int, seed: int
+) -> dict[str, Any]:
+    """Recalibrate ``frozen``'s BatchNormalization on ``count`` seeded training images."""
+    pick = np.random.default_rng(seed).permutation(len(images))[:count]
+    chosen = images[np.sort(pick)]
+    batches = (
+        transform(tf.constant(chosen[i : i + batch_size]))
+        for i in range(0, len(chosen), batch_size)
+    )
+    return {"images": recalibrate_batchnorm(frozen, batches)}
 
 
 def extractor(frozen: tf.keras.Model, transform) -> tf.types.experimental.GenericFunction:
@@ -79,6 +117,7 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     seed = int(params.get("seed", 42))
     trainable = int(params.get("trainable_layers", 4))
     batch_size = int(params.get("features_batch_size", 64))
+    frozen_bn = str(params.get("frozen_bn", "recalibrated"))
     runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
     precision = runtime.set_precision(
         str(params.get("precision", "fp32")), bf16_supported=get_backbone(backbone).bf16
@@ -90,12 +129,23 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
         for name in SPLITS
     }
     start = time.perf_counter()
-    model = build_backbone(backbone, init, settings["input_size"], seed)
+    model = build_backbone(backbone, init, settings["input_size"], seed, settings["descriptor"])
     cut = split_frozen_tail(build_classifier(model), trainable)
-    extract = extractor(
-        cut.frozen, image_transform(get_backbone(backbone).preprocess, settings["input_size"])
-    )
-    out_dir = P.features_dir(P.run_name(backbone, init))
+    transform = image_transform(get_backbone(backbone).preprocess, settings["input_size"])
+    bn_layers = len(frozen_batchnorm_layers(cut.frozen))
+    calibration = None
+    if init == "random" and frozen_bn == "recalibrated" and bn_layers:
+        count = int(params.get("bn_calibration_images", 1024))
+        calibration = calibrate(
+            cut.frozen, transform, dataset.images[rows["train"]], count, batch_size, seed
+        )
+        print(
+            f"recalibrated {bn_layers} frozen BatchNormalization layers on "
+            f"{calibration['images']} training images"
+        )
+    extract = extractor(cut.frozen, transform)
+    run = P.run_name(backbone, init)
+    out_dir = P.features_dir(run)
     speeds = {}
     with atomic_path(out_dir, directory=True) as tmp:
         for name in SPLITS:
@@ -120,6 +170,8 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
             "precision": precision,
             "input_size": settings["input_size"],
             "fraction": settings["fraction"],
+            "descriptor": settings["descriptor"],
+            "frozen_bn": frozen_bn if calibration else "inference",
             "trainable_layers": trainable,
             "trainable_layer_names": cut.trainable_layer_names,
             "boundary_shapes": [list(s) for s in cut.boundary_shapes],
@@ -128,12 +180,35 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
             "counts": {n: int(len(rows[n])) for n in SPLITS},
         }
         write_json(tmp / META, meta)
+        health = measure_health(tmp, meta, init, bn_layers, calibration)
+    write_json(health_file(run), health)
     seconds = time.perf_counter() - start
     return {
         **meta,
+        "health": health,
         "seconds": round(seconds, 1),
         "images_per_second": {k: round(v, 1) for k, v in speeds.items()},
     }
+
+
+def measure_health(
+    folder: Path,
+    meta: dict[str, Any],
+    init: str,
+    bn_layers: int,
+    calibration: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Health of the cached training features (first ``HEALTH_IMAGES`` of a seeded sample)."""
+    cache = CachedFeatures(folder)
+    stored = cache.array("train")
+    pick = np.sort(np.random.default_rng(meta["seed"]).permutation(len(stored))[:HEALTH_IMAGES])
+    return health_summary(
+        cache.decode(stored[pick]),
+        init=init,
+        frozen_bn=meta["frozen_bn"],
+        frozen_batchnorm_layers=bn_layers,
+        calibration=calibration,
+    )
 
 
 class CachedFeatures:

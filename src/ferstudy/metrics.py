@@ -5,10 +5,17 @@ For a window of epochs ``a..b`` (``n = b - a + 1``) and Metric = accuracy or los
 - MCR  = (1/n) * sum_{i=a..b} (M_train[i] - M_train[i-1])
 - MOFR = (1/n) * sum_{i=a..b} ((M_train[i] - M_val[i]) - (M_train[i-1] - M_val[i-1]))
 
-``M[0]`` (the term before epoch 1, left undefined by the paper) is the evaluation of the
-untrained model that the train stage logs as epoch 0. Windows are ``window`` epochs long
-(default 5: 1-5, 6-10, 11-15, 16-20); when ``window`` does not divide the number of epochs
-the last window is shorter and its ``n`` is its own length.
+``M[0]`` (the term before epoch 1, left undefined by the paper) is read one of two ways,
+``metric0`` in params: ``untrained`` (default), the evaluation of the untrained model that the
+train stage logs as epoch 0; or ``epoch1``, the epoch-1 value itself (the first step of the
+first window is then 0). Windows are ``window`` epochs long (default 5: 1-5, 6-10, 11-15,
+16-20); when ``window`` does not divide the number of epochs the last window is shorter and
+its ``n`` is its own length.
+
+**Fidelity** (``metrics/fidelity.json``): how closely the rates agree with the study's Tables
+2-5, per run, per table and in total: the share of rates whose sign agrees with the paper's
+(a value with ``|v| < ZERO_BAND`` counts as 0, so 0 agrees only with 0) and the RMSE. It is
+computed under both readings of ``M[0]``; the one in params is the headline.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ from ferstudy import params as P
 from ferstudy.errors import FerError
 from ferstudy.io import write_json, write_text
 
+PAPER_TABLES = Path("reference/paper_tables.csv")
+FIDELITY_FILE = P.METRICS_DIR / "fidelity.json"
+METRIC0 = ("untrained", "epoch1")
+#: A rate with absolute value below this counts as 0 when signs are compared.
+ZERO_BAND = 1e-3
 RATES = ("MCR", "MOFR")
 METRICS = ("accuracy", "loss")
 #: The study's table number of each (metric, rate).
@@ -69,12 +81,25 @@ def read_curves(live_dir: str | Path) -> dict[str, np.ndarray]:
     return curves
 
 
-def run_metrics(curves: dict[str, np.ndarray], window: int) -> dict[str, Any]:
+def with_metric0(curves: dict[str, np.ndarray], metric0: str) -> dict[str, np.ndarray]:
+    """The curves with ``M[0]`` read as ``metric0`` (see module doc)."""
+    if metric0 not in METRIC0:
+        raise FerError(f"metric0 must be one of {', '.join(METRIC0)} (got '{metric0}')")
+    if metric0 == "untrained":
+        return curves
+    return {k: np.concatenate([v[1:2], v[1:]]) for k, v in curves.items()}
+
+
+def run_metrics(
+    curves: dict[str, np.ndarray], window: int, metric0: str = "untrained"
+) -> dict[str, Any]:
     """All of the study's numbers for one run (plus final and best validation accuracy)."""
     epochs = len(curves["train/accuracy"]) - 1
     if epochs < 1:
         raise FerError("a run needs at least one trained epoch")
-    result: dict[str, Any] = {}
+    untrained_val_accuracy = curves["val/accuracy"][0]
+    curves = with_metric0(curves, metric0)
+    result: dict[str, Any] = {"metric0": metric0}
     for rate in RATES:
         result[rate] = {}
         for metric in METRICS:
@@ -98,7 +123,7 @@ def run_metrics(curves: dict[str, np.ndarray], window: int) -> dict[str, Any]:
             "train_accuracy": round(float(curves["train/accuracy"][1]), 6),
             "train_loss": round(float(curves["train/loss"][1]), 6),
         },
-        untrained_val_accuracy=round(float(val_acc[0]), 6),
+        untrained_val_accuracy=round(float(untrained_val_accuracy), 6),
         final_val_accuracy=round(float(val_acc[-1]), 6),
         best_val_accuracy=round(float(val_acc[best]), 6),
         best_epoch=best,
@@ -154,6 +179,59 @@ def markdown_tables(rows: list[dict[str, Any]], value_columns: list[str] | None 
     return "\n".join(out)
 
 
+def load_paper_tables(path: Path = PAPER_TABLES) -> dict[tuple, float]:
+    """``{(table, backbone, init, epochs): value}`` from the study's Tables 2-5."""
+    try:
+        with open(path, newline="") as fh:
+            return {
+                (int(r["table"]), r["backbone"], r["init"], r["epochs"]): float(r["value"])
+                for r in csv.DictReader(fh)
+            }
+    except (OSError, KeyError, ValueError) as err:
+        raise FerError(f"{path}: cannot read the study's tables ({err})") from None
+
+
+def sign(value: float) -> int:
+    """-1, 0 or 1, with ``|value| < ZERO_BAND`` counted as 0."""
+    return 0 if abs(value) < ZERO_BAND else (1 if value > 0 else -1)
+
+
+def agreement(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """Sign agreement and RMSE of (ours, paper) pairs."""
+    if not pairs:
+        return {"rates": 0, "signs_agree": 0, "sign_agreement": None, "rmse": None}
+    ours, paper = np.array(pairs).T
+    agree = int(sum(sign(o) == sign(p) for o, p in pairs))
+    return {
+        "rates": len(pairs),
+        "signs_agree": agree,
+        "sign_agreement": round(agree / len(pairs), 4),
+        "rmse": round(float(np.sqrt(np.mean((ours - paper) ** 2))), 6),
+    }
+
+
+def fidelity(rows: list[dict[str, Any]], paper: dict[tuple, float]) -> dict[str, Any]:
+    """Agreement of study-table rows with the paper: per run and table, per run, in total."""
+    matched = [
+        (r, paper[key])
+        for r in rows
+        if (key := (r["table"], r["backbone"], r["init"], r["epochs"])) in paper
+    ]
+    per_run: dict[str, Any] = {}
+    for run in dict.fromkeys(P.run_name(r["backbone"], r["init"]) for r, _ in matched):
+        mine = [(r, p) for r, p in matched if P.run_name(r["backbone"], r["init"]) == run]
+        per_run[run] = {
+            f"table{t}": agreement([(r["value"], p) for r, p in mine if r["table"] == t])
+            for t in sorted(TABLES.values())
+        }
+        per_run[run]["total"] = agreement([(r["value"], p) for r, p in mine])
+    by_init = {
+        init: agreement([(r["value"], p) for r, p in matched if r["init"] == init])
+        for init in P.INITS
+    }
+    return {"runs": per_run, "total": agreement([(r["value"], p) for r, p in matched]), **by_init}
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(
@@ -164,14 +242,49 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
+def fidelity_of_logs(
+    curves: dict[str, dict[str, np.ndarray]], window: int, paper: dict[tuple, float]
+) -> dict[str, Any]:
+    """Fidelity of a set of runs' curves under each reading of ``M[0]``."""
+    return {
+        metric0: fidelity(
+            study_table_rows({run: run_metrics(c, window, metric0) for run, c in curves.items()}),
+            paper,
+        )
+        for metric0 in METRIC0
+    }
+
+
+def variant_record(
+    logs_dir: Path, label: str, description: str, window: int = 5
+) -> dict[str, Any]:
+    """Fidelity of every run logged under ``logs_dir`` (``metrics/train`` of some run of the
+    pipeline), labelled as one protocol variant, for ``reference/protocol_variants/``."""
+    runs = sorted(p.name for p in Path(logs_dir).iterdir() if (p / "plots").is_dir())
+    if not runs:
+        raise FerError(f"{logs_dir}: no run logs (expected <run>/plots/metrics/...)")
+    curves = {run: read_curves(Path(logs_dir) / run) for run in runs}
+    return {
+        "label": label,
+        "description": description,
+        "runs": runs,
+        "epochs": {run: len(c["train/accuracy"]) - 1 for run, c in curves.items()},
+        "fidelity": fidelity_of_logs(curves, window, load_paper_tables()),
+    }
+
+
 def run(params: dict[str, Any], runs: list[str]) -> dict[str, dict[str, Any]]:
-    """The ``metrics`` stage: ``metrics/study/<run>.json`` and the aggregated tables."""
+    """The ``metrics`` stage: per-run rates, the study's tables, the fidelity score."""
     window = int(params.get("window", 5))
+    metric0 = str(params.get("metric0", "untrained"))
+    curves = {run_name: read_curves(P.live_dir(run_name)) for run_name in runs}
     per_run = {}
     for run_name in runs:
-        per_run[run_name] = run_metrics(read_curves(P.live_dir(run_name)), window)
+        per_run[run_name] = run_metrics(curves[run_name], window, metric0)
         write_json(P.METRICS_DIR / "study" / f"{run_name}.json", per_run[run_name])
     rows = study_table_rows(per_run)
     write_csv(P.METRICS_DIR / "study_tables.csv", rows)
     write_text(P.METRICS_DIR / "study_tables.md", markdown_tables(rows))
+    both = fidelity_of_logs(curves, window, load_paper_tables())
+    write_json(FIDELITY_FILE, {"metric0": metric0, **both[metric0], "by_metric0": both})
     return per_run

@@ -87,7 +87,13 @@ def load_model(folder: str | Path, precision: str = "fp32") -> LoadedModel:
     runtime.set_precision(precision)
     try:
         classifier = build_classifier(
-            build_backbone(config["backbone"], "random", int(config["input_size"]), seed=0)
+            build_backbone(
+                config["backbone"],
+                "random",
+                int(config["input_size"]),
+                seed=0,
+                descriptor=config.get("descriptor"),
+            )
         )
         classifier.load_weights(str(weights_file))
     except (ValueError, OSError) as err:

@@ -10,7 +10,6 @@ Figs 11-17), which shows dataset pixels and therefore stays in the DVC cache, no
 from __future__ import annotations
 
 import base64
-import csv
 import html
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,11 @@ import numpy as np  # noqa: E402
 
 from ferstudy import CLASSES  # noqa: E402
 from ferstudy import params as P  # noqa: E402
+from ferstudy import protocol_report as PR  # noqa: E402
+from ferstudy.features import health_file  # noqa: E402
 from ferstudy.io import atomic_path, load_dataset, read_json, write_text  # noqa: E402
-from ferstudy.metrics import TABLES, read_curves  # noqa: E402
+from ferstudy.metrics import FIDELITY_FILE, TABLES, load_paper_tables, read_curves  # noqa: E402
 
-PAPER_TABLES = Path("reference/paper_tables.csv")
 REPORTS_DIR = Path("reports")
 EXAMPLES = "examples.png"
 SPEED_HEADING = "## Speed and the backbone choice"
@@ -48,17 +48,9 @@ def load_results(runs: list[str]) -> dict[str, dict[str, Any]]:
             "speed": read_json(P.METRICS_DIR / "speed" / f"{run}.json"),
             "config": read_json(P.model_dir(run) / "config.json"),
             "curves": read_curves(P.live_dir(run)),
+            "health": read_json(health_file(run)),
         }
     return results
-
-
-def load_paper_tables(path: Path = PAPER_TABLES) -> dict[tuple, float]:
-    """``{(table, backbone, init, epochs): value}`` from the study's Tables 2-5."""
-    with open(path, newline="") as fh:
-        return {
-            (int(r["table"]), r["backbone"], r["init"], r["epochs"]): float(r["value"])
-            for r in csv.DictReader(fh)
-        }
 
 
 # --------------------------------------------------------------------------- figures
@@ -413,7 +405,7 @@ def _img_html(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def markdown_report(results, paper, figures, with_examples: bool) -> str:
+def markdown_report(results, paper, fidelity, figures, with_examples: bool) -> str:
     lines = [
         "# FER backbone comparison: results",
         "",
@@ -428,17 +420,44 @@ def markdown_report(results, paper, figures, with_examples: bool) -> str:
         "",
         per_class_table(results),
         "",
+        "## Feature health",
+        "",
+        PR.health_caption(),
+        "",
+        PR.health_table(results),
+        "",
         "## Findings of the study, checked",
         "",
     ]
     lines += [f"- {f}" for f in findings(results)]
+    variants = PR.load_variants()
     lines += [
+        "",
+        "## Which protocol did the study run?",
+        "",
+        "Agreement of each run with the study's Tables 2-5. " + PR.fidelity_caption(
+            fidelity["metric0"]
+        ),
+        "",
+        PR.fidelity_table(fidelity),
+        "",
+        "Every protocol variant run so far, scored on the study's 64 random-initialisation "
+        "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
+        "readings of Metric[0]:",
+        "",
+        PR.variants_table(fidelity, variants),
+        "",
+        *[f"- {note}" for note in PR.variant_notes(variants)],
+        "",
+        "Where this run still disagrees with the study:",
+        "",
+        *[f"- {d}" for d in PR.disagreements(results, fidelity, paper)],
         "",
         "## The study's Tables 2-5 beside this project's",
         "",
         "The study's values come from `reference/paper_tables.csv` (read by OCR; in "
         "Table 5 the vggface/pretrained row was garbled and the more legible reading "
-        "is kept). Metric[0] here is the untrained model's epoch-0 evaluation.",
+        f"is kept). Metric[0] here: `{fidelity['metric0']}`.",
         "",
         side_by_side(results, paper),
         SPEED_HEADING,
@@ -521,6 +540,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     """The ``report`` stage."""
     results = load_results(runs)
     paper = load_paper_tables()
+    fidelity = read_json(FIDELITY_FILE)
     plots = P.PLOTS_DIR / "figures"
     figures = []
     for backbone in sorted({r["backbone"] for r in results.values()}):
@@ -560,7 +580,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
             plot_examples(results, P.PLOTS_DIR / EXAMPLES),
         )
     )
-    md = markdown_report(results, paper, figures, with_examples=False)
+    md = markdown_report(results, paper, fidelity, figures, with_examples=False)
     write_text(
         REPORTS_DIR / "report.md",
         "\n".join(
@@ -571,6 +591,8 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     )
     write_text(
         REPORTS_DIR / "report.html",
-        _markdown_to_html(markdown_report(results, paper, figures, with_examples=True)),
+        _markdown_to_html(
+            markdown_report(results, paper, fidelity, figures, with_examples=True)
+        ),
     )
     return {"figures": [str(p) for _, p in figures], "findings": findings(results)}

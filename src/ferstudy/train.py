@@ -193,7 +193,9 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     runtime.set_precision("fp32")  # the tail trains in fp32 (bf16 cost accuracy: README, Speed)
     start = time.perf_counter()
 
-    backbone_model = build_backbone(backbone, "random", meta["input_size"], settings["seed"])
+    backbone_model = build_backbone(
+        backbone, "random", meta["input_size"], settings["seed"], meta.get("descriptor")
+    )
     backbone_model.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
     keras.utils.set_random_seed(settings["seed"])
     classifier = build_classifier(backbone_model)
@@ -247,6 +249,8 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
         "backbone": backbone,
         "init": init,
         "input_size": meta["input_size"],
+        "descriptor": meta.get("descriptor"),
+        "frozen_bn": meta.get("frozen_bn", "inference"),
         "trainable_layers": meta["trainable_layers"],
         "precision": meta["precision"],
         "fraction": meta["fraction"],

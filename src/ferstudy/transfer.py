@@ -41,6 +41,7 @@ STATELESS_LAYERS = (
     L.GlobalMaxPooling2D,
     L.Flatten,
     L.Reshape,
+    L.Permute,
     L.Activation,
     L.ReLU,
     L.Concatenate,
@@ -144,6 +145,43 @@ def split_frozen_tail(classifier: keras.Model, trainable_layers: int) -> FrozenT
             tensor_map[id(original)] = rebuilt
     tail_model = keras.Model(features, tensor_map[id(classifier.output)], name="tail")
     return FrozenTail(frozen, tail_model, shapes, trainable_names)
+
+
+def frozen_batchnorm_layers(frozen: keras.Model) -> list[keras.layers.Layer]:
+    """The BatchNormalization layers of a frozen part, in the model's layer order."""
+    return [layer for layer in frozen.layers if isinstance(layer, L.BatchNormalization)]
+
+
+def recalibrate_batchnorm(frozen: keras.Model, batches) -> int:
+    """Re-estimate the moving statistics of the frozen part's BatchNormalization (AdaBN).
+
+    A randomly initialised BatchNormalization has moving mean 0 and variance 1, so in
+    inference mode (how frozen layers run) it renormalises nothing. This sets each layer's
+    moving mean and variance to the average, over ``batches`` of images (already transformed
+    to the network's input), of its per-batch mean and variance, with every layer normalising
+    by batch statistics on the way (as PyTorch's ``update_bn`` does). Only the statistics
+    change; the layers stay frozen and run in inference mode afterwards. Returns the number
+    of images seen.
+    """
+    layers = frozen_batchnorm_layers(frozen)
+    if not layers:
+        return 0
+    saved = [(layer.trainable, layer.momentum) for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
+        layer.trainable = True  # Keras runs a non-trainable BatchNormalization in inference mode
+    seen = 0
+    try:
+        for step, batch in enumerate(batches, start=1):
+            for layer in layers:
+                layer.momentum = 1.0 - 1.0 / step  # moving = running mean of batch statistics
+            frozen(batch, training=True)
+            seen += int(batch.shape[0])
+    finally:
+        for layer, (trainable, momentum) in zip(layers, saved):
+            layer.trainable, layer.momentum = trainable, momentum
+    return seen
 
 
 def flatten_boundary(outputs) -> tf.Tensor:

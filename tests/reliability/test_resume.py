@@ -24,7 +24,7 @@ RUN = "mobilenet-random"
 def project(tmp_path, monkeypatch):
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     params.update(
-        backbones=["mobilenet"], inits=["random"], epochs=5, lr=0.01, batch_size=4, precision="fp32"
+        runs=["mobilenet-random"], epochs=5, lr=0.01, batch_size=4, precision="fp32"
     )
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
