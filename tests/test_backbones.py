@@ -13,13 +13,14 @@ def _same(a, b):
 
 
 def test_registry_has_the_study_backbones():
-    assert set(REGISTRY) == {"vggface", "openface", "resnet50", "mobilenet", "onet"}
+    assert set(REGISTRY) == {"vggface", "openface", "resnet50", "mobilenet", "onet", "dlib"}
     assert {n: b.native_input_size for n, b in REGISTRY.items()} == {
         "vggface": 224,
         "openface": 96,
         "resnet50": 224,
         "mobilenet": 224,
         "onet": 48,
+        "dlib": 150,
     }
     with pytest.raises(FerError, match="unknown backbone 'vgg'"):
         get_backbone("vgg")

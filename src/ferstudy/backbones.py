@@ -18,6 +18,10 @@ and its own input preprocessing. Adding a backbone is adding one :class:`Backbon
 - ``resnet50``, ``mobilenet`` (v1, alpha 1.0): Keras applications without their ImageNet
   classification top (``include_top=False``, the study's "no top" counts), ImageNet
   weights through Keras' cache (``$KERAS_HOME/models``), Keras' own ``preprocess_input``.
+- ``dlib``: dlib's face-recognition ResNet (128-value descriptor, 150x150 RGB), run by dlib
+  itself inside one weightless Keras layer (:mod:`ferstudy.dlib_face`); weights ship inside
+  the ``face_recognition_models`` package. Pretrained only and ``frozen_only``: its layers
+  are not Keras layers, so it can only be used fully frozen (``trainable_layers`` 0).
 
 Weights files already in a cache are used as they are; a missing file is downloaded, and
 on an offline machine that becomes a one-line error naming the expected path and URL.
@@ -53,6 +57,28 @@ class Backbone:
     source: str  # where the architecture and weights come from
     bf16: bool = True  # every op has a bfloat16 kernel (OpenFace's LRN has none on CPU)
     descriptors: tuple[str, ...] = ()  # selectable descriptor layers; the first is the default
+    inits: tuple[str, ...] = ("pretrained", "random")  # the initialisations it has
+    inits_note: str = ""  # why an initialisation is missing (for the error message)
+    frozen_only: bool = False  # no backbone layer can train (dlib): trainable_layers is 0
+
+    @property
+    def architecture_init(self) -> str:
+        """The init to build the architecture with before saved weights are loaded into it."""
+        return "random" if "random" in self.inits else self.inits[0]
+
+    def trainable_layers(self, requested: int) -> int:
+        """The backbone layers that train: ``requested``, or 0 for a frozen-only backbone."""
+        return 0 if self.frozen_only else requested
+
+    def check_init(self, init: str) -> str:
+        if init not in ("pretrained", "random"):
+            raise FerError(f"unknown init '{init}' (pretrained or random)")
+        if init not in self.inits:
+            raise FerError(
+                f"{self.name} has no {init} initialisation ({self.inits_note}); "
+                f"use {self.name}-{self.inits[0]}"
+            )
+        return init
 
     def check_descriptor(self, descriptor: str | None) -> str | None:
         """The descriptor to build: the default when None; refused when unknown."""
@@ -266,6 +292,25 @@ def _onet_preprocess(x: tf.Tensor) -> tf.Tensor:
     return onet_preprocess(x)
 
 
+def _dlib(size: int, descriptor: str | None) -> keras.Model:
+    from ferstudy.dlib_face import build_dlib
+
+    return build_dlib(size)
+
+
+def _dlib_pretrained(model: keras.Model) -> None:
+    from ferstudy.dlib_face import load_dlib_pretrained
+
+    load_dlib_pretrained(model)
+
+
+def _dlib_preprocess(x: tf.Tensor) -> tf.Tensor:
+    from ferstudy.dlib_face import dlib_preprocess
+
+    return dlib_preprocess(x)
+
+
+
 def _unit_scale(x: tf.Tensor) -> tf.Tensor:
     return x / 255.0
 
@@ -321,6 +366,19 @@ REGISTRY: dict[str, Backbone] = {
             "mtcnn 1.0.0 ONet (weights in the package)",
             bf16=False,  # 0.4 M parameters at 48x48: fp32 costs nothing
         ),
+        Backbone(
+            "dlib",
+            150,
+            True,
+            _dlib,
+            _dlib_pretrained,
+            _dlib_preprocess,
+            "dlib face_recognition_model_v1 (face_recognition_models)",
+            bf16=False,  # dlib computes in float32 on its own CPU kernels
+            inits=("pretrained",),
+            inits_note="dlib's C++ network ships only with its trained weights",
+            frozen_only=True,
+        ),
     )
 }
 
@@ -341,8 +399,7 @@ def build_backbone(
     None is the backbone's default.
     """
     backbone = get_backbone(name)
-    if init not in ("pretrained", "random"):
-        raise FerError(f"unknown init '{init}' (pretrained or random)")
+    backbone.check_init(init)
     keras.utils.set_random_seed(seed)
     model = backbone.build_architecture(
         backbone.check_input_size(input_size), backbone.check_descriptor(descriptor)

@@ -57,7 +57,9 @@ def machine() -> dict[str, Any]:
 
 
 def _cut(backbone: str, size: int, seed: int = 0):
-    return split_frozen_tail(build_classifier(build_backbone(backbone, "random", size, seed)), 4)
+    entry = get_backbone(backbone)
+    model = build_backbone(backbone, entry.architecture_init, size, seed)
+    return split_frozen_tail(build_classifier(model), entry.trainable_layers(4))
 
 
 def forward_speed(backbone: str, precision: str, batches: int, batch_size: int = 64) -> float:
@@ -106,8 +108,9 @@ def cached_vs_naive(
     train_seconds = time.perf_counter() - start
 
     keras.utils.set_random_seed(0)
-    classifier = build_classifier(build_backbone(backbone, "random", size, 0))
-    split_frozen_tail(classifier, 4)  # freezes all but the tail, as the study does
+    entry = get_backbone(backbone)
+    classifier = build_classifier(build_backbone(backbone, entry.architecture_init, size, 0))
+    split_frozen_tail(classifier, entry.trainable_layers(4))  # freezes all but the tail
     inp = keras.Input((48, 48), dtype="uint8")
     naive = keras.Model(inp, classifier(transform(inp)))
     naive.compile(keras.optimizers.Adam(lr), "categorical_crossentropy", ["accuracy"])

@@ -46,6 +46,14 @@ def _cmd_features(args: argparse.Namespace) -> None:
         f"features {args.run}: {info['feature_size']} values per image "
         f"({info['precision']}), {info['counts']} images, {speed}; {info['seconds']} s"
     )
+    health = info["health"]
+    if health["degenerate"]:
+        print(f"DEGENERATE features {args.run}: {health['reason']}", file=sys.stderr)
+    else:
+        print(
+            f"features {args.run} are healthy: across-image std {health['across_image_std']:.3g}"
+            f" ({100 * health['relative_std']:.0f} % of RMS {health['rms']:.3g})"
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

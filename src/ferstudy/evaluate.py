@@ -27,7 +27,7 @@ from ferstudy import CLASSES, runtime
 from ferstudy import params as P
 from ferstudy.backbones import get_backbone
 from ferstudy.features import CachedFeatures
-from ferstudy.io import save_npz, write_json, write_text
+from ferstudy.io import load_usage, save_npz, write_json, write_text
 from ferstudy.model_store import WEIGHTS, load_model
 from ferstudy.transfer import image_transform, split_frozen_tail
 
@@ -53,6 +53,21 @@ def scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
             labels, predicted, labels=range(len(CLASSES))
         ).tolist(),
     }
+
+
+def privatetest_scores(
+    usage: np.ndarray, labels: np.ndarray, predicted: np.ndarray
+) -> dict[str, Any]:
+    """Accuracy and macro-F1 on the test images whose FER2013 usage is PrivateTest.
+
+    Those are the images that models trained on FER2013's Training (and PublicTest) images,
+    like the outside reference's, never saw: the one subset on which all compare fairly.
+    """
+    private = usage == "PrivateTest"
+    if not private.any():
+        return {"images": 0, "accuracy": None, "macro_f1": None}
+    s = scores(labels[private], predicted[private])
+    return {"images": int(private.sum()), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
 
 
 def predict_features(
@@ -115,6 +130,9 @@ def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
     predicted = probs.argmax(axis=1)
     result = scores(labels, predicted)
     result["test_images"] = int(len(labels))
+    result["privatetest"] = privatetest_scores(
+        load_usage(P.DATASET_FILE)[cache.rows["test"]], labels, predicted
+    )
     write_json(P.METRICS_DIR / "eval" / f"{run_name}.json", result)
     lines = ["actual,predicted"] + [f"{CLASSES[a]},{CLASSES[p]}" for a, p in zip(labels, predicted)]
     write_text(P.METRICS_DIR / "eval" / run_name / "predictions.csv", "\n".join(lines) + "\n")

@@ -115,7 +115,7 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     """The ``features`` stage for one backbone x init."""
     settings = run_settings(params, backbone)
     seed = int(params.get("seed", 42))
-    trainable = int(params.get("trainable_layers", 4))
+    trainable = get_backbone(backbone).trainable_layers(int(params.get("trainable_layers", 4)))
     batch_size = int(params.get("features_batch_size", 64))
     frozen_bn = str(params.get("frozen_bn", "recalibrated"))
     runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels

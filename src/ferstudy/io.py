@@ -119,6 +119,15 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         raise FerError(f"{path}: not found; run the acquire stage first") from None
 
 
+def load_usage(path: str | os.PathLike) -> np.ndarray:
+    """Only the challenge usage column of the dataset file (no pixels read)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["usage"]
+    except FileNotFoundError:
+        raise FerError(f"{path}: not found; run the acquire stage first") from None
+
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

@@ -89,7 +89,7 @@ def load_model(folder: str | Path, precision: str = "fp32") -> LoadedModel:
         classifier = build_classifier(
             build_backbone(
                 config["backbone"],
-                "random",
+                REGISTRY[config["backbone"]].architecture_init,
                 int(config["input_size"]),
                 seed=0,
                 descriptor=config.get("descriptor"),

@@ -38,7 +38,9 @@ METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 
 INITS: tuple[str, ...] = ("pretrained", "random")
-BACKBONE_NAMES: tuple[str, ...] = ("vggface", "openface", "resnet50", "mobilenet", "onet")
+BACKBONE_NAMES: tuple[str, ...] = ("vggface", "openface", "resnet50", "mobilenet", "onet", "dlib")
+#: dlib: backbones without a random initialisation (their Backbone.inits in backbones.py).
+PRETRAINED_ONLY: dict[str, str] = {"dlib": "dlib has no random initialisation"}
 UINT32_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------- the schema
@@ -62,13 +64,19 @@ def _run_names(values: list[str]) -> list[str]:
         backbone, sep, init = value.rpartition("-")
         if not sep or backbone not in BACKBONE_NAMES or init not in INITS:
             raise ValueError(f"not a run name: {value!r}")
+        if backbone in PRETRAINED_ONLY and init != "pretrained":  # dlib
+            raise PydanticCustomError(
+                "params",
+                "runs: {run}: {why}; use {backbone}-pretrained",
+                {"run": value, "why": PRETRAINED_ONLY[backbone], "backbone": backbone},
+            )
     return _unique(values)
 
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 # numeric strings such as "1e-4" (how PyYAML reads YAML 1.2's 1e-4) are accepted as floats
 Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
-BackboneName = Literal["vggface", "openface", "resnet50", "mobilenet", "onet"]
+BackboneName = Literal["vggface", "openface", "resnet50", "mobilenet", "onet", "dlib"]
 Init = Literal["pretrained", "random"]
 
 

@@ -15,6 +15,8 @@ from ferstudy.io import read_json
 from ferstudy.metrics import METRIC0, TABLES, ZERO_BAND
 
 VARIANTS_DIR = Path("reference/protocol_variants")
+#: scripts/health_by_frozen_bn.py: random backbones' feature health under each frozen_bn.
+HEALTH_BY_FROZEN_BN = Path("reference/health_by_frozen_bn.json")
 
 
 def health_table(results: dict[str, dict[str, Any]]) -> str:

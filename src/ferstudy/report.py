@@ -9,8 +9,6 @@ Figs 11-17), which shows dataset pixels and therefore stays in the DVC cache, no
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from ferstudy import CLASSES  # noqa: E402
 from ferstudy import params as P  # noqa: E402
 from ferstudy import protocol_report as PR  # noqa: E402
 from ferstudy.features import health_file  # noqa: E402
+from ferstudy.html_page import markdown_to_html  # noqa: E402
 from ferstudy.io import atomic_path, load_dataset, read_json, write_text  # noqa: E402
 from ferstudy.metrics import FIDELITY_FILE, TABLES, load_paper_tables, read_curves  # noqa: E402
 
@@ -324,20 +323,28 @@ def choice(results: dict) -> list[str]:
 # --------------------------------------------------------------------------- tables + report
 
 
+def _privatetest(scores: dict) -> str:
+    private = scores.get("privatetest") or {}
+    if not private.get("images"):
+        return "—"
+    return f"{private['accuracy']:.4f} ({private['images']:,})"
+
+
 def runs_table(results: dict) -> str:
     """Scores of every run (deterministic for a given seed)."""
     head = (
         "| run | data | precision | initial val acc | final val acc | best val acc (epoch) "
-        "| test acc | macro-F1 | params | trainable |"
+        "| test acc | macro-F1 | PrivateTest acc (images) | params | trainable |"
     )
-    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run, r in sorted(results.items()):
         s, e, sp = r["study"], r["eval"], r["speed"]
         lines.append(
             f"| {run} | {r['config'].get('fraction', 1.0):g} | {r['config']['precision']} | "
             f"{s['initial']['val_accuracy']:.4f} | "
             f"{s['final_val_accuracy']:.4f} | {s['best_val_accuracy']:.4f} ({s['best_epoch']}) | "
-            f"{e['accuracy']:.4f} | {e['macro_f1']:.4f} | {sp['parameters']:,} | "
+            f"{e['accuracy']:.4f} | {e['macro_f1']:.4f} | {_privatetest(e)} | "
+            f"{sp['parameters']:,} | "
             f"{sp['trainable_parameters']:,} |"
         )
     return "\n".join(lines)
@@ -398,11 +405,6 @@ def side_by_side(results: dict, paper: dict[tuple, float]) -> str:
 
 def _img_md(path: Path) -> str:
     return f"![{path.stem}](../{path.as_posix()})"
-
-
-def _img_html(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
 def markdown_report(results, paper, fidelity, figures, with_examples: bool) -> str:
@@ -480,62 +482,6 @@ def markdown_report(results, paper, fidelity, figures, with_examples: bool) -> s
     return "\n".join(lines)
 
 
-def _markdown_to_html(text: str) -> str:
-    """Just enough Markdown for this report: headings, lists, tables, images, bold, code."""
-    import re
-
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-
-    out, table, in_list = [], [], False
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            table.append([c.strip() for c in line.strip("|").split("|")])
-            continue
-        if table:
-            rows = [r for r in table if not all(set(c) <= set("-:") for c in r)]
-            out.append(
-                "<table>"
-                + "".join(
-                    "<tr>"
-                    + "".join(
-                        f"<{'th' if i == 0 else 'td'}>{inline(c)}</{'th' if i == 0 else 'td'}>"
-                        for c in r
-                    )
-                    + "</tr>"
-                    for i, r in enumerate(rows)
-                )
-                + "</table>"
-            )
-            table = []
-        if line.startswith("- "):
-            out.append(("" if in_list else "<ul>") + f"<li>{inline(line[2:])}</li>")
-            in_list = True
-            continue
-        if in_list:
-            out.append("</ul>")
-            in_list = False
-        if line.startswith("{{IMG:"):
-            out.append(_img_html(Path(line[6:-2])))
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>FER backbone comparison"
-        f"</title><style>{style}</style></head><body>" + "\n".join(out) + "</body></html>\n"
-    )
-
-
 def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     """The ``report`` stage."""
     results = load_results(runs)
@@ -591,7 +537,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     )
     write_text(
         REPORTS_DIR / "report.html",
-        _markdown_to_html(
+        markdown_to_html(
             markdown_report(results, paper, fidelity, figures, with_examples=True)
         ),
     )

@@ -28,7 +28,7 @@ from dvclive import Live
 
 from ferstudy import CLASSES, runtime
 from ferstudy import params as P
-from ferstudy.backbones import build_backbone
+from ferstudy.backbones import build_backbone, get_backbone
 from ferstudy.errors import FerError
 from ferstudy.features import BACKBONE_WEIGHTS, CachedFeatures
 from ferstudy.io import read_json
@@ -148,35 +148,50 @@ class Checkpoint:
         self.ckpt = tf.train.Checkpoint(model=tail, optimizer=optimizer)
 
     def save(self, epoch: int) -> None:
-        tmp = self.dir.with_name(self.dir.name + ".tmp")
+        tmp = self._sibling(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.ckpt.write(str(tmp / "state"))
         shutil.copytree(self.live_dir, tmp / "live")
         (tmp / "epoch.json").write_text(
             json.dumps({"epoch": epoch, "fingerprint": self.fingerprint})
         )
-        old = self.dir.with_name(self.dir.name + ".old")
+        old = self._sibling(".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.dir.exists():
             self.dir.rename(old)
         tmp.rename(self.dir)
         shutil.rmtree(old, ignore_errors=True)
 
+    def _complete(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints of these settings: ``epoch.json`` is written last, so a
+        folder that has it is whole; a kill between the two renames of :meth:`save` leaves
+        the newest one under ``.tmp`` and the previous one under ``.old``."""
+        found = []
+        for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
+            marker = folder / "epoch.json"
+            if marker.is_file():
+                state = json.loads(marker.read_text())
+                if state.get("fingerprint") == self.fingerprint:
+                    found.append((int(state["epoch"]), folder))
+        return sorted(found, reverse=True)
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.dir.with_name(self.dir.name + suffix)
+
     def restore(self) -> int:
         """Restore the last finished epoch of the same settings; 0 when there is none."""
-        marker = self.dir / "epoch.json"
-        if not marker.is_file():
+        complete = self._complete()
+        if not complete:
             return 0
-        state = json.loads(marker.read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            return 0
-        self.ckpt.read(str(self.dir / "state")).assert_existing_objects_matched()
+        epoch, folder = complete[0]
+        self.ckpt.read(str(folder / "state")).assert_existing_objects_matched()
         shutil.rmtree(self.live_dir, ignore_errors=True)
-        shutil.copytree(self.dir / "live", self.live_dir)
-        return int(state["epoch"])
+        shutil.copytree(folder / "live", self.live_dir)
+        return epoch
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
@@ -194,7 +209,11 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
     start = time.perf_counter()
 
     backbone_model = build_backbone(
-        backbone, "random", meta["input_size"], settings["seed"], meta.get("descriptor")
+        backbone,
+        get_backbone(backbone).architecture_init,
+        meta["input_size"],
+        settings["seed"],
+        meta.get("descriptor"),
     )
     backbone_model.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
     keras.utils.set_random_seed(settings["seed"])

@@ -20,8 +20,10 @@ from ferstudy.cli import main
 RUN = "mobilenet-random"
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("resume")
+    monkeypatch = pytest.MonkeyPatch()
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     params.update(
         runs=["mobilenet-random"], epochs=5, lr=0.01, batch_size=4, precision="fp32"
@@ -32,7 +34,19 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(150))))
     for stage in (["acquire"], ["split"], ["features", RUN]):
         assert main(stage) == 0
-    return tmp_path
+    yield tmp_path
+    monkeypatch.undo()
+
+
+@pytest.fixture(scope="module")
+def reference(project):
+    """The outputs of one uninterrupted training run."""
+    proc = _train(project)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()
+    outputs = _outputs(project)
+    shutil.rmtree(project / "models")
+    shutil.rmtree(project / "metrics")
+    return outputs
 
 
 def _train(project, **kw):
@@ -63,26 +77,24 @@ def _outputs(project):
     return metrics, curves, _weights(project / "models" / RUN / "weights.h5")
 
 
-def test_sigkill_then_resume_equals_uninterrupted(project):
-    proc = _train(project)
-    assert proc.wait(timeout=600) == 0, proc.stdout.read()
-    reference = _outputs(project)
-    shutil.rmtree(project / "models")
-    shutil.rmtree(project / "metrics")
-
+def _kill_after_epoch(project, epoch: int = 2) -> int:
+    """Start training, SIGKILL it once a checkpoint of ``epoch`` or later exists."""
     proc = _train(project)
     marker = project / ".ferstudy/checkpoints" / RUN / "epoch.json"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if marker.is_file() and json.loads(marker.read_text())["epoch"] >= 2:
+        if marker.is_file() and json.loads(marker.read_text())["epoch"] >= epoch:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)
     assert proc.wait(timeout=60) == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = json.loads(marker.read_text())["epoch"]
-    assert 2 <= killed_at < 5
+    assert epoch <= killed_at < 5
     assert not (project / "models" / RUN).exists()  # nothing that looks like a finished model
+    return killed_at
 
+
+def _resume_equals(project, reference, killed_at: int) -> None:
     proc = _train(project)
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log
@@ -93,4 +105,47 @@ def test_sigkill_then_resume_equals_uninterrupted(project):
     assert weights.keys() == reference[2].keys()
     for name, value in weights.items():
         np.testing.assert_array_equal(value, reference[2][name])
-    assert not (project / ".ferstudy/checkpoints" / RUN).exists()  # cleared after success
+    for suffix in ("", ".tmp", ".old"):  # cleared after success
+        assert not (project / ".ferstudy/checkpoints" / f"{RUN}{suffix}").exists()
+
+
+def test_sigkill_then_resume_equals_uninterrupted(project, reference):
+    _resume_equals(project, reference, _kill_after_epoch(project))
+
+
+def test_kill_inside_a_checkpoint_write_resumes_from_the_last_whole_one(project, reference):
+    """A kill between save's two renames leaves the newest checkpoint under .tmp and the one
+    before under .old; a kill while writing leaves a .tmp without its epoch.json."""
+    killed_at = _kill_after_epoch(project)
+    checkpoints = project / ".ferstudy/checkpoints"
+    whole = checkpoints / RUN
+    # between the renames: the current one moved to .old, the newest whole under .tmp
+    shutil.copytree(whole, checkpoints / f"{RUN}.tmp")
+    whole.rename(checkpoints / f"{RUN}.old")
+    _resume_equals(project, reference, killed_at)
+
+    killed_at = _kill_after_epoch(project)
+    partial = checkpoints / f"{RUN}.tmp"  # killed mid-write: half a state, no epoch.json
+    partial.mkdir()
+    (partial / "state.index").write_bytes((whole / "state.index").read_bytes()[:50])
+    _resume_equals(project, reference, killed_at)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(project, reference):
+    _kill_after_epoch(project)
+    params_file = project / "params.yaml"
+    saved = params_file.read_text()
+    params_file.write_text(yaml.safe_dump({**yaml.safe_load(saved), "lr": 0.02}))
+    try:
+        proc = _train(project)
+        log = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, log
+        assert "resuming" not in log
+        assert "epoch 0 (untrained)" in log
+        metrics, _, _ = _outputs(project)
+        assert json.loads(metrics)["step"] == 5
+        assert metrics != reference[0]  # trained with the new lr from the start
+    finally:
+        params_file.write_text(saved)
+        shutil.rmtree(project / "models", ignore_errors=True)
+        shutil.rmtree(project / "metrics", ignore_errors=True)

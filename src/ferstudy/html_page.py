@@ -1,0 +1,97 @@
+"""The report as one self-contained HTML page: just enough Markdown, embedded figures, style.
+
+The report is written once as Markdown (``reports/report.md``); this turns the same text
+into a page: headings, paragraphs (a paragraph right before a table reads as its caption),
+lists, tables with a header row, images embedded as data URIs, bold and code. A table cell
+that starts with **yes** (a flag, e.g. degenerate features) is highlighted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
+background:#f6f8fa;margin:0}
+main{max-width:1180px;margin:0 auto;padding:1.5em 2em 4em;background:#fff;
+box-shadow:0 0 0 1px #d0d7de}
+h1{font-size:1.9em;border-bottom:2px solid #0969da;padding-bottom:.3em}
+h2{font-size:1.4em;margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+h3{font-size:1.1em;margin-top:1.5em}
+p{max-width:75em}
+table{border-collapse:collapse;margin:.6em 0 1.6em;font-size:13px;display:block;
+overflow-x:auto}
+th{background:#eaeef2;font-weight:600;position:sticky;top:0}
+td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}
+td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#f6f8fa}
+td.flag{background:#ffebe9 !important;color:#82071e;white-space:normal;text-align:left;
+min-width:24em}
+code{background:#eff1f3;padding:0 .3em;border-radius:4px;font-size:92%}
+ul{padding-left:1.4em}li{margin:.25em 0}
+img{max-width:100%;border:1px solid #d0d7de;border-radius:4px;margin:.4em 0}
+"""
+
+
+def img_html(path: Path) -> str:
+    """An image file embedded as a data URI."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _cell(tag: str, content: str) -> str:
+    flagged = tag == "td" and content.startswith("<b>yes</b>")
+    attribute = ' class="flag"' if flagged else ""
+    return f"<{tag}{attribute}>{content}</{tag}>"
+
+
+def markdown_to_html(text: str, title: str = "FER backbone comparison") -> str:
+    """Just enough Markdown for this report: headings, lists, tables, images, bold, code."""
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+    out, table, in_list = [], [], False
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        if table:
+            rows = [r for r in table if not all(set(c) <= set("-:") for c in r)]
+            out.append(
+                "<table>"
+                + "".join(
+                    "<tr>"
+                    + "".join(_cell("th" if i == 0 else "td", inline(c)) for c in r)
+                    + "</tr>"
+                    for i, r in enumerate(rows)
+                )
+                + "</table>"
+            )
+            table = []
+        if line.startswith("- "):
+            out.append(("" if in_list else "<ul>") + f"<li>{inline(line[2:])}</li>")
+            in_list = True
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("{{IMG:"):
+            out.append(img_html(Path(line[6:-2])))
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body><main>"
+        + "\n".join(out)
+        + "</main></body></html>\n"
+    )

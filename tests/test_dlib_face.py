@@ -1,0 +1,149 @@
+"""dlib backbone: our Keras layer computes dlib's own descriptor; pretrained only, fully frozen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import fer_faces
+
+from ferstudy import params as P
+from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
+from ferstudy.dlib_face import DlibDescriptor, build_dlib, model_file, to_chip
+from ferstudy.errors import FerError
+from ferstudy.features import extractor
+from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
+
+dlib = pytest.importorskip("dlib")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """dlib's own network, loaded here independently of ferstudy's cached one."""
+    return dlib.face_recognition_model_v1(str(model_file()))
+
+
+def _dlib_own(net, chips: np.ndarray) -> np.ndarray:
+    """dlib's descriptor of each uint8 150x150 RGB chip (the aligned-chip overload)."""
+    return np.array([np.array(net.compute_face_descriptor(c)) for c in chips])
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    return np.stack(fer_faces(4))
+
+
+@pytest.fixture(scope="module")
+def cut():
+    return split_frozen_tail(build_classifier(build_backbone("dlib", "pretrained", 150, 0)), 0)
+
+
+def test_layer_matches_dlib_on_real_faces(faces, cut, reference) -> None:
+    transform = image_transform(get_backbone("dlib").preprocess, 150)
+    x = transform(tf.constant(faces)).numpy()  # the pipeline's own upscaled RGB float input
+    assert x.shape == (4, 150, 150, 3) and x.dtype == np.float32
+    chips = np.clip(np.round(x), 0, 255).astype(np.uint8)  # rounded as the module documents
+    want = _dlib_own(reference, chips)
+    got = cut.frozen(tf.constant(x)).numpy()
+    assert got.shape == (4, 128) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    # the same chips as integral floats reach dlib unchanged
+    np.testing.assert_allclose(cut.frozen(chips.astype(np.float32)).numpy(), want, atol=1e-6)
+    # the features stage's own compiled extractor on the uint8 48x48 faces
+    np.testing.assert_allclose(extractor(cut.frozen, transform)(faces).numpy(), want, atol=1e-6)
+    # not vacuous: different faces, different descriptors
+    assert np.linalg.norm(want[0] - want[1]) > 0.1
+
+
+def test_layer_keeps_rgb_order_and_orientation(faces, cut, reference) -> None:
+    """FER2013 is grayscale (all channels equal): a colour chip checks channel order too."""
+    face = to_chip(image_transform(lambda v: v, 150)(faces[:1]).numpy()[0])[..., 0]
+    chip = np.stack([face, face[:, ::-1], 255 - face], axis=-1)[None]
+    want = _dlib_own(reference, chip)
+    np.testing.assert_allclose(cut.frozen(chip.astype(np.float32)).numpy(), want, atol=1e-6)
+    # not vacuous: dlib tells BGR and a transposed chip from the chip itself
+    for changed in (chip[..., ::-1], chip.transpose(0, 2, 1, 3)):
+        assert np.abs(_dlib_own(reference, np.ascontiguousarray(changed)) - want).max() > 1e-3
+
+
+def test_to_chip_rounds_half_to_even_and_clips() -> None:
+    x = np.full((150, 150, 3), 7.0, np.float32)
+    x[0, :6, 0] = [0.5, 1.5, 2.5, 254.6, -3.0, 300.0]
+    chip = to_chip(x)
+    assert chip.dtype == np.uint8 and chip.flags["C_CONTIGUOUS"]
+    assert chip[0, :6, 0].tolist() == [0, 2, 2, 255, 0, 255]
+
+
+def test_random_init_is_refused() -> None:
+    with pytest.raises(FerError) as err:
+        build_backbone("dlib", "random", 150, 0)
+    assert str(err.value) == (
+        "dlib has no random initialisation (dlib's C++ network ships only with its trained "
+        "weights); use dlib-pretrained"
+    )
+    assert "\n" not in str(err.value)
+    with pytest.raises(FerError, match=r"unknown init 'imagenet'"):
+        build_backbone("dlib", "imagenet", 150, 0)
+
+
+def test_registry_entry() -> None:
+    entry = get_backbone("dlib")
+    assert (entry.native_input_size, entry.fixed_input_size, entry.bf16) == (150, True, False)
+    assert entry.inits == ("pretrained",) and entry.frozen_only
+    others = [b for name, b in REGISTRY.items() if name != "dlib"]
+    assert all(b.inits == ("pretrained", "random") and not b.frozen_only for b in others)
+    # params.py knows the same names and the same pretrained-only backbones
+    assert set(P.BACKBONE_NAMES) == set(REGISTRY)
+    assert set(P.PRETRAINED_ONLY) == {n for n, b in REGISTRY.items() if "random" not in b.inits}
+
+
+def test_other_input_sizes_are_refused() -> None:
+    with pytest.raises(FerError, match=r"^dlib takes only 150x150 input \(got input_size 224\)$"):
+        build_backbone("dlib", "pretrained", 224, 0)
+    with pytest.raises(FerError, match="150x150"):
+        build_dlib(48)
+
+
+def test_classifier_is_frozen_descriptor_and_dense_tail(cut) -> None:
+    assert cut.boundary_shapes == [(128,)] and cut.feature_size == 128
+    assert cut.frozen.output_shape == (None, 128)
+    assert cut.trainable_layer_names == []
+    assert not cut.frozen.trainable_weights and not cut.frozen.weights
+    trainable = [w.name for w in cut.tail.trainable_weights]
+    assert [w.shape.as_list() for w in cut.tail.trainable_weights] == [[128, 7], [7]]
+    assert all(name.startswith("emotion") for name in trainable)
+    # the study's default of 4 trainable layers does not exist here: one layer only
+    classifier = build_classifier(build_backbone("dlib", "pretrained", 150, 0))
+    with pytest.raises(FerError, match="between 0 and 1"):
+        split_frozen_tail(classifier, 4)
+
+
+def test_layer_config_round_trip() -> None:
+    model = build_dlib(150)
+    layer = model.get_layer("dlib_resnet_v1")
+    assert isinstance(layer, DlibDescriptor) and not layer.trainable
+    clone = tf.keras.Model.from_config(
+        model.get_config(), custom_objects={"DlibDescriptor": DlibDescriptor}
+    )
+    assert isinstance(clone.layers[-1], DlibDescriptor) and clone.output_shape == (None, 128)
+
+
+def test_missing_package_is_one_line(monkeypatch) -> None:
+    import importlib.util
+
+    from ferstudy import dlib_face
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FerError, match=r"face_recognition_models package is not installed"):
+        dlib_face.model_file()
+
+
+def test_params_refuse_dlib_random() -> None:
+    backbone = {"dlib": {"input_size": 150}, "onet": {"input_size": 48}}
+    with pytest.raises(FerError) as err:
+        P.validate_params({"runs": ["onet-pretrained", "dlib-random"], "backbone": backbone})
+    assert str(err.value) == (
+        "params.yaml: runs: dlib-random: dlib has no random initialisation; use dlib-pretrained"
+    )
+    ok = P.validate_params({"runs": ["dlib-pretrained"], "backbone": backbone})
+    assert ok["runs"] == ["dlib-pretrained"]
