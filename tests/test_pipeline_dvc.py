@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import synthetic_images, write_zip
+from conftest import fer_model_file, synthetic_images, write_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.dvc
@@ -47,7 +47,12 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     params.update(overrides)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     zip_path = write_zip(tmp / "fer.zip", *synthetic_images(per_class=12))
-    env = {**os.environ, "FER2013_PATH": str(zip_path), "FERSTUDY_THREADS": "2"}
+    env = {
+        **os.environ,
+        "FER2013_PATH": str(zip_path),
+        "FERSTUDY_THREADS": "2",
+        "FER_MODEL_PATH": str(fer_model_file()),
+    }
     sh("git init -q && git config user.email t@t && git config user.name t", project, env)
     sh(
         "dvc init -q && dvc config core.analytics false && dvc config core.check_update false",

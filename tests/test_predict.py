@@ -1,4 +1,9 @@
-"""The predictor on real faces, every input format and every bad input."""
+"""The predictor on real faces, every input format and every bad input.
+
+The module's model is a seeded random ONet: its probabilities move with the face (a
+random MobileNet at 32x32 gives exactly 1/7 for every image, which would make every
+equality below pass vacuously; ``test_model_output_depends_on_the_face`` guards this).
+"""
 
 import io
 import json
@@ -9,14 +14,18 @@ from conftest import fer_faces, run_ferstudy, saved_model
 from PIL import Image
 
 from ferstudy import CLASSES
+from ferstudy.images import decode_fer48
 from ferstudy.predict import EmotionClassifier, analyze
 
 KEYS = {"file", "status", "face", "box", "confidence", "probabilities", "emotion"}
 
 
+RUN = "onet-random"
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return saved_model(tmp_path_factory.mktemp("m") / "mobilenet-random")
+    return saved_model(tmp_path_factory.mktemp("m") / RUN, backbone="onet", size=48)
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +86,145 @@ def test_formats_and_modes(tmp_path, classifier, fmt, mode):
     assert record["status"] == "ok"
 
 
-def test_exif_orientation_is_applied(tmp_path, classifier):
+def probs(record) -> np.ndarray:
+    assert record["status"] == "ok", record
+    assert list(record["probabilities"]) == list(CLASSES)
+    return np.array(list(record["probabilities"].values()))
+
+
+def differ(a: np.ndarray, b: np.ndarray) -> bool:
+    """Clearly different: far beyond the 1e-6 that equal inputs are allowed."""
+    return float(np.abs(a - b).max()) > 1e-3
+
+
+def test_model_output_depends_on_the_face(classifier):
+    faces = fer_faces(3)
+    p = classifier(np.stack([faces[2], np.rot90(faces[2]).copy(), 255 - faces[2], faces[0]]))
+    for other in p[1:]:
+        assert differ(p[0], other), p
+
+
+# EXIF orientation -> what is stored, for an upright face (display applies the inverse)
+STORED = {
+    2: np.fliplr,  # mirrored
+    3: lambda a: np.rot90(a, 2),  # upside down
+    6: lambda a: np.rot90(a, 1),  # camera turned: display needs a 90 degree clockwise turn
+    8: lambda a: np.rot90(a, 3),  # display needs a 90 degree counter-clockwise turn
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_exif_orientation_is_applied(tmp_path, classifier, orientation):
     face = fer_faces(3)[2]
-    upright = tmp_path / "upright.png"
-    Image.fromarray(face).save(upright)
-    rotated = tmp_path / "rotated.jpg"
+    stored = np.ascontiguousarray(STORED[orientation](face))
     exif = Image.Exif()
-    exif[0x0112] = 6  # the camera was turned: display needs a 90 degree clockwise turn
-    Image.fromarray(np.rot90(face, k=1)).save(rotated, exif=exif, quality=100, subsampling=0)
-    a, b = analyze([upright, rotated], classifier, detector=None)
-    pa, pb = (
-        np.array(list(a["probabilities"].values())),
-        np.array(list(b["probabilities"].values())),
+    exif[0x0112] = orientation
+    Image.fromarray(face).save(tmp_path / "upright.png")
+    Image.fromarray(stored).save(tmp_path / "tagged.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "untagged.png")
+    upright, tagged, untagged = (
+        probs(r)
+        for r in analyze(
+            [tmp_path / f"{n}.png" for n in ("upright", "tagged", "untagged")],
+            classifier,
+            detector=None,
+        )
     )
-    assert np.abs(pa - pb).max() < 0.05  # same face up to JPEG loss
+    assert np.abs(tagged - upright).max() <= 1e-6  # the tag turns it upright, exactly
+    assert differ(untagged, upright)  # control: the same pixels without the tag do not
+
+
+def test_exif_orientation_of_a_camera_jpeg(tmp_path, classifier):
+    """A JPEG as a camera writes it: the decoded pixels, turned as the tag says."""
+    face = fer_faces(3)[2]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(np.rot90(face, 1).copy()).save(path, exif=exif, quality=90)
+    decoded = np.asarray(Image.open(path).convert("L"))  # Pillow does not turn by itself
+    (record,) = analyze(path, classifier, detector=None)
+    turned, as_stored = classifier(np.stack([np.rot90(decoded, -1).copy(), decoded]))
+    assert np.abs(probs(record) - turned).max() <= 1e-6
+    assert differ(probs(record), as_stored)
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path, classifier):
+    face = fer_faces(3)[1]
+    frames = [Image.fromarray(face), Image.fromarray(255 - face)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2
+        np.testing.assert_array_equal(np.asarray(gif.convert("L")), face)  # GIF is lossless here
+    (record,) = analyze(path, classifier, detector=None)
+    first, second = classifier(np.stack([face, 255 - face]))
+    assert np.abs(probs(record) - first).max() <= 1e-6
+    assert differ(probs(record), second)
+
+
+def test_gray_rgb_and_opaque_rgba_give_the_same_probabilities(tmp_path, classifier):
+    face = fer_faces(4)[3]
+    rgb = np.repeat(face[..., None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full_like(face, 255)[..., None]], axis=2)
+    for name, pixels in (("gray", face), ("rgb", rgb), ("rgba", rgba)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+    assert Image.open(tmp_path / "rgba.png").mode == "RGBA"
+    records = analyze(
+        [tmp_path / f"{n}.png" for n in ("gray", "rgb", "rgba")] + [face, rgb, rgba],
+        classifier,
+        detector=None,
+    )
+    expected = classifier(face[None])[0]
+    assert len(records) == 6
+    for record in records:
+        assert np.abs(probs(record) - expected).max() <= 1e-6, record["file"]
+    assert differ(expected, classifier((255 - face)[None])[0])  # the face matters
+
+
+def _colour_face() -> np.ndarray:
+    face = fer_faces(4)[3]
+    return np.dstack([face, np.roll(face, 7, axis=1), 255 - face])  # far from gray
+
+
+def _alpha(shape) -> np.ndarray:
+    return np.tile(np.linspace(0, 255, shape[1]).astype(np.uint8), (shape[0], 1))
+
+
+# name -> (file suffix, Pillow image); each is converted by acquire's decode_fer48
+CONVERSIONS = {
+    "RGB colour": (".png", lambda: Image.fromarray(_colour_face())),
+    "RGB colour 64x64": (".png", lambda: Image.fromarray(_colour_face()).resize((64, 64))),
+    "palette": (".png", lambda: Image.fromarray(_colour_face()).convert("P")),
+    "CMYK JPEG": (".jpg", lambda: Image.fromarray(_colour_face()).convert("CMYK")),
+    "16-bit gray": (
+        ".tif",
+        lambda: Image.fromarray(fer_faces(4)[3].astype(np.uint16) * 257),
+    ),
+    "RGBA with transparency": (
+        ".png",
+        lambda: Image.fromarray(np.dstack([_colour_face(), _alpha((48, 48))])),
+    ),
+    "LA with transparency": (
+        ".png",
+        lambda: Image.fromarray(np.dstack([fer_faces(4)[3], _alpha((48, 48))]), mode="LA"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    list(CONVERSIONS),
+)
+def test_file_is_converted_as_training_images_were(tmp_path, classifier, case):
+    """A file predicted with --no-detect gets the pixels acquire would have stored for it."""
+    suffix, make = CONVERSIONS[case]
+    path = tmp_path / f"face{suffix}"
+    make().save(path)
+    trained_on, _ = decode_fer48(path.read_bytes(), path.name)
+    (record,) = analyze(path, classifier, detector=None)
+    expected = classifier(trained_on[None])[0]
+    assert np.abs(probs(record) - expected).max() <= 1e-6
+    assert differ(expected, classifier((255 - trained_on)[None])[0])
 
 
 def test_arrays_from_python(classifier):
@@ -147,4 +281,4 @@ def test_missing_or_foreign_model_dir_is_one_line(tmp_path, model_dir):
     proc = run_ferstudy("predict", str(tmp_path), "--model", str(model_dir.parent / "nope"))
     assert proc.returncode == 2
     err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert len(err) == 1 and "mobilenet-random" in err[0]  # says which runs exist
+    assert len(err) == 1 and RUN in err[0]  # says which runs exist

@@ -1,6 +1,321 @@
-from ferstudy.report import pareto_front
+"""The report's findings, the study's tables beside ours, and the fidelity sections, on
+hand-made results shaped as ``report.load_results`` returns them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferstudy import CLASSES
+from ferstudy import protocol_report as PR
+from ferstudy.metrics import METRIC0, TABLES, load_paper_tables
+from ferstudy.report import findings, pareto_front, side_by_side
+
+WINDOWS = ("1-5", "6-10", "11-15", "16-20")
+PAPER_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
 
 
 def test_pareto_front():
     points = {"a": (0.60, 10.0), "b": (0.55, 100.0), "c": (0.50, 50.0), "d": (0.65, 5.0)}
     assert pareto_front(points) == ["b", "a", "d"]  # c is beaten by b on both
+
+
+def rates(values) -> dict[str, float]:
+    return dict(zip(WINDOWS, values))
+
+
+def result(
+    backbone: str,
+    init: str,
+    accuracy: float,
+    mcr_acc=(0.0,) * 4,
+    mofr_acc=(0.0,) * 4,
+    mcr_loss=(0.0,) * 4,
+    mofr_loss=(0.0,) * 4,
+    worst: str = "disgust",
+) -> dict:
+    """One run as ``load_results`` returns it (the parts the report reads)."""
+    f1 = {c: 0.5 for c in CLASSES}
+    f1[worst] = 0.1
+    return {
+        "backbone": backbone,
+        "init": init,
+        "study": {
+            "MCR": {"accuracy": rates(mcr_acc), "loss": rates(mcr_loss)},
+            "MOFR": {"accuracy": rates(mofr_acc), "loss": rates(mofr_loss)},
+        },
+        "eval": {
+            "accuracy": accuracy,
+            "per_class": {c: {"f1": f1[c]} for c in CLASSES},
+        },
+        "speed": {"parameters": 1_000_000 if backbone == "openface" else 4_000_000},
+        "curves": {"train/accuracy": np.array([0.25, 0.3, 0.4])},
+    }
+
+
+# Pretrained beats random on test accuracy, on accuracy MCR in epochs 1-10 (but not over all
+# 20 epochs: the first two windows are what counts) and on mean accuracy MOFR (but not in
+# the first two windows: all four count). The loss rates point the other way, so a finding
+# read from the loss tables instead of the accuracy tables comes out wrong.
+STRONG = dict(
+    accuracy=0.60,
+    mcr_acc=(0.08, 0.02, 0.01, 0.00),  # early mean 0.05, overall 0.0275
+    mofr_acc=(0.00, 0.00, 0.05, 0.05),  # mean 0.025, early 0.0
+    mcr_loss=(0.0,) * 4,
+    mofr_loss=(0.0,) * 4,
+)
+WEAK = dict(
+    accuracy=0.40,
+    mcr_acc=(0.01, 0.01, 0.05, 0.05),  # early mean 0.01, overall 0.03
+    mofr_acc=(0.01, 0.01, 0.00, 0.00),  # mean 0.005, early 0.01
+    mcr_loss=(0.5,) * 4,
+    mofr_loss=(0.5,) * 4,
+)
+
+
+def sentence(lines: list[str], start: str) -> str:
+    (line,) = [x for x in lines if x.startswith(start)]
+    return line
+
+
+BEATS = "Pretrained beats random initialisation (test accuracy)"
+FASTER = "Pretrained converges faster in epochs 1-10 (accuracy MCR)"
+OVERFITS = "Pretrained overfits more (mean accuracy MOFR)"
+
+
+def test_findings_pretrained_ahead():
+    results = {
+        "openface-pretrained": result("openface", "pretrained", **STRONG),
+        "openface-random": result("openface", "random", **WEAK),
+    }
+    out = findings(results)
+    assert sentence(out, BEATS) == f"{BEATS} for 1 of 1 backbones (openface); the study: all."
+    assert sentence(out, FASTER) == f"{FASTER} for 1 of 1 backbones; the study: yes."
+    assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 1 backbones; the study: yes."
+
+
+def test_findings_pretrained_behind():
+    results = {
+        "openface-pretrained": result("openface", "pretrained", **WEAK),
+        "openface-random": result("openface", "random", **STRONG),
+    }
+    out = findings(results)
+    assert sentence(out, BEATS) == f"{BEATS} for 0 of 1 backbones (none); the study: all."
+    assert sentence(out, FASTER) == f"{FASTER} for 0 of 1 backbones; the study: yes."
+    assert sentence(out, OVERFITS) == f"{OVERFITS} for 0 of 1 backbones; the study: yes."
+
+
+def test_findings_compare_within_each_backbone():
+    """Two pairs that go opposite ways, plus a run without a partner (not counted)."""
+    results = {
+        "openface-pretrained": result("openface", "pretrained", **STRONG),
+        "openface-random": result("openface", "random", **WEAK),
+        "mobilenet-pretrained": result("mobilenet", "pretrained", **WEAK),
+        "mobilenet-random": result("mobilenet", "random", **STRONG),
+        "resnet50-random": result("resnet50", "random", 0.1, worst="fear"),
+    }
+    out = findings(results)
+    assert sentence(out, BEATS) == f"{BEATS} for 1 of 2 backbones (openface); the study: all."
+    assert sentence(out, FASTER) == f"{FASTER} for 1 of 2 backbones; the study: yes."
+    assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 2 backbones; the study: yes."
+    assert sentence(out, "Disgust is the worst-recognised emotion") == (
+        "Disgust is the worst-recognised emotion (lowest test F1) in 4 of 5 runs; "
+        "the study: disgust worst."
+    )
+    assert sentence(out, "MobileNet (pretrained)") == (
+        "MobileNet (pretrained) is below OpenFace in test accuracy (0.400 vs 0.600); "
+        "the study: below."
+    )
+    assert sentence(out, "MobileNet (random)").startswith("MobileNet (random) is not below")
+
+
+def test_findings_without_a_pair_say_so():
+    out = findings({"openface-random": result("openface", "random", **WEAK)})
+    assert any(x.startswith("Pretrained vs random cannot be compared") for x in out)
+    assert not any(x.startswith((BEATS, FASTER, OVERFITS)) for x in out)
+
+
+@pytest.mark.parametrize(
+    "mcr, verdict",
+    [((0.0, 0.0005, -0.0009, 0.0), "does not learn"), ((0.0, 0.002, 0.0, 0.0), "does learn")],
+)
+def test_findings_vggface_random_verdict(mcr, verdict):
+    out = findings({"vggface-random": result("vggface", "random", 0.3, mcr_acc=mcr)})
+    line = sentence(out, "VGG-Face from random initialisation")
+    assert line.startswith(f"VGG-Face from random initialisation {verdict}")
+    assert f"(largest |rate| {max(abs(v) for v in mcr):.4f})" in line
+
+
+# --------------------------------------------------------------------------- Tables 2-5
+
+
+def our_value(table: int, init: str, window: str) -> float:
+    """A distinct value per cell: 0.1 x table + 0.01 x window + 0.001 if pretrained."""
+    return 0.1 * table + 0.01 * (WINDOWS.index(window) + 1) + (0.001 if init == "pretrained" else 0)
+
+
+def table_results() -> dict:
+    by_table = {t: k for k, t in TABLES.items()}  # table -> (metric, rate)
+    results = {}
+    for init in ("pretrained", "random"):
+        r = result("mobilenet", init, 0.5)
+        for table, (metric, rate) in by_table.items():
+            r["study"][rate][metric] = {w: our_value(table, init, w) for w in WINDOWS}
+        results[f"mobilenet-{init}"] = r
+    return results
+
+
+def parse_tables(markdown: str) -> dict[int, tuple[list[str], dict[tuple[str, str], list[str]]]]:
+    """{table: (window header, {(model, init): cells})} from side_by_side's Markdown."""
+    tables, current = {}, None
+    for line in markdown.splitlines():
+        if line.startswith("**Table "):
+            current = int(line.split()[1].rstrip(":"))
+            tables[current] = ([], {})
+        elif line.startswith("| model | init |"):
+            tables[current][0].extend(c.strip() for c in line.strip("|").split("|")[2:])
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[current][1][(cells[0], cells[1])] = cells[2:]
+    return tables
+
+
+def test_side_by_side_cells():
+    paper = load_paper_tables(PAPER_CSV)
+    assert paper[(2, "mobilenet", "pretrained", "1-5")] == pytest.approx(0.039937)
+    tables = parse_tables(side_by_side(table_results(), paper))
+    assert sorted(tables) == [2, 3, 4, 5]
+    header, rows = tables[2]
+    assert header == list(WINDOWS)  # in epoch order, not string order
+    # the study's 0.039937 beside this project's 0.211 (Table 2, window 1-5, pretrained)
+    assert rows[("mobilenet", "pretrained")][0] == "0.0399 / 0.2110"
+    assert rows[("mobilenet", "random")][3] == "0.0258 / 0.2400"  # paper 0.025798
+    # every cell: the study's value for that table, model, init and window / ours
+    backbones = sorted({k[1] for k in paper})
+    assert "openface" in backbones and "vggface" in backbones
+    for table, (header, rows) in tables.items():
+        assert header == list(WINDOWS)
+        assert sorted(rows) == [(b, i) for b in backbones for i in ("pretrained", "random")]
+        for (backbone, init), cells in rows.items():
+            for window, cell in zip(WINDOWS, cells):
+                p = paper.get((table, backbone, init, window))
+                theirs = "" if p is None else f"{p:.4f}"
+                ours = f"{our_value(table, init, window):.4f}" if backbone == "mobilenet" else "—"
+                assert cell == f"{theirs} / {ours}".strip(), (table, backbone, init, window)
+
+
+def test_side_by_side_run_missing_from_the_paper():
+    paper = {(2, "openface", "random", "1-5"): 0.0115}
+    results = {"onet-random": result("onet", "random", 0.5, mcr_acc=(0.25, 0.0, 0.0, 0.0))}
+    tables = parse_tables(side_by_side(results, paper))
+    _, rows = tables[2]
+    assert rows[("onet", "random")][0] == "/ 0.2500"  # no study value: empty before the /
+    assert rows[("onet", "pretrained")] == ["/ —"] * 4
+    assert rows[("openface", "random")] == ["0.0115 / —"] + ["/ —"] * 3
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+def agreement(signs: int, n: int, rmse: float | None = 0.01) -> dict:
+    return {"rates": n, "signs_agree": signs, "rmse": None if not n else rmse}
+
+
+def test_fidelity_table():
+    fidelity = {
+        "runs": {
+            "openface-random": {
+                "table2": agreement(3, 4, 0.0123),
+                "table3": agreement(1, 4, 0.2),
+                "table4": agreement(4, 4, 0.00004),
+                "table5": agreement(0, 0),
+                "total": agreement(8, 12, 0.1),
+            },
+            "mobilenet-random": {
+                **{f"table{t}": agreement(4, 4) for t in (2, 3, 4, 5)},
+                "total": agreement(16, 16, 0.5),
+            },
+        }
+    }
+    lines = PR.fidelity_table(fidelity).splitlines()
+    assert lines[0] == "| run | Table 2 | Table 3 | Table 4 | Table 5 | all |"
+    assert lines[2] == "| mobilenet-random | " + "4/4 (0.0100) | " * 4 + "16/16 (0.5000) |"
+    assert lines[3] == (
+        "| openface-random | 3/4 (0.0123) | 1/4 (0.2000) | 4/4 (0.0000) | — | 8/12 (0.1000) |"
+    )
+    assert len(lines) == 4
+
+
+def test_variants_table():
+    assert METRIC0 == ("untrained", "epoch1")
+    current = {
+        "runs": {"b-random": {}, "a-random": {}},
+        "by_metric0": {
+            "untrained": {"random": agreement(10, 64, 0.05)},
+            "epoch1": {"random": agreement(20, 64, 0.04)},
+        },
+    }
+    variants = [
+        {
+            "label": "inference-bn",
+            "runs": ["x-random"],
+            "fidelity": {
+                "untrained": {"random": agreement(0, 0)},
+                "epoch1": {"random": agreement(33, 48, 0.123456)},
+            },
+        }
+    ]
+    lines = PR.variants_table(current, variants).splitlines()
+    assert lines[0] == (
+        "| variant | runs | random-init signs (RMSE), Metric[0] untrained | "
+        "random-init signs (RMSE), Metric[0] epoch1 |"
+    )
+    assert lines[2] == (
+        "| this run (committed params) | a-random, b-random | 10/64 (0.0500) | 20/64 (0.0400) |"
+    )
+    assert lines[3] == "| inference-bn | x-random | — | 33/48 (0.1235) |"
+    assert len(lines) == 4
+
+
+def test_disagreements():
+    def health(degenerate: bool) -> dict:
+        return {"degenerate": degenerate, "reason": "features are constant" if degenerate else None}
+
+    results = {
+        "openface-random": {**result("openface", "random", 0.3), "health": health(False)},
+        "onet-random": {**result("onet", "random", 0.3), "health": health(True)},
+        "mobilenet-random": {**result("mobilenet", "random", 0.3), "health": health(False)},
+    }
+    results["onet-random"]["curves"] = {"train/accuracy": np.array([0.5, 0.4, 0.45])}
+    paper = {(2, "openface", "random", w): 0.01 for w in WINDOWS}  # 20 epochs x 0.01 = +20 points
+    paper[(3, "openface", "random", "1-5")] = 0.5  # other tables do not count
+    fidelity = {
+        "runs": {
+            "openface-random": {
+                "table2": agreement(3, 4),
+                "table3": agreement(1, 4),
+                "table4": agreement(4, 4),
+                "table5": agreement(1, 4),  # tied with Table 3: the first one is named
+                "total": agreement(9, 16),
+            },
+            "onet-random": {
+                "table2": agreement(2, 4),
+                "table3": agreement(0, 0),  # no rates: never the worst
+                "table4": agreement(1, 4),
+                "table5": agreement(3, 4),
+                "total": agreement(6, 12),
+            },
+            "mobilenet-random": {  # agrees everywhere: no sentence
+                **{f"table{t}": agreement(4, 4) for t in (2, 3, 4, 5)},
+                "total": agreement(16, 16),
+            },
+        }
+    }
+    assert PR.disagreements(results, fidelity, paper) == [
+        "onet-random: 6/12 signs agree (most differ in Table 4); train accuracy rose -5.0 "
+        "points here; its features are degenerate (features are constant).",
+        "openface-random: 9/16 signs agree (most differ in Table 3); train accuracy rose "
+        "+15.0 points here against +20.0 in the study; its features are healthy.",
+    ]

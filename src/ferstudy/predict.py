@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tqdm import tqdm
 
 from ferstudy import CLASSES
@@ -36,7 +37,7 @@ from ferstudy import params as P
 from ferstudy.backbones import get_backbone
 from ferstudy.errors import FerError
 from ferstudy.features import extractor
-from ferstudy.images import open_image, to_fer48, to_grayscale
+from ferstudy.images import on_white, open_image, to_fer48, to_grayscale
 from ferstudy.io import atomic_path, read_json
 from ferstudy.model_store import available_models, load_model
 from ferstudy.transfer import image_transform, split_frozen_tail
@@ -170,8 +171,8 @@ def _load(source: str | Path | np.ndarray, index: int) -> tuple[str, np.ndarray]
             raise FerError(f"array {index}: expected uint8 pixels, got {arr.dtype}")
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
-        elif arr.ndim == 3 and arr.shape[2] == 4:
-            arr = arr[..., :3]
+        elif arr.ndim == 3 and arr.shape[2] == 4:  # transparency onto white, as in training
+            arr = np.asarray(on_white(Image.fromarray(arr, mode="RGBA")).convert("RGB"))
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise FerError(f"array {index}: expected HxW, HxWx3 or HxWx4, got {source.shape}")
         return f"<array {index}>", arr
@@ -181,13 +182,9 @@ def _load(source: str | Path | np.ndarray, index: int) -> tuple[str, np.ndarray]
     except OSError as err:
         raise FerError(f"{path}: cannot read ({err.strerror})") from None
     img = open_image(data, str(path))
-    gray = to_grayscale(img)  # handles 16-bit, CMYK, alpha
-    rgb = (
-        np.asarray(img.convert("RGB"))
-        if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F")
-        else np.repeat(gray[..., None], 3, axis=2)
-    )
-    return str(path), rgb
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float: scaled as training
+        return str(path), np.repeat(to_grayscale(img)[..., None], 3, axis=2)
+    return str(path), np.asarray(on_white(img).convert("RGB"))
 
 
 def expand_inputs(inputs: Iterable[str | Path | np.ndarray]) -> Iterator[str | Path | np.ndarray]:
@@ -298,8 +295,6 @@ def analyze(
 
 def to_grayscale_rgb(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma of an RGB uint8 array, as Pillow's ``convert("L")`` computes it."""
-    from PIL import Image
-
     return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
 
 

@@ -25,6 +25,8 @@ from ferstudy.features import health_file  # noqa: E402
 from ferstudy.html_page import markdown_to_html  # noqa: E402
 from ferstudy.io import atomic_path, load_dataset, read_json, write_text  # noqa: E402
 from ferstudy.metrics import FIDELITY_FILE, TABLES, load_paper_tables, read_curves  # noqa: E402
+from ferstudy.outside import OUTSIDE_FILE  # noqa: E402
+from ferstudy.stats import PairedDifference, paired_difference, shared_correctness  # noqa: E402
 
 REPORTS_DIR = Path("reports")
 EXAMPLES = "examples.png"
@@ -32,6 +34,26 @@ SPEED_HEADING = "## Speed and the backbone choice"
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def test_correctness(run: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset rows of a run's test images and whether the run classified each correctly."""
+    with np.load(P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:
+        rows, probabilities = npz["rows"], npz["probabilities"]
+    return rows, probabilities.argmax(axis=1) == labels[rows]
+
+
+def pair_differences(results: dict, labels: np.ndarray) -> dict[str, PairedDifference]:
+    """Per backbone with both runs: pretrained minus random test accuracy, paired."""
+    out = {}
+    for run, r in results.items():
+        other = P.run_name(r["backbone"], "random")
+        if r["init"] == "pretrained" and other in results:
+            a, b = shared_correctness(
+                *test_correctness(run, labels), *test_correctness(other, labels)
+            )
+            out[r["backbone"]] = paired_difference(a, b)
+    return out
 
 
 def load_results(runs: list[str]) -> dict[str, dict[str, Any]]:
@@ -211,8 +233,13 @@ def plot_examples(results: dict, out: Path) -> Path:
 # --------------------------------------------------------------------------- findings
 
 
-def findings(results: dict) -> list[str]:
-    """Which of the study's findings the current runs agree with, in plain sentences."""
+def findings(results: dict, paired: dict[str, PairedDifference] | None = None) -> list[str]:
+    """Which of the study's findings the current runs agree with, in plain sentences.
+
+    ``paired``: per backbone, the paired test-accuracy difference of pretrained minus random
+    (:func:`pair_differences`); a win then counts only when its 95 % interval excludes 0.
+    """
+    paired = paired or {}
     out = []
     by = {(r["backbone"], r["init"]): r for r in results.values()}
     backbones = sorted({r["backbone"] for r in results.values()})
@@ -229,10 +256,37 @@ def findings(results: dict) -> list[str]:
             b
             for b in pairs
             if by[(b, "pretrained")]["eval"]["accuracy"] > by[(b, "random")]["eval"]["accuracy"]
+            and (b not in paired or paired[b].significant)
         ]
         out.append(
             f"Pretrained beats random initialisation (test accuracy) for {len(wins)} of "
             f"{len(pairs)} backbones ({', '.join(wins) or 'none'}); the study: all."
+        )
+        out += [
+            f"{b}: pretrained minus random test accuracy {d.describe()}"
+            + ("" if d.significant else ": not distinguishable at 95 % with one seed")
+            + "."
+            for b, d in sorted(paired.items())
+        ]
+        higher = [
+            b
+            for b in pairs
+            if by[(b, "pretrained")]["study"]["initial"]["val_accuracy"]
+            > by[(b, "random")]["study"]["initial"]["val_accuracy"]
+        ]
+        out.append(
+            f"Pretrained has the higher initial (epoch-1) validation accuracy for {len(higher)} "
+            f"of {len(pairs)} backbones; the study: yes."
+        )
+        lower = [
+            b
+            for b in pairs
+            if by[(b, "pretrained")]["study"]["initial"]["val_loss"]
+            < by[(b, "random")]["study"]["initial"]["val_loss"]
+        ]
+        out.append(
+            f"Pretrained has the lower initial validation loss for {len(lower)} of "
+            f"{len(pairs)} backbones; the study: yes."
         )
         faster = [
             b for b in pairs if early_mcr(by[(b, "pretrained")]) > early_mcr(by[(b, "random")])
@@ -407,7 +461,69 @@ def _img_md(path: Path) -> str:
     return f"![{path.stem}](../{path.as_posix()})"
 
 
-def markdown_report(results, paper, fidelity, figures, with_examples: bool) -> str:
+def pair_table(results: dict, backbone: str) -> str:
+    """Pretrained against random for one backbone, each number beside the study's claim."""
+    pre = results[P.run_name(backbone, "pretrained")]
+    ran = results[P.run_name(backbone, "random")]
+
+    def row(name: str, a: float, b: float, claim: str, holds: bool) -> str:
+        return (
+            f"| {name} | {a:.4f} | {b:.4f} | {a - b:+.4f} | {claim} | {'yes' if holds else 'no'} |"
+        )
+
+    lines = [
+        "| measure | pretrained | random | difference | the study | agrees |",
+        "|---|---:|---:|---:|---|---|",
+        row(
+            "test accuracy",
+            pre["eval"]["accuracy"],
+            ran["eval"]["accuracy"],
+            "pretrained higher",
+            pre["eval"]["accuracy"] > ran["eval"]["accuracy"],
+        ),
+    ]
+    for key, claim, higher in (("val_accuracy", "higher", True), ("val_loss", "lower", False)):
+        a, b = pre["study"]["initial"][key], ran["study"]["initial"][key]
+        lines.append(
+            row(f"initial {key.replace('_', ' ')}", a, b, f"pretrained {claim}", (a > b) == higher)
+        )
+    for rate, claim in (("MCR", "converges faster"), ("MOFR", "overfits more")):
+        for window, a in pre["study"][rate]["accuracy"].items():
+            b = ran["study"][rate]["accuracy"][window]
+            lines.append(row(f"accuracy {rate} {window}", a, b, f"pretrained {claim}", a > b))
+    return "\n".join(lines)
+
+
+def outside_table(results: dict, outside: dict[str, Any] | None) -> str:
+    """PrivateTest accuracy (95 % Wilson interval) of every run and the outside reference."""
+    from scipy.stats import binomtest
+
+    def cells(accuracy: float, images: int) -> str:
+        ci = binomtest(round(accuracy * images), images).proportion_ci(method="wilson")
+        return f"{accuracy:.4f} | {ci.low:.3f} to {ci.high:.3f} | {images:,}"
+
+    lines = ["| model | PrivateTest accuracy | 95 % interval | images |", "|---|---:|---:|---:|"]
+    if outside:
+        ref = outside["private_test"]
+        lines.append(
+            f"| `fer` mini-Xception (outside reference) | {cells(ref['accuracy'], ref['images'])} |"
+        )
+    for run, r in sorted(results.items()):
+        private = r["eval"].get("privatetest") or {}
+        if private.get("images"):
+            lines.append(f"| {run} | {cells(private['accuracy'], private['images'])} |")
+    return "\n".join(lines)
+
+
+def markdown_report(
+    results,
+    paper,
+    fidelity,
+    figures,
+    with_examples: bool,
+    paired: dict[str, PairedDifference] | None = None,
+    outside: dict[str, Any] | None = None,
+) -> str:
     lines = [
         "# FER backbone comparison: results",
         "",
@@ -428,18 +544,35 @@ def markdown_report(results, paper, fidelity, figures, with_examples: bool) -> s
         "",
         PR.health_table(results),
         "",
+        "## Against an outside reference",
+        "",
+        "The `fer` package's FER2013 mini-Xception (`ferstudy outside`), scored on the test "
+        "images whose FER2013 usage is PrivateTest (it was fitted on the Training rows; the "
+        "rest of the test split overlaps its training data), beside every run on the same "
+        "images. Intervals: Wilson, 95 %, per model.",
+        "",
+        outside_table(results, outside),
+        "",
         "## Findings of the study, checked",
         "",
     ]
-    lines += [f"- {f}" for f in findings(results)]
+    lines += [f"- {f}" for f in findings(results, paired)]
+    for backbone in sorted({r["backbone"] for r in results.values()}):
+        if all(P.run_name(backbone, i) in results for i in P.INITS):
+            lines += [
+                "",
+                f"**{backbone}: pretrained against random**, each measure beside the study's "
+                "claim (one seed; the test-accuracy interval is in the findings above).",
+                "",
+                pair_table(results, backbone),
+            ]
     variants = PR.load_variants()
     lines += [
         "",
         "## Which protocol did the study run?",
         "",
-        "Agreement of each run with the study's Tables 2-5. " + PR.fidelity_caption(
-            fidelity["metric0"]
-        ),
+        "Agreement of each run with the study's Tables 2-5. "
+        + PR.fidelity_caption(fidelity["metric0"]),
         "",
         PR.fidelity_table(fidelity),
         "",
@@ -487,6 +620,8 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     results = load_results(runs)
     paper = load_paper_tables()
     fidelity = read_json(FIDELITY_FILE)
+    paired = pair_differences(results, load_dataset(P.DATASET_FILE).labels)
+    outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
     plots = P.PLOTS_DIR / "figures"
     figures = []
     for backbone in sorted({r["backbone"] for r in results.values()}):
@@ -526,7 +661,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
             plot_examples(results, P.PLOTS_DIR / EXAMPLES),
         )
     )
-    md = markdown_report(results, paper, fidelity, figures, with_examples=False)
+    md = markdown_report(results, paper, fidelity, figures, False, paired, outside)
     write_text(
         REPORTS_DIR / "report.md",
         "\n".join(
@@ -537,8 +672,6 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     )
     write_text(
         REPORTS_DIR / "report.html",
-        markdown_to_html(
-            markdown_report(results, paper, fidelity, figures, with_examples=True)
-        ),
+        markdown_to_html(markdown_report(results, paper, fidelity, figures, True, paired, outside)),
     )
-    return {"figures": [str(p) for _, p in figures], "findings": findings(results)}
+    return {"figures": [str(p) for _, p in figures], "findings": findings(results, paired)}
