@@ -254,8 +254,11 @@ def test_preprocess_is_fers_resize_then_scale_to_minus_one_one():
         outside.fer_preprocess(images.astype(np.float32))
 
 
-def test_score_outside_needs_private_test_rows():
+def test_a_source_without_private_test_rows_gives_a_record_not_an_error():
+    """A folder or a CSV without Usage has no PrivateTest rows: the stage says so and the
+    report goes on without the outside reference."""
     images = np.zeros((4, 48, 48), np.uint8)
     dataset = Dataset(images, np.zeros(4, np.int64), np.array(list("abcd")), np.array([""] * 4))
-    with pytest.raises(FerError, match="no test row has FER2013 usage PrivateTest"):
-        outside.score_outside(ConstantModel(3), dataset, np.arange(4))
+    result = outside.score_outside(ConstantModel(3), dataset, np.arange(4))
+    assert result["private_test"] == {"images": 0}
+    assert "no test row has FER2013 usage PrivateTest" in result["note"]

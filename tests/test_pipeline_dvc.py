@@ -203,6 +203,41 @@ def test_params_change_reruns_training_and_later_only(pipeline):
     sh("git checkout params.yaml && dvc checkout -q", project, env)
 
 
+FEATURES_CHANGE = {  # params change -> (features out of date?, training itself out of date?)
+    "seed": (lambda p: p.update(seed=7), True, True),
+    "precision": (lambda p: p.update(precision="fp32"), True, False),
+    "frozen_bn": (lambda p: p.update(frozen_bn="inference"), True, False),
+    "input_size": (lambda p: p["backbone"]["mobilenet"].update(input_size=40), True, False),
+    "fraction": (lambda p: p["backbone"]["mobilenet"].update(fraction=0.5), True, False),
+    "lr": (lambda p: p.update(lr=0.5), False, True),
+    "epochs": (lambda p: p.update(epochs=4), False, True),
+}
+
+
+@pytest.mark.parametrize("change", list(FEATURES_CHANGE))
+def test_which_params_send_features_out_of_date(pipeline, change):
+    """`dvc status` after a params change: feature extraction only for what changes features,
+    training for what training reads (`dvc status` judges each stage by its own deps; a
+    features change reaches training through the features folder when it is rerun)."""
+    project, env, _ = pipeline
+    edit, features_change, training_change = FEATURES_CHANGE[change]
+    saved = (project / "params.yaml").read_text()
+    params = yaml.safe_load(saved)
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        stale = json.loads(sh("dvc status --json", project, env).strip().splitlines()[-1])
+    finally:
+        (project / "params.yaml").write_text(saved)
+    features = {s for s in stale if s.startswith("features@")}
+    assert ("train@mobilenet-random" in stale) == training_change
+    if features_change:
+        assert "features@mobilenet-random" in features
+    else:
+        assert not features
+    assert "acquire" not in stale and "split" not in stale
+
+
 def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
     project, env, _ = pipeline
     log = sh("dvc exp run -S lr=1e-3", project, env)
@@ -229,13 +264,16 @@ def test_queue_runs_a_grid_with_two_workers(pipeline):
     # The workers are daemons: keep no pipe of theirs open, or waiting for output never ends.
     subprocess.run(["dvc", "queue", "start", "--jobs", "2"], check=True, **quiet)
     try:
-        deadline = time.time() + 900
+        deadline, most_running = time.time() + 900, 0
         while time.time() < deadline:
             status = sh("dvc queue status", project, env)
+            most_running = max(most_running, status.count("Running"))
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(3)
+            time.sleep(1)
         assert "Success" in status and "Failed" not in status, status
+        assert status.count("Success") == 2, status
+        assert most_running == 2, "the two workers never ran at the same time"
         names = json.dumps(json.loads(sh("dvc exp show --json", project, env)))
         assert "lr-0005" in names and "lr-002" in names
     finally:

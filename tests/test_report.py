@@ -35,6 +35,7 @@ def result(
     mcr_loss=(0.0,) * 4,
     mofr_loss=(0.0,) * 4,
     worst: str = "disgust",
+    initial=(0.3, 1.8),
 ) -> dict:
     """One run as ``load_results`` returns it (the parts the report reads)."""
     f1 = {c: 0.5 for c in CLASSES}
@@ -45,6 +46,7 @@ def result(
         "study": {
             "MCR": {"accuracy": rates(mcr_acc), "loss": rates(mcr_loss)},
             "MOFR": {"accuracy": rates(mofr_acc), "loss": rates(mofr_loss)},
+            "initial": {"val_accuracy": initial[0], "val_loss": initial[1]},
         },
         "eval": {
             "accuracy": accuracy,
@@ -61,6 +63,7 @@ def result(
 # read from the loss tables instead of the accuracy tables comes out wrong.
 STRONG = dict(
     accuracy=0.60,
+    initial=(0.35, 1.7),
     mcr_acc=(0.08, 0.02, 0.01, 0.00),  # early mean 0.05, overall 0.0275
     mofr_acc=(0.00, 0.00, 0.05, 0.05),  # mean 0.025, early 0.0
     mcr_loss=(0.0,) * 4,
@@ -68,6 +71,7 @@ STRONG = dict(
 )
 WEAK = dict(
     accuracy=0.40,
+    initial=(0.25, 1.9),
     mcr_acc=(0.01, 0.01, 0.05, 0.05),  # early mean 0.01, overall 0.03
     mofr_acc=(0.01, 0.01, 0.00, 0.00),  # mean 0.005, early 0.01
     mcr_loss=(0.5,) * 4,
@@ -83,6 +87,8 @@ def sentence(lines: list[str], start: str) -> str:
 BEATS = "Pretrained beats random initialisation (test accuracy)"
 FASTER = "Pretrained converges faster in epochs 1-10 (accuracy MCR)"
 OVERFITS = "Pretrained overfits more (mean accuracy MOFR)"
+INITIAL_ACC = "Pretrained has the higher initial (epoch-1) validation accuracy"
+INITIAL_LOSS = "Pretrained has the lower initial validation loss"
 
 
 def test_findings_pretrained_ahead():
@@ -94,6 +100,28 @@ def test_findings_pretrained_ahead():
     assert sentence(out, BEATS) == f"{BEATS} for 1 of 1 backbones (openface); the study: all."
     assert sentence(out, FASTER) == f"{FASTER} for 1 of 1 backbones; the study: yes."
     assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 1 backbones; the study: yes."
+    assert sentence(out, INITIAL_ACC) == f"{INITIAL_ACC} for 1 of 1 backbones; the study: yes."
+    assert sentence(out, INITIAL_LOSS) == f"{INITIAL_LOSS} for 1 of 1 backbones; the study: yes."
+
+
+def test_a_win_needs_an_interval_that_excludes_zero():
+    from ferstudy.stats import paired_difference
+
+    results = {
+        "openface-pretrained": result("openface", "pretrained", **STRONG),
+        "openface-random": result("openface", "random", **WEAK),
+    }
+    rng = np.random.default_rng(0)
+    same = rng.random(100) < 0.5
+    tied = same.copy()
+    tied[np.flatnonzero(same)[:3]] = False  # 3 images apart: within the noise
+    out = findings(results, {"openface": paired_difference(same, tied)})
+    assert sentence(out, BEATS) == f"{BEATS} for 0 of 1 backbones (none); the study: all."
+    assert "not distinguishable at 95 %" in sentence(out, "openface: pretrained minus random")
+    clear = same.copy()
+    clear[np.flatnonzero(~same)[:40]] = True
+    out = findings(results, {"openface": paired_difference(clear, same)})
+    assert sentence(out, BEATS) == f"{BEATS} for 1 of 1 backbones (openface); the study: all."
 
 
 def test_findings_pretrained_behind():
@@ -105,6 +133,8 @@ def test_findings_pretrained_behind():
     assert sentence(out, BEATS) == f"{BEATS} for 0 of 1 backbones (none); the study: all."
     assert sentence(out, FASTER) == f"{FASTER} for 0 of 1 backbones; the study: yes."
     assert sentence(out, OVERFITS) == f"{OVERFITS} for 0 of 1 backbones; the study: yes."
+    assert sentence(out, INITIAL_ACC) == f"{INITIAL_ACC} for 0 of 1 backbones; the study: yes."
+    assert sentence(out, INITIAL_LOSS) == f"{INITIAL_LOSS} for 0 of 1 backbones; the study: yes."
 
 
 def test_findings_compare_within_each_backbone():
@@ -121,7 +151,7 @@ def test_findings_compare_within_each_backbone():
     assert sentence(out, FASTER) == f"{FASTER} for 1 of 2 backbones; the study: yes."
     assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 2 backbones; the study: yes."
     assert sentence(out, "Disgust is the worst-recognised emotion") == (
-        "Disgust is the worst-recognised emotion (lowest test F1) in 4 of 5 runs; "
+        "Disgust is the worst-recognised emotion (lowest test F1, no tie) in 4 of 5 runs; "
         "the study: disgust worst."
     )
     assert sentence(out, "MobileNet (pretrained)") == (

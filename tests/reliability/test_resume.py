@@ -107,6 +107,8 @@ def _resume_equals(project, reference, killed_at: int) -> None:
         np.testing.assert_array_equal(value, reference[2][name])
     for suffix in ("", ".tmp", ".old"):  # cleared after success
         assert not (project / ".ferstudy/checkpoints" / f"{RUN}{suffix}").exists()
+    shutil.rmtree(project / "models")  # the next test starts from the features alone
+    shutil.rmtree(project / "metrics")
 
 
 def test_sigkill_then_resume_equals_uninterrupted(project, reference):
@@ -119,12 +121,15 @@ def test_kill_inside_a_checkpoint_write_resumes_from_the_last_whole_one(project,
     killed_at = _kill_after_epoch(project)
     checkpoints = project / ".ferstudy/checkpoints"
     whole = checkpoints / RUN
+    for suffix in (".tmp", ".old"):  # what the kill itself may have left: set the scene anew
+        shutil.rmtree(checkpoints / f"{RUN}{suffix}", ignore_errors=True)
     # between the renames: the current one moved to .old, the newest whole under .tmp
     shutil.copytree(whole, checkpoints / f"{RUN}.tmp")
     whole.rename(checkpoints / f"{RUN}.old")
     _resume_equals(project, reference, killed_at)
 
     killed_at = _kill_after_epoch(project)
+    shutil.rmtree(checkpoints / f"{RUN}.tmp", ignore_errors=True)
     partial = checkpoints / f"{RUN}.tmp"  # killed mid-write: half a state, no epoch.json
     partial.mkdir()
     (partial / "state.index").write_bytes((whole / "state.index").read_bytes()[:50])
