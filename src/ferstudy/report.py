@@ -489,8 +489,9 @@ def pair_table(results: dict, backbone: str) -> str:
             row(f"initial {key.replace('_', ' ')}", a, b, f"pretrained {claim}", (a > b) == higher)
         )
     for rate, claim in (("MCR", "converges faster"), ("MOFR", "overfits more")):
-        for window, a in pre["study"][rate]["accuracy"].items():
-            b = ran["study"][rate]["accuracy"][window]
+        by_window = pre["study"][rate]["accuracy"]
+        for window in sorted(by_window, key=lambda w: int(w.split("-")[0])):
+            a, b = by_window[window], ran["study"][rate]["accuracy"][window]
             lines.append(row(f"accuracy {rate} {window}", a, b, f"pretrained {claim}", a > b))
     return "\n".join(lines)
 
