@@ -200,7 +200,7 @@ def test_params_change_reruns_training_and_later_only(pipeline):
         [f"{stage}@{run}" for stage in ("train", "evaluate") for run in params["runs"]]
         + ["metrics", "report"]
     )
-    sh("git checkout params.yaml && dvc checkout -q", project, env)
+    sh("git checkout -- . && dvc checkout -q", project, env)  # back to the baseline
 
 
 FEATURES_CHANGE = {  # params change -> (features out of date?, training itself out of date?)
@@ -217,9 +217,10 @@ FEATURES_CHANGE = {  # params change -> (features out of date?, training itself 
 @pytest.mark.parametrize("change", list(FEATURES_CHANGE))
 def test_which_params_send_features_out_of_date(pipeline, change):
     """`dvc status` after a params change: feature extraction only for what changes features,
-    training for what training reads (`dvc status` judges each stage by its own deps; a
-    features change reaches training through the features folder when it is rerun)."""
+    training only for what training reads (`dvc status` judges each stage by its own deps; a
+    features change reaches training through the features folder once it is rerun)."""
     project, env, _ = pipeline
+    assert "Running stage" not in sh("dvc repro --dry", project, env)  # a clean baseline
     edit, features_change, training_change = FEATURES_CHANGE[change]
     saved = (project / "params.yaml").read_text()
     params = yaml.safe_load(saved)
