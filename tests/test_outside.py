@@ -18,6 +18,7 @@ from conftest import SHARED_FER
 from PIL import Image
 
 from ferstudy import CLASSES, outside
+from ferstudy.acquire import file_sha256
 from ferstudy.errors import FerError
 from ferstudy.io import Dataset
 
@@ -127,7 +128,7 @@ def test_real_model_accuracy_on_private_test(real_model):
     # it by more than the slack left for float round-off: without fer's (x - 0.5) * 2: 162;
     # cv2 area, nearest or cubic resizing instead of bilinear: 166, 166, 165; (x - 0.5)
     # without * 2: 183.
-    if outside.sha256_of(fer_zip()) == SHARED_FER_SHA256:
+    if file_sha256(fer_zip()) == SHARED_FER_SHA256:
         assert abs(correct - 173) <= 4, correct
 
 

