@@ -188,6 +188,22 @@ def test_markdown_tables_by_hand():
         "| onet | random | 0.333333 |\n"
     )
     assert M.markdown_tables([]) == ""
+    seeded = [{**rows[0], "half_width": 0.0125}]
+    assert "| onet | random | 0.100000 ± 0.012500 |" in M.markdown_tables(seeded)
+
+
+def test_study_table_rows_are_seed_means_with_their_interval():
+    per_seed = [
+        {"MCR": {m: {"1-5": v} for m in M.METRICS}, "MOFR": {m: {"1-5": 0.0} for m in M.METRICS}}
+        for v in (0.1, 0.2, 0.3)
+    ]
+    rows = M.study_table_rows({"onet-random": per_seed})
+    (row,) = [r for r in rows if r["table"] == 2]
+    half = 0.1 * 4.302652729911275 / np.sqrt(3)  # sd 0.1, t(0.975, 2 df), by hand
+    assert row["value"] == pytest.approx(0.2) and row["seeds"] == 3
+    assert row["half_width"] == pytest.approx(half, abs=1e-6)
+    one = M.study_table_rows({"onet-random": per_seed[:1]})
+    assert [r["half_width"] for r in one] == [None] * 4 and one[0]["seeds"] == 1
 
 
 def test_load_paper_tables_reads_the_committed_csv():
@@ -226,11 +242,11 @@ def test_write_csv_with_rows_and_without(tmp_path):
 
 def test_fidelity_of_logs_under_each_metric0_reading():
     paper = M.load_paper_tables(ROOT / "reference" / "paper_tables.csv")
-    curves = {"mobilenet-random": LONG}
+    curves = {"mobilenet-random": [LONG]}
     both = M.fidelity_of_logs(curves, 5, paper)
     assert list(both) == ["untrained", "epoch1"]
     for metric0 in M.METRIC0:
-        rows = M.study_table_rows({"mobilenet-random": M.run_metrics(LONG, 5, metric0)})
+        rows = M.study_table_rows({"mobilenet-random": [M.run_metrics(LONG, 5, metric0)]})
         assert both[metric0] == M.fidelity(rows, paper)
         assert both[metric0]["total"]["rates"] == 8  # 2 windows x 4 tables
     assert both["untrained"] != both["epoch1"]
@@ -239,14 +255,19 @@ def test_fidelity_of_logs_under_each_metric0_reading():
 def test_variant_record_of_logged_runs(study_dir):
     logs = study_dir / "logs"
     shorter = {k: v[:-1] for k, v in LONG.items()}
-    _write_log(logs / "vggface-pretrained", shorter)
-    _write_log(logs / "mobilenet-random", LONG)
+    _write_log(logs / "vggface-pretrained", shorter)  # the layout before seeds
+    _write_log(logs / "mobilenet-random" / "seed1", LONG)
+    _write_log(logs / "mobilenet-random" / "seed2", {k: v[::-1] for k, v in LONG.items()})
     (logs / "not-a-run").mkdir()
     record = M.variant_record(logs, "label", "what changed", window=2)
     assert record["label"] == "label" and record["description"] == "what changed"
     assert record["runs"] == ["mobilenet-random", "vggface-pretrained"]
     assert record["epochs"] == {"mobilenet-random": 10, "vggface-pretrained": 9}
-    curves = {"mobilenet-random": LONG, "vggface-pretrained": shorter}
+    assert record["seeds"] == {"mobilenet-random": 2, "vggface-pretrained": 1}
+    curves = {
+        "mobilenet-random": [LONG, {k: v[::-1] for k, v in LONG.items()}],
+        "vggface-pretrained": [shorter],
+    }
     assert record["fidelity"] == M.fidelity_of_logs(curves, 2, M.load_paper_tables())
     default = M.variant_record(logs, "label", "what changed")  # window 5
     assert default["fidelity"] == M.fidelity_of_logs(curves, 5, M.load_paper_tables())
@@ -267,22 +288,31 @@ def test_metrics_stage_writes_each_runs_rates_tables_and_fidelity(
         "vggface-pretrained": {k: v[::-1] for k, v in LONG.items()},
         "mobilenet-random": LONG,
     }
+    flipped = {k: 1 - v for k, v in LONG.items()}  # a second seed of mobilenet-random
     for run, c in curves.items():
-        _write_log(P.live_dir(run), c)
-    per_run = M.run(params, runs)
-    expected = {run: M.run_metrics(curves[run], window, metric0) for run in runs}
-    assert per_run == expected
+        _write_log(P.live_dir(P.run_id(run, 1)), c)
+        _write_log(P.live_dir(P.run_id(run, 2)), flipped if run == "mobilenet-random" else c)
+    per_id = M.run(params, runs, [1, 2])
+    seeds = {
+        run: [curves[run], flipped if run == "mobilenet-random" else curves[run]] for run in runs
+    }
+    expected = {run: [M.run_metrics(c, window, metric0) for c in seeds[run]] for run in runs}
+    assert per_id == {
+        P.run_id(run, seed): expected[run][i] for run in runs for i, seed in enumerate([1, 2])
+    }
     for run in runs:
-        assert read_json(P.METRICS_DIR / "study" / f"{run}.json") == expected[run]
+        assert read_json(P.METRICS_DIR / "study" / run / "seed2.json") == expected[run][1]
     rows = M.study_table_rows(expected)
     csv_text = (P.METRICS_DIR / "study_tables.csv").read_text()
-    assert csv_text.splitlines()[0] == "table,metric,rate,backbone,init,epochs,value"
+    assert csv_text.splitlines()[0] == (
+        "table,metric,rate,backbone,init,epochs,value,seeds,half_width"
+    )
     assert len(csv_text.splitlines()) == 1 + len(rows)
     assert (P.METRICS_DIR / "study_tables.md").read_text() == M.markdown_tables(rows)
-    both = M.fidelity_of_logs(curves, window, M.load_paper_tables())
+    both = M.fidelity_of_logs(seeds, window, M.load_paper_tables())
     saved = read_json(M.FIDELITY_FILE)
     assert saved == json.loads(
-        json.dumps({"metric0": metric0, **both[metric0], "by_metric0": both})
+        json.dumps({"metric0": metric0, "seeds": 2, **both[metric0], "by_metric0": both})
     )
 
 
@@ -401,9 +431,20 @@ def test_privatetest_scores_without_privatetest_images():
 
 
 def test_run_folders():
-    assert P.features_dir("onet-random") == Path("data/features/onet-random")
-    assert P.model_dir("onet-random") == Path("models/onet-random")
-    assert P.live_dir("onet-random") == Path("metrics/train/onet-random")
+    run_id = P.run_id("onet-random", 43)
+    assert run_id == "onet-random/seed43" and P.parse_run_id(run_id) == ("onet-random", 43)
+    assert P.features_dir(run_id) == Path("data/features/onet-random/seed43")
+    assert P.model_dir(run_id) == Path("models/onet-random/seed43")
+    assert P.live_dir(run_id) == Path("metrics/train/onet-random/seed43")
+    assert P.eval_file(run_id) == Path("metrics/eval/onet-random/seed43.json")
+    assert P.eval_dir(run_id) == Path("metrics/eval/onet-random/seed43")
+    assert P.speed_file(run_id) == Path("metrics/speed/onet-random/seed43.json")
+    assert P.study_file(run_id) == Path("metrics/study/onet-random/seed43.json")
+    assert P.aggregate_file("onet-random") == Path("metrics/aggregate/onet-random.json")
+    assert P.seeds({}) == [42] and P.seeds({"seeds": [7, 3]}) == [7, 3]
+    for bad in ("onet-random", "onet-random/seedx", "onet-bar/seed1"):
+        with pytest.raises(FerError, match="is not a run"):
+            P.parse_run_id(bad)
 
 
 def test_parse_run_name_splits_at_the_last_dash_and_refuses_other_names():

@@ -18,7 +18,7 @@ from conftest import SHARED_FER
 from PIL import Image
 
 from ferstudy import CLASSES, outside
-from ferstudy.acquire import file_sha256
+from ferstudy.io import file_sha256
 from ferstudy.errors import FerError
 from ferstudy.io import Dataset
 

@@ -52,7 +52,7 @@ def test_defaults_are_filled_and_keys_without_default_stay_missing(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("data:\n  source: kaggle\n")
     params = P.load_params(path)
-    assert params["epochs"] == 20 and params["seed"] == 42 and params["window"] == 5
+    assert params["epochs"] == 20 and params["seeds"] == [42] and params["window"] == 5
     assert params["data"]["max_image_pixels"] == 40_000_000
     assert "lr" not in params
     with pytest.raises(FerError, match="missing parameter 'lr'"):
@@ -89,8 +89,15 @@ def _sizes(params: dict) -> None:
 BAD = {
     "lr abc": (_set("lr", "abc"), "lr: expected a number > 0 (got 'abc')"),
     "lr -1": (_set("lr", -1), "lr: expected a number > 0 (got -1)"),
-    "seed -5": (_set("seed", -5), "seed: expected an integer in 0..4294967295 (got -5)"),
-    "seed 2**32": (_set("seed", 2**32), "seed: expected an integer in 0..4294967295"),
+    "seeds [-5]": (
+        _set("seeds", [-5]),
+        "seeds: expected a non-empty list of unique integers in 0..4294967295 (got [-5])",
+    ),
+    "seeds [2**32]": (_set("seeds", [2**32]), "seeds: expected a non-empty list of unique"),
+    "seeds []": (_set("seeds", []), "seeds: expected a non-empty list"),
+    "seeds duplicated": (_set("seeds", [42, 42]), "seeds: expected a non-empty list of unique"),
+    "seeds 42": (_set("seeds", 42), "seeds: expected a non-empty list"),
+    "seed (the old key)": (_set("seed", 42), "seed: unknown key"),
     "epochs 0": (_set("epochs", 0), "epochs: expected an integer >= 1 (got 0)"),
     "optimizer adamw": (_set("optimizer", "adamw"), "optimizer: expected one of adam, sgd"),
     "precision fp16": (_set("precision", "fp16"), "precision: expected one of fp32, bf16, auto"),
@@ -141,7 +148,7 @@ def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, case):
         (_set("backbone.vggface.fration", 0.5), "backbone.vggface.fration: unknown key"),
         (_set("data.test_size", 1.0), "data.test_size: expected a number in (0, 1)"),
         (_set("data.random_state", -1), "data.random_state: expected an integer"),
-        (_set("seed", True), "seed: expected an integer"),
+        (_set("seeds", [True]), "seeds: expected a non-empty list of unique integers"),
         (_set("lr", float("nan")), "lr: expected a number > 0"),
         (_set("inits", ["random"]), "inits: unknown key"),
         (_set("runs", "onet-random"), "runs: expected a non-empty list"),
@@ -168,11 +175,11 @@ def test_new_keys_and_fifth_backbone_are_accepted(tmp_path):
 
 
 def test_several_errors_are_joined_on_one_line(tmp_path):
-    params = {**COMMITTED, "lr": "abc", "seed": -5}
+    params = {**COMMITTED, "lr": "abc", "seeds": [-5]}
     with pytest.raises(FerError) as info:
         P.load_params(_write(tmp_path, params))
     text = str(info.value)
-    assert "lr: expected a number > 0 (got 'abc'); seed: expected an integer" in text
+    assert "lr: expected a number > 0 (got 'abc'); seeds: expected a non-empty list" in text
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
@@ -185,9 +192,10 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
 
 
 def test_command_line_in_a_fresh_interpreter(tmp_path):
-    path = _write(tmp_path, {**COMMITTED, "seed": -5})
+    path = _write(tmp_path, {**COMMITTED, "seeds": [-5]})
     result = run_ferstudy("--params", str(path), "split")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: {path}: seed: expected an integer in 0..4294967295 (got -5)"
+        f"error: {path}: seeds: expected a non-empty list of unique integers in 0..4294967295 "
+        "(got [-5])"
     ]

@@ -76,22 +76,25 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
     for stage in (
         "acquire",
         "split",
-        "features@openface-random",
-        "features@mobilenet-random",
-        "train@openface-random",
-        "train@mobilenet-random",
-        "features@onet-pretrained",
-        "train@onet-random",
-        "evaluate@openface-random",
-        "evaluate@onet-pretrained",
+        "features@openface-random-42",
+        "features@mobilenet-random-42",
+        "train@openface-random-42",
+        "train@mobilenet-random-42",
+        "features@onet-pretrained-42",
+        "train@onet-random-42",
+        "evaluate@openface-random-42",
+        "evaluate@onet-pretrained-42",
         "metrics",
+        "aggregate",
         "report",
     ):
         assert f"Running stage '{stage}'" in log
     for run in ("openface-random", "mobilenet-random", "onet-pretrained", "onet-random"):
-        assert (project / "models" / run / "weights.h5").is_file()
-        study = json.loads((project / "metrics" / "study" / f"{run}.json").read_text())
+        assert (project / "models" / run / "seed42" / "weights.h5").is_file()
+        study = json.loads((project / "metrics" / "study" / run / "seed42.json").read_text())
         assert list(study["MCR"]["accuracy"]) == ["1-2", "3-3"]  # window 2 over 3 epochs
+        aggregate = json.loads((project / "metrics" / "aggregate" / f"{run}.json").read_text())
+        assert aggregate["n"] == 1 and aggregate["test_accuracy"]["half_width"] is None
     assert (project / "reports" / "report.html").is_file()
     assert "![" in (project / "reports" / "report.md").read_text()
 
@@ -104,8 +107,8 @@ from ferstudy.predict import EmotionClassifier
 images = load_dataset(P.DATASET_FILE).images
 out = {}
 for run in ("openface-random", "mobilenet-random"):
-    evaluated = np.load(f"metrics/eval/{run}/test_probabilities.npz")
-    classifier = EmotionClassifier(P.model_dir(run))
+    evaluated = np.load(f"metrics/eval/{run}/seed42/test_probabilities.npz")
+    classifier = EmotionClassifier(P.model_dir(f"{run}/seed42"))
     predicted = classifier(images[evaluated["rows"]])
     expected = evaluated["probabilities"].tolist()
     out[run] = [classifier.config["precision"], expected, predicted.tolist()]
@@ -131,10 +134,12 @@ def test_metrics_show_and_plots(pipeline):
     shown = json.loads(sh("dvc metrics show --json", project, env))
     text = json.dumps(shown)
     for key in (
-        "metrics/train/openface-random/metrics.json",
-        "metrics/eval/mobilenet-random.json",
-        "metrics/study/openface-random.json",
-        "metrics/speed/openface-random.json",
+        "metrics/train/openface-random/seed42/metrics.json",
+        "metrics/eval/mobilenet-random/seed42.json",
+        "metrics/study/openface-random/seed42.json",
+        "metrics/speed/openface-random/seed42.json",
+        "metrics/aggregate/openface-random.json",
+        "metrics/comparisons.json",
     ):
         assert key in text
     out = sh("dvc plots show --json", project, env)
@@ -148,7 +153,7 @@ def test_metrics_and_plots_on_a_fresh_clone(pipeline, tmp_path):
     sh(f"git clone -q {project} {tmp_path / 'clone'}", tmp_path, env)
     clone = tmp_path / "clone"
     shown = sh("dvc metrics show --json", clone, env)
-    assert "metrics/eval/openface-random.json" in shown and "accuracy" in shown
+    assert "metrics/eval/openface-random/seed42.json" in shown and "accuracy" in shown
     plots = sh("dvc plots diff --json HEAD", clone, env)
     assert "predictions.csv" in plots and "accuracy.tsv" in plots
     assert "examples.png" not in sh("git ls-files", clone, env)  # no dataset pixels in git
@@ -165,11 +170,14 @@ def _results(project: Path) -> dict[str, bytes]:
     """Every result file that must be byte-identical on a rerun (timings excluded)."""
     files = [
         p
-        for d in ("metrics/train", "metrics/study", "metrics/eval")
+        for d in ("metrics/train", "metrics/study", "metrics/eval", "metrics/aggregate")
         for p in sorted((project / d).rglob("*"))
         if p.is_file()
     ]
-    files += [project / "metrics/study_tables.csv", project / "metrics/study_tables.md"]
+    files += [
+        project / "metrics" / name
+        for name in ("study_tables.csv", "study_tables.md", "comparisons.json", "aggregate.md")
+    ]
     out = {str(p.relative_to(project)): p.read_bytes() for p in files}
     report = (project / "reports/report.md").read_text()
     out["report.md (before the speed section)"] = report.split("## Speed")[0].encode()
@@ -181,7 +189,7 @@ def test_forced_rerun_gives_identical_results(pipeline):
     before = _results(project)
     assert len(before) > 15
     log = sh("dvc repro -f", project, env)
-    assert "Running stage 'train@openface-random'" in log
+    assert "Running stage 'train@openface-random-42'" in log
     after = _results(project)
     assert before.keys() == after.keys()
     changed = [name for name in before if before[name] != after[name]]
@@ -197,14 +205,14 @@ def test_params_change_reruns_training_and_later_only(pipeline):
         line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")
     )
     assert ran == sorted(
-        [f"{stage}@{run}" for stage in ("train", "evaluate") for run in params["runs"]]
-        + ["metrics", "report"]
+        [f"{stage}@{run}-42" for stage in ("train", "evaluate") for run in params["runs"]]
+        + ["metrics", "aggregate", "report"]
     )
     sh("git checkout -- . && dvc checkout -q", project, env)  # back to the baseline
 
 
 FEATURES_CHANGE = {  # params change -> (features out of date?, training itself out of date?)
-    "seed": (lambda p: p.update(seed=7), True, True),
+    "seeds": (lambda p: p.update(seeds=[7]), True, True),  # new stages: ...-7
     "precision": (lambda p: p.update(precision="fp32"), True, False),
     "frozen_bn": (lambda p: p.update(frozen_bn="inference"), True, False),
     "input_size": (lambda p: p["backbone"]["mobilenet"].update(input_size=40), True, False),
@@ -230,10 +238,11 @@ def test_which_params_send_features_out_of_date(pipeline, change):
         stale = json.loads(sh("dvc status --json", project, env).strip().splitlines()[-1])
     finally:
         (project / "params.yaml").write_text(saved)
+    seed = params["seeds"][0]
     features = {s for s in stale if s.startswith("features@")}
-    assert ("train@mobilenet-random" in stale) == training_change
+    assert (f"train@mobilenet-random-{seed}" in stale) == training_change
     if features_change:
-        assert "features@mobilenet-random" in features
+        assert f"features@mobilenet-random-{seed}" in features
     else:
         assert not features
     assert "acquire" not in stale and "split" not in stale
@@ -242,11 +251,11 @@ def test_which_params_send_features_out_of_date(pipeline, change):
 def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
     project, env, _ = pipeline
     log = sh("dvc exp run -S lr=1e-3", project, env)
-    assert "Running stage 'train@openface-random'" in log
-    assert "Running stage 'train@mobilenet-random'" in log
+    assert "Running stage 'train@openface-random-42'" in log
+    assert "Running stage 'train@mobilenet-random-42'" in log
     assert "Running stage 'features@" not in log and "Running stage 'acquire'" not in log
     diff = sh("dvc metrics diff --json", project, env)
-    assert "metrics/train/openface-random/metrics.json" in diff
+    assert "metrics/train/openface-random/seed42/metrics.json" in diff
     sh("dvc plots diff --json", project, env)
 
 
@@ -281,9 +290,46 @@ def test_queue_runs_a_grid_with_two_workers(pipeline):
         subprocess.run(["dvc", "queue", "stop", "--kill"], **quiet)
 
 
+def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeline):
+    project, env, _ = pipeline
+    sh("git checkout -- . && dvc checkout -q", project, env)  # from the baseline
+    log = sh("dvc exp run -S 'seeds=[42,43]'", project, env)
+    for stage in ("features@onet-random-43", "train@onet-pretrained-43", "aggregate"):
+        assert f"Running stage '{stage}'" in log
+    assert "Running stage 'features@onet-random-42'" not in log  # seed 42 is reused as it was
+    # a pretrained backbone's features do not depend on the seed: copied, cached once
+    assert "features onet-pretrained/seed43: reused" in log
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+
+    def out_md5(stage: str) -> str:
+        return lock[stage]["outs"][0]["md5"]
+
+    assert out_md5("features@onet-pretrained-42") == out_md5("features@onet-pretrained-43")
+    assert out_md5("features@onet-random-42") != out_md5("features@onet-random-43")
+    for run in ("openface-random", "onet-pretrained"):
+        for seed in (42, 43):
+            assert (project / "metrics" / "eval" / run / f"seed{seed}.json").is_file()
+        agg = json.loads((project / "metrics" / "aggregate" / f"{run}.json").read_text())
+        per_seed = [
+            json.loads((project / "metrics" / "eval" / run / f"seed{s}.json").read_text())
+            for s in (42, 43)
+        ]
+        accuracies = [e["accuracy"] for e in per_seed]
+        assert agg["n"] == 2 and agg["seeds"] == [42, 43]
+        assert agg["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+        assert agg["test_accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
+    pairs = json.loads((project / "metrics" / "comparisons.json").read_text())
+    assert len(pairs) == 6 and all(c["seeds"] == 2 for c in pairs.values())
+    shown = sh("dvc metrics show", project, env)
+    assert "test_accuracy.half_width" in shown and "test_accuracy.mean" in shown
+    report = (project / "reports" / "report.md").read_text()
+    assert "Every run repeated under 2 seeds" in report and " ± " in report
+
+
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = [
     "Runs",
+    "Which differences are real",
     "Test F1 per emotion",
     "Feature health",
     "Findings of the study, checked",

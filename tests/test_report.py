@@ -10,8 +10,11 @@ import pytest
 
 from ferstudy import CLASSES
 from ferstudy import protocol_report as PR
+from ferstudy.aggregate import aggregate_run
+from ferstudy.findings import findings, pareto_front
 from ferstudy.metrics import METRIC0, TABLES, load_paper_tables
-from ferstudy.report import findings, pareto_front, side_by_side
+from ferstudy.report_tables import side_by_side
+from ferstudy.stats import paired_difference
 
 WINDOWS = ("1-5", "6-10", "11-15", "16-20")
 PAPER_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
@@ -40,21 +43,64 @@ def result(
     """One run as ``load_results`` returns it (the parts the report reads)."""
     f1 = {c: 0.5 for c in CLASSES}
     f1[worst] = 0.1
-    return {
-        "backbone": backbone,
-        "init": init,
-        "study": {
-            "MCR": {"accuracy": rates(mcr_acc), "loss": rates(mcr_loss)},
-            "MOFR": {"accuracy": rates(mofr_acc), "loss": rates(mofr_loss)},
-            "initial": {"val_accuracy": initial[0], "val_loss": initial[1]},
-        },
-        "eval": {
-            "accuracy": accuracy,
-            "per_class": {c: {"f1": f1[c]} for c in CLASSES},
-        },
-        "speed": {"parameters": 1_000_000 if backbone == "openface" else 4_000_000},
-        "curves": {"train/accuracy": np.array([0.25, 0.3, 0.4])},
+    study = {
+        "MCR": {"accuracy": rates(mcr_acc), "loss": rates(mcr_loss)},
+        "MOFR": {"accuracy": rates(mofr_acc), "loss": rates(mofr_loss)},
+        "initial": {"val_accuracy": initial[0], "val_loss": initial[1]},
+        "final_val_accuracy": accuracy,
+        "best_val_accuracy": accuracy,
     }
+    evaluation = {
+        "accuracy": accuracy,
+        "macro_f1": accuracy / 2,
+        "per_class": {c: {"f1": f1[c]} for c in CLASSES},
+    }
+    return with_aggregate(
+        {
+            "backbone": backbone,
+            "init": init,
+            "study": study,
+            "eval": evaluation,
+            "seed_study": [study],
+            "seed_eval": [evaluation],
+            "speed": {"parameters": 1_000_000 if backbone == "openface" else 4_000_000},
+            "curves": {"train/accuracy": np.array([0.25, 0.3, 0.4])},
+        }
+    )
+
+
+def with_aggregate(r: dict) -> dict:
+    """``r`` with its ``aggregate`` (as the aggregate stage writes it) from its seeds."""
+    records = [{"study": s, "eval": e} for s, e in zip(r["seed_study"], r["seed_eval"])]
+    r["aggregate"] = aggregate_run(records, list(range(len(records))))
+    return r
+
+
+def seeds_of(r: dict, offsets: list[float]) -> dict:
+    """``r`` repeated over seeds whose rates and initial values are shifted by ``offsets``."""
+
+    def shifted(study: dict, k: float) -> dict:
+        return {
+            **study,
+            **{
+                rate: {m: {w: v + k for w, v in ws.items()} for m, ws in study[rate].items()}
+                for rate in ("MCR", "MOFR")
+            },
+            "initial": {key: v + k for key, v in study["initial"].items()},
+        }
+
+    out = {**r, "seed_study": [shifted(r["study"], k) for k in offsets]}
+    out["seed_eval"] = [r["eval"]] * len(offsets)
+    return with_aggregate(out)
+
+
+def comparison(a: str, b: str, correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """One entry of ``metrics/comparisons.json``."""
+    return {f"{a} vs {b}": {"a": a, "b": b, **paired_difference(correct_a, correct_b).as_dict()}}
+
+
+CLEAR = np.random.default_rng(0).random(400) < 0.5
+AHEAD = CLEAR | (np.random.default_rng(1).random(400) < 0.3)  # about +15 points, paired
 
 
 # Pretrained beats random on test accuracy, on accuracy MCR in epochs 1-10 (but not over all
@@ -84,11 +130,21 @@ def sentence(lines: list[str], start: str) -> str:
     return line
 
 
-BEATS = "Pretrained beats random initialisation (test accuracy)"
+BEATS = "Pretrained beats random initialisation (test accuracy, paired 95 % interval above 0)"
 FASTER = "Pretrained converges faster in epochs 1-10 (accuracy MCR)"
 OVERFITS = "Pretrained overfits more (mean accuracy MOFR)"
 INITIAL_ACC = "Pretrained has the higher initial (epoch-1) validation accuracy"
 INITIAL_LOSS = "Pretrained has the lower initial validation loss"
+
+
+PAIR = comparison("openface-pretrained", "openface-random", AHEAD, CLEAR)
+
+
+def point(start: str, k: int, detail: str) -> str:
+    return (
+        f"{start}: {k} of 1 backbones by the point estimate, with one seed no claim "
+        f"(openface {detail}); the study: yes."
+    )
 
 
 def test_findings_pretrained_ahead():
@@ -96,17 +152,37 @@ def test_findings_pretrained_ahead():
         "openface-pretrained": result("openface", "pretrained", **STRONG),
         "openface-random": result("openface", "random", **WEAK),
     }
-    out = findings(results)
+    out = findings(results, PAIR)
     assert sentence(out, BEATS) == f"{BEATS} for 1 of 1 backbones (openface); the study: all."
-    assert sentence(out, FASTER) == f"{FASTER} for 1 of 1 backbones; the study: yes."
-    assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 1 backbones; the study: yes."
-    assert sentence(out, INITIAL_ACC) == f"{INITIAL_ACC} for 1 of 1 backbones; the study: yes."
-    assert sentence(out, INITIAL_LOSS) == f"{INITIAL_LOSS} for 1 of 1 backbones; the study: yes."
+    assert sentence(out, FASTER) == point(FASTER, 1, "+0.0400")
+    assert sentence(out, OVERFITS) == point(OVERFITS, 1, "+0.0200")
+    assert sentence(out, INITIAL_ACC) == point(INITIAL_ACC, 1, "+0.1000")
+    assert sentence(out, INITIAL_LOSS) == point(INITIAL_LOSS, 1, "-0.2000")
+    assert findings(results)[0] == f"{BEATS} for 0 of 1 backbones (none); the study: all."
+
+
+def test_claims_with_seeds_need_an_interval():
+    """3 seeds that agree: the claim holds with its interval; 3 that scatter: it does not."""
+    pre = result("openface", "pretrained", **STRONG)
+    ran = result("openface", "random", **WEAK)
+    steady = {
+        "openface-pretrained": seeds_of(pre, [-0.001, 0.0, 0.001]),
+        "openface-random": seeds_of(ran, [-0.001, 0.0, 0.001]),
+    }
+    line = sentence(findings(steady, PAIR), INITIAL_ACC)
+    assert line.startswith(f"{INITIAL_ACC}: 1 of 1 backbones with a 95 % interval that excludes 0")
+    assert "openface +0.1000 (95 % CI +0.09" in line and "3 seeds)" in line
+    scattered = {
+        "openface-pretrained": seeds_of(pre, [-0.5, 0.0, 0.5]),
+        "openface-random": seeds_of(ran, [-0.5, 0.0, 0.5]),
+    }
+    for start in (INITIAL_ACC, FASTER, OVERFITS):
+        assert sentence(findings(scattered, PAIR), start).startswith(
+            f"{start}: 0 of 1 backbones with a 95 % interval that excludes 0"
+        )
 
 
 def test_a_win_needs_an_interval_that_excludes_zero():
-    from ferstudy.stats import paired_difference
-
     results = {
         "openface-pretrained": result("openface", "pretrained", **STRONG),
         "openface-random": result("openface", "random", **WEAK),
@@ -115,13 +191,20 @@ def test_a_win_needs_an_interval_that_excludes_zero():
     same = rng.random(100) < 0.5
     tied = same.copy()
     tied[np.flatnonzero(same)[:3]] = False  # 3 images apart: within the noise
-    out = findings(results, {"openface": paired_difference(same, tied)})
+    names = ("openface-pretrained", "openface-random")
+    out = findings(results, comparison(*names, same, tied))
     assert sentence(out, BEATS) == f"{BEATS} for 0 of 1 backbones (none); the study: all."
-    assert "not distinguishable at 95 %" in sentence(out, "openface: pretrained minus random")
+    assert "not distinguishable at 95 % with one seed" in sentence(
+        out, "openface: pretrained minus random"
+    )
     clear = same.copy()
     clear[np.flatnonzero(~same)[:40]] = True
-    out = findings(results, {"openface": paired_difference(clear, same)})
+    out = findings(results, comparison(*names, clear, same))
     assert sentence(out, BEATS) == f"{BEATS} for 1 of 1 backbones (openface); the study: all."
+    reverse = comparison(*names[::-1], same, clear)  # stored the other way round: flipped
+    assert findings(results, reverse)[0] == out[0]
+    behind = comparison(*names, same, clear)  # random clearly ahead: no win
+    assert findings(results, behind)[0] == f"{BEATS} for 0 of 1 backbones (none); the study: all."
 
 
 def test_findings_pretrained_behind():
@@ -129,12 +212,12 @@ def test_findings_pretrained_behind():
         "openface-pretrained": result("openface", "pretrained", **WEAK),
         "openface-random": result("openface", "random", **STRONG),
     }
-    out = findings(results)
+    out = findings(results, comparison("openface-random", "openface-pretrained", AHEAD, CLEAR))
     assert sentence(out, BEATS) == f"{BEATS} for 0 of 1 backbones (none); the study: all."
-    assert sentence(out, FASTER) == f"{FASTER} for 0 of 1 backbones; the study: yes."
-    assert sentence(out, OVERFITS) == f"{OVERFITS} for 0 of 1 backbones; the study: yes."
-    assert sentence(out, INITIAL_ACC) == f"{INITIAL_ACC} for 0 of 1 backbones; the study: yes."
-    assert sentence(out, INITIAL_LOSS) == f"{INITIAL_LOSS} for 0 of 1 backbones; the study: yes."
+    assert sentence(out, FASTER) == point(FASTER, 0, "-0.0400")
+    assert sentence(out, OVERFITS) == point(OVERFITS, 0, "-0.0200")
+    assert sentence(out, INITIAL_ACC) == point(INITIAL_ACC, 0, "-0.1000")
+    assert sentence(out, INITIAL_LOSS) == point(INITIAL_LOSS, 0, "+0.2000")
 
 
 def test_findings_compare_within_each_backbone():
@@ -146,19 +229,27 @@ def test_findings_compare_within_each_backbone():
         "mobilenet-random": result("mobilenet", "random", **STRONG),
         "resnet50-random": result("resnet50", "random", 0.1, worst="fear"),
     }
-    out = findings(results)
+    pairs = {
+        **PAIR,
+        **comparison("mobilenet-random", "mobilenet-pretrained", AHEAD, CLEAR),
+        **comparison("openface-pretrained", "mobilenet-pretrained", AHEAD, CLEAR),
+        **comparison("openface-random", "mobilenet-random", CLEAR, CLEAR),
+    }
+    out = findings(results, pairs)
     assert sentence(out, BEATS) == f"{BEATS} for 1 of 2 backbones (openface); the study: all."
-    assert sentence(out, FASTER) == f"{FASTER} for 1 of 2 backbones; the study: yes."
-    assert sentence(out, OVERFITS) == f"{OVERFITS} for 1 of 2 backbones; the study: yes."
-    assert sentence(out, "Disgust is the worst-recognised emotion") == (
-        "Disgust is the worst-recognised emotion (lowest test F1, no tie) in 4 of 5 runs; "
+    assert sentence(out, FASTER).startswith(f"{FASTER}: 1 of 2 backbones by the point estimate")
+    assert sentence(out, OVERFITS).startswith(f"{OVERFITS}: 1 of 2 backbones by the point")
+    assert sentence(out, "Disgust has the lowest test F1") == (
+        "Disgust has the lowest test F1 (seed mean, point estimate) in 4 of 5 runs; "
         "the study: disgust worst."
     )
-    assert sentence(out, "MobileNet (pretrained)") == (
-        "MobileNet (pretrained) is below OpenFace in test accuracy (0.400 vs 0.600); "
-        "the study: below."
+    assert sentence(out, "MobileNet (pretrained)").startswith(
+        "MobileNet (pretrained) is below OpenFace in test accuracy (0.400 vs 0.600; -"
     )
-    assert sentence(out, "MobileNet (random)").startswith("MobileNet (random) is not below")
+    assert sentence(out, "MobileNet (random)").startswith(
+        "MobileNet (random) is not distinguishable from OpenFace in test accuracy (0.600 vs 0.400; "
+        "+0.0 points"
+    )
 
 
 def test_findings_without_a_pair_say_so():
@@ -193,7 +284,7 @@ def table_results() -> dict:
         r = result("mobilenet", init, 0.5)
         for table, (metric, rate) in by_table.items():
             r["study"][rate][metric] = {w: our_value(table, init, w) for w in WINDOWS}
-        results[f"mobilenet-{init}"] = r
+        results[f"mobilenet-{init}"] = with_aggregate(r)
     return results
 
 

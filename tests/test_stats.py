@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 from scipy.stats import binomtest
+from scipy.stats import t as scipy_t
 
-from ferstudy.stats import paired_difference, shared_correctness
+from ferstudy.stats import Summary, paired_difference, shared_correctness, summarize
 
 
 def test_a_clear_difference_is_significant_and_mcnemar_counts_discordant_images():
@@ -53,3 +54,72 @@ def test_runs_on_different_subsets_are_compared_on_shared_rows():
     )
     np.testing.assert_array_equal(a, [False, True])  # rows 3 and 5
     np.testing.assert_array_equal(b, [True, False])
+
+
+# --------------------------------------------------------------------------- several seeds
+
+
+def test_summary_is_the_t_interval_by_hand():
+    s = summarize([0.50, 0.60, 0.70])
+    half = 0.1 * 4.302652729911275 / np.sqrt(3)  # sd 0.1, t(0.975, df 2), from a t table
+    assert (s.n, s.mean, s.sd) == (3, pytest.approx(0.6), pytest.approx(0.1))
+    assert (s.low, s.high) == (pytest.approx(0.6 - half), pytest.approx(0.6 + half))
+    assert s.half_width == pytest.approx(half)
+    assert s.describe() == "0.6000 ± 0.2484"
+    assert Summary.from_dict(s.as_dict()) == s
+
+
+def test_summary_of_one_seed_has_no_interval_and_of_equal_seeds_a_point():
+    one = summarize([0.4])
+    assert (one.sd, one.low, one.high, one.half_width) == (None, None, None, None)
+    assert one.describe() == "0.4000"
+    same = summarize([0.4, 0.4, 0.4])
+    assert (same.sd, same.low, same.high, same.half_width) == (0.0, same.mean, same.mean, 0.0)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_seeds_interval_adds_seed_and_image_variance_by_hand():
+    """3 seeds x 400 images: the interval is t(df) x sqrt(seed part + image part), with the
+    image part the bootstrap standard error and df by Welch-Satterthwaite."""
+    rng = np.random.default_rng(3)
+    a = rng.random((3, 400)) < np.array([[0.60], [0.64], [0.56]])
+    b = rng.random((3, 400)) < 0.5
+    d = paired_difference(a, b)
+    acc_a, acc_b = a.mean(axis=1), b.mean(axis=1)
+    assert d.difference == pytest.approx(acc_a.mean() - acc_b.mean())
+    per_image = a.mean(axis=0) - b.mean(axis=0)
+    image_se = per_image.std(ddof=1) / np.sqrt(400)  # the bootstrap SE is close to this
+    assert d.image_se == pytest.approx(image_se, rel=0.05)
+    parts = acc_a.var(ddof=1) / 3, acc_b.var(ddof=1) / 3
+    assert d.seed_se == pytest.approx(np.sqrt(sum(parts)))
+    se = np.sqrt(sum(parts) + d.image_se**2)
+    df = se**4 / sum(p**2 / 2 for p in parts)
+    assert d.df == pytest.approx(df)
+    assert d.high - d.difference == pytest.approx(scipy_t.ppf(0.975, df) * se)
+    assert d.difference - d.low == pytest.approx(scipy_t.ppf(0.975, df) * se)
+    assert d.seeds == 3 and d.mcnemar_p is None and "3 seeds" in d.describe()
+
+
+def test_seeds_that_disagree_widen_the_interval():
+    """The same mean difference is real when every seed agrees and not when seeds scatter."""
+    base = np.random.default_rng(4).random(3000) < 0.5
+    steady = np.array([base] * 3)
+    better = steady.copy()
+    better[:, np.flatnonzero(~base)[:90]] = True  # +3 points in every seed
+    scattered = steady.copy()
+    scattered[0, np.flatnonzero(~base)[:270]] = True  # +9, 0, 0: the same mean
+    assert paired_difference(better, steady).significant
+    wide = paired_difference(scattered, steady)
+    assert wide.difference == pytest.approx(0.03)
+    assert not wide.significant
+    assert "not distinguishable at 95 % with 3 seeds" in wide.verdict()
+
+
+def test_seeds_arrays_must_match():
+    with pytest.raises(ValueError):
+        paired_difference(np.ones((2, 5), bool), np.ones((3, 5), bool))
+    a, b = shared_correctness(
+        np.array([1, 3]), np.array([[True, False], [False, False]]), np.array([3]), np.array([[1]])
+    )
+    np.testing.assert_array_equal(a, [[False], [False]])

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ferstudy import CLASSES
 from ferstudy.errors import FerError
 from ferstudy.images import FER_SIZE, MAX_IMAGE_PIXELS, decode_fer48
-from ferstudy.io import Dataset, atomic_path, save_dataset, write_json
+from ferstudy.io import Dataset, atomic_path, file_sha256, save_dataset, write_json
 
 #: Environment variable that overrides ``data.source`` (for offline machines).
 SOURCE_ENV = "FER2013_PATH"
@@ -137,14 +137,6 @@ def read_local(path: Path, limits: Limits = Limits()) -> Acquired:
     if magic.startswith(b"\x1f\x8b") or path.suffix.lower() == ".csv":
         return _from_csv(path, {"kind": "csv", **info}, limits)
     raise FerError(f"{path}: not a zip, folder or FER2013 CSV")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def public_url(url: str) -> str:

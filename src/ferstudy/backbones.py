@@ -56,6 +56,7 @@ class Backbone:
     preprocess: Preprocess  # float32 RGB in [0, 255] -> network input
     source: str  # where the architecture and weights come from
     bf16: bool = True  # every op has a bfloat16 kernel (OpenFace's LRN has none on CPU)
+    bf16_auto: bool = True  # precision auto picks bf16 for it on fast hardware
     descriptors: tuple[str, ...] = ()  # selectable descriptor layers; the first is the default
     inits: tuple[str, ...] = ("pretrained", "random")  # the initialisations it has
     inits_note: str = ""  # why an initialisation is missing (for the error message)
@@ -310,7 +311,6 @@ def _dlib_preprocess(x: tf.Tensor) -> tf.Tensor:
     return dlib_preprocess(x)
 
 
-
 def _unit_scale(x: tf.Tensor) -> tf.Tensor:
     return x / 255.0
 
@@ -364,7 +364,7 @@ REGISTRY: dict[str, Backbone] = {
             _onet_pretrained,
             _onet_preprocess,
             "mtcnn 1.0.0 ONet (weights in the package)",
-            bf16=False,  # 0.4 M parameters at 48x48: fp32 costs nothing
+            bf16_auto=False,  # 0.4 M parameters at 48x48: fp32 costs nothing
         ),
         Backbone(
             "dlib",

@@ -27,6 +27,7 @@ from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
 from ferstudy.features import extract_to_file, extractor
 from ferstudy.io import load_dataset, load_split, write_json
 from ferstudy.split import stratified_subset
+from ferstudy.stats import Summary, paired_difference, summarize
 from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
 
 keras = tf.keras
@@ -155,40 +156,69 @@ def _workdir_with_data() -> Any:
             os.chdir(here)
 
 
-def precision_effect(params: dict[str, Any], backbone: str, fraction: float) -> dict[str, Any]:
-    """Validation accuracy of one run under fp32 and under bf16 (same seed, same data).
+#: ``auto`` keeps bf16 only where the interval of its test-accuracy change lies above this.
+BF16_TOLERANCE = -0.01
 
-    The features are computed at the precision compared; the tail trains in fp32 either way.
-    """
-    from ferstudy import features, train
 
-    out = {"backbone": backbone, "fraction": fraction}
-    for precision in ("fp32", "bf16"):
-        run_params = {
-            **params,
-            "precision": precision,
-            "backbone": {
-                **params["backbone"],
-                backbone: {**params["backbone"][backbone], "fraction": fraction},
-            },
-        }
-        with _workdir_with_data():
+def seed_correctness_at(params: dict[str, Any], run: str, seeds: list[int]) -> np.ndarray:
+    """Train and evaluate ``run`` under each seed in a scratch folder; per seed, which test
+    images it classified right."""
+    from ferstudy import evaluate, features, train
+
+    backbone, init = P.parse_run_name(run)
+    labels = load_dataset(P.DATASET_FILE).labels
+    correct = []
+    with _workdir_with_data():
+        for seed in seeds:
+            features.run(params, backbone, init, seed)
+            train.run(params, backbone, init, seed)
+            evaluate.run(P.run_id(run, seed))
+            with np.load(P.eval_dir(P.run_id(run, seed)) / evaluate.TEST_PROBABILITIES) as npz:
+                correct.append(npz["probabilities"].argmax(axis=1) == labels[npz["rows"]])
+    return np.array(correct)
+
+
+def precision_effect(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Test accuracy of each run with its features in bf16 minus fp32, the same seeds, paired
+    on the same test images (:func:`ferstudy.stats.paired_difference`); the tail trains in
+    fp32 either way. ``keeps_bf16``: the 95 % interval lies above ``BF16_TOLERANCE``."""
+    out: dict[str, Any] = {"seeds": seeds, "tolerance": BF16_TOLERANCE, "runs": {}}
+    for run in runs:
+        correct, record = {}, {}
+        for precision in ("fp32", "bf16"):
             start = time.perf_counter()
-            features.run(run_params, backbone, "random")
-            result = train.run(run_params, backbone, "random")
-            curve = P.live_dir(P.run_name(backbone, "random")) / "plots/metrics/val/accuracy.tsv"
-            by_epoch = [float(line.split()[1]) for line in curve.read_text().splitlines()[1:]]
-            out[precision] = {
-                "final_val_accuracy": result["final"]["val"]["accuracy"],
-                "best_val_accuracy": max(by_epoch),
-                "last_5_mean_val_accuracy": round(float(np.mean(by_epoch[-5:])), 6),
-                "val_accuracy_by_epoch": by_epoch,
+            correct[precision] = seed_correctness_at({**params, "precision": precision}, run, seeds)
+            record[precision] = {
+                "test_accuracy": summarize(correct[precision].mean(axis=1)).as_dict(),
+                "per_seed": [round(float(a), 6) for a in correct[precision].mean(axis=1)],
                 "seconds": round(time.perf_counter() - start, 1),
             }
-    out["difference_points"] = round(
-        100 * (out["bf16"]["final_val_accuracy"] - out["fp32"]["final_val_accuracy"]), 2
-    )
+            print(f"precision check {run} {precision}: {record[precision]}", flush=True)
+        d = paired_difference(correct["bf16"], correct["fp32"])
+        out["runs"][run] = {
+            **record,
+            "bf16_minus_fp32": d.as_dict(),
+            "keeps_bf16": d.low > BF16_TOLERANCE,
+        }
+    out["keeps_bf16"] = all(r["keeps_bf16"] for r in out["runs"].values())
     return out
+
+
+def precision_table(result: dict[str, Any]) -> str:
+    """The precision check as a Markdown table."""
+    lines = [
+        "| run | fp32 test acc | bf16 test acc | bf16 - fp32 (points, 95 % CI) | bf16 kept |",
+        "|---|---:|---:|---|---|",
+    ]
+    for run, r in result["runs"].items():
+        d = r["bf16_minus_fp32"]
+        lines.append(
+            f"| {run} | {Summary.from_dict(r['fp32']['test_accuracy']).describe()} | "
+            f"{Summary.from_dict(r['bf16']['test_accuracy']).describe()} | "
+            f"{100 * d['difference']:+.2f} ({100 * d['low']:+.2f} to {100 * d['high']:+.2f}) | "
+            f"{'yes' if r['keeps_bf16'] else 'no'} |"
+        )
+    return "\n".join(lines)
 
 
 def run(
@@ -198,7 +228,6 @@ def run(
     epochs: int,
     backbone: str,
     batches: int,
-    precision_check: str | None,
     out: Path,
     backbones: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -227,9 +256,6 @@ def run(
         float(params.get("lr", 1e-4)),
     )
     print(f"cached vs naive: {result['cached_vs_naive']}", flush=True)
-    if precision_check:
-        name, _, fraction = precision_check.partition(":")
-        result["precision_effect"] = precision_effect(params, name, float(fraction or 1.0))
     write_json(out, result)
     return result
 
@@ -263,14 +289,4 @@ def table(result: dict[str, Any]) -> str:
         f"same forward passes over the same images timed alone "
         f"({c['forward_alone_images_per_second']} img/s).",
     ]
-    if "precision_effect" in result:
-        p = result["precision_effect"]
-        lines += [
-            "",
-            f"Precision effect ({p['backbone']}, fraction {p['fraction']}): final val "
-            f"accuracy fp32 {p['fp32']['final_val_accuracy']:.4f}, bf16 "
-            f"{p['bf16']['final_val_accuracy']:.4f} ({p['difference_points']:+.2f} points); "
-            f"mean of the last 5 epochs fp32 {p['fp32']['last_5_mean_val_accuracy']:.4f}, "
-            f"bf16 {p['bf16']['last_5_mean_val_accuracy']:.4f}.",
-        ]
     return "\n".join(lines)

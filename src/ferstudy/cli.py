@@ -40,18 +40,22 @@ def _cmd_features(args: argparse.Namespace) -> None:
     from ferstudy import features
 
     backbone, init = P.parse_run_name(args.run)
-    info = features.run(P.load_params(args.params), backbone, init)
+    params = P.load_params(args.params)
+    seed = _seed(args, params)
+    run_id = P.run_id(args.run, seed)
+    info = features.run(params, backbone, init, seed)
     speed = ", ".join(f"{k} {v} img/s" for k, v in info["images_per_second"].items())
     print(
-        f"features {args.run}: {info['feature_size']} values per image "
-        f"({info['precision']}), {info['counts']} images, {speed}; {info['seconds']} s"
+        f"features {run_id}: {info['feature_size']} values per image "
+        f"({info['precision']}), {info['counts']} images, {speed or 'reused'}; "
+        f"{info['seconds']} s"
     )
     health = info["health"]
     if health["degenerate"]:
-        print(f"DEGENERATE features {args.run}: {health['reason']}", file=sys.stderr)
+        print(f"DEGENERATE features {run_id}: {health['reason']}", file=sys.stderr)
     else:
         print(
-            f"features {args.run} are healthy: across-image std {health['across_image_std']:.3g}"
+            f"features {run_id} are healthy: across-image std {health['across_image_std']:.3g}"
             f" ({100 * health['relative_std']:.0f} % of RMS {health['rms']:.3g})"
         )
 
@@ -60,19 +64,26 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from ferstudy import train
 
     backbone, init = P.parse_run_name(args.run)
-    info = train.run(P.load_params(args.params), backbone, init)
+    params = P.load_params(args.params)
+    info = train.run(params, backbone, init, _seed(args, params))
     final = info["final"]
     print(
-        f"train {args.run}: val accuracy {final['val']['accuracy']:.4f} after "
-        f"{final['step']} epochs; {info['seconds']} s"
+        f"train {info['run']}: val accuracy {final['val']['accuracy']:.4f} after "
+        f"{final['step']} epochs; {info['seconds']} s, of which {info['checkpoint_seconds']} s "
+        f"in {info['checkpoints']} checkpoints"
     )
+
+
+def _seed(args: argparse.Namespace, params: dict) -> int:
+    """``--seed``, or the first of ``seeds`` in params."""
+    return P.seeds(params)[0] if args.seed is None else args.seed
 
 
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from ferstudy import metrics
 
     params = P.load_params(args.params)
-    per_run = metrics.run(params, P.runs(params))
+    per_run = metrics.run(params, P.runs(params), P.seeds(params))
     for run, result in per_run.items():
         print(
             f"{run}: initial val accuracy {result['initial']['val_accuracy']:.4f}, "
@@ -80,6 +91,21 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
             f"(epoch {result['best_epoch']})"
         )
     print(f"tables: {P.METRICS_DIR / 'study_tables.md'}")
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> None:
+    from ferstudy import aggregate
+
+    result = aggregate.run(P.load_params(args.params))
+    for run, agg in result["aggregates"].items():
+        acc = agg["test_accuracy"]
+        hw = "" if acc["half_width"] is None else f" ± {acc['half_width']:.4f}"
+        print(f"{run}: test accuracy {acc['mean']:.4f}{hw} ({agg['n']} seeds)")
+    real = [name for name, c in result["comparisons"].items() if c["significant"]]
+    print(
+        f"{len(real)} of {len(result['comparisons'])} pairs differ in test accuracy at 95 %; "
+        f"tables: {aggregate.TABLES_FILE}"
+    )
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> None:
@@ -122,10 +148,13 @@ def _cmd_outside(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ferstudy import evaluate
 
-    info = evaluate.run(P.load_params(args.params), args.run)
+    P.parse_run_name(args.run)
+    params = P.load_params(args.params)
+    run_id = P.run_id(args.run, _seed(args, params))
+    info = evaluate.run(run_id)
     s, sp = info["scores"], info["speed"]
     print(
-        f"evaluate {args.run}: test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}; "
+        f"evaluate {run_id}: test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}; "
         f"{sp['ms_per_image_batch1']} ms/img at batch 1, "
         f"{sp['images_per_second_batch64']} img/s at batch 64 ({sp['precision']})"
     )
@@ -165,12 +194,27 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         backbone=args.backbone,
         batches=args.batches,
-        precision_check=args.precision_check,
         out=Path(args.out),
         backbones=args.backbones.split(",") if args.backbones else None,
     )
     print(bench.table(result))
     print(f"written: {args.out}")
+
+
+def _cmd_precision_check(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ferstudy import bench
+    from ferstudy.io import write_json
+
+    params = P.load_params(args.params)
+    for run in args.runs:
+        P.parse_run_name(run)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else P.seeds(params)
+    result = bench.precision_effect(params, args.runs, seeds)
+    write_json(Path(args.out), result)
+    print(bench.precision_table(result))
+    print(f"auto keeps bf16: {'yes' if result['keeps_bf16'] else 'no'}; written: {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="the study's rates and tables").set_defaults(
         handler=_cmd_metrics
     )
+    sub.add_parser(
+        "aggregate", help="every run across its seeds, and every pair of runs compared"
+    ).set_defaults(handler=_cmd_aggregate)
     sub.add_parser("report", help="figures and the HTML/Markdown report").set_defaults(
         handler=_cmd_report
     )
@@ -206,13 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone", default="openface", help="backbone of the comparison")
     bench.add_argument("--backbones", help="comma-separated backbones to time (default: all)")
     bench.add_argument("--batches", type=int, default=3, help="batches of 64 per forward timing")
-    bench.add_argument(
-        "--precision-check",
-        metavar="BACKBONE[:FRACTION]",
-        help="also train one run under fp32 and bf16 and compare accuracy",
-    )
     bench.add_argument("--out", default="bench/results.json")
     bench.set_defaults(handler=_cmd_bench)
+    check = sub.add_parser(
+        "precision-check",
+        help="test accuracy with bf16 features minus fp32, paired, over several seeds",
+    )
+    check.add_argument("runs", nargs="+", help="runs <backbone>-<init> that learn")
+    check.add_argument("--seeds", help="comma-separated seeds (default: params' seeds)")
+    check.add_argument("--out", default="reference/precision_check.json")
+    check.set_defaults(handler=_cmd_precision_check)
     pred = sub.add_parser("predict", help="emotions of the faces in any photos")
     pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
     pred.add_argument("--model", help="models/<run> (default: best validation accuracy)")
@@ -234,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run", help="<backbone>-<init>, e.g. openface-random")
+        cmd.add_argument(
+            "--seed", type=int, help="which of params' seeds (default: the first of them)"
+        )
         cmd.set_defaults(handler=handler)
     return parser
 

@@ -3,14 +3,14 @@
 Scores come from the run's cached test features through its trained tail, which is exactly
 the full model on the test images (tests/test_transfer.py shows it). Writes
 
-- ``metrics/eval/<run>.json``: accuracy, macro-F1, per-class precision/recall/F1, the
+- ``metrics/eval/<run>/seed<seed>.json``: accuracy, macro-F1, per-class precision/recall/F1, the
   confusion matrix (rows: true class, columns: predicted), the test probabilities' checksum;
-- ``metrics/eval/<run>/predictions.csv``: true and predicted class per test image, for
+- ``metrics/eval/<run>/seed<seed>/predictions.csv``: true and predicted class per test image, for
   DVC's confusion plot, and ``test_probabilities.npz`` (dataset row and the 7 probabilities
   of each test image, for the report's per-emotion figures);
-- ``metrics/speed/<run>.json``: parameters, trainable parameters, size on disk, ms per image
-  at batch 1 and images per second at batch 64 of the full model on 48x48 inputs, on this
-  machine (timings vary from run to run, so they are kept apart from the scores).
+- ``metrics/speed/<run>/seed<seed>.json``: parameters, trainable parameters, size on disk,
+  ms per image at batch 1 and images per second at batch 64 of the full model on 48x48
+  inputs, on this machine (timings vary from run to run, so they are kept apart from the scores).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from ferstudy.features import CachedFeatures
 from ferstudy.io import load_usage, save_npz, write_json, write_text
 from ferstudy.model_store import WEIGHTS, load_model
 from ferstudy.transfer import image_transform, split_frozen_tail
+
+TEST_PROBABILITIES = "test_probabilities.npz"
 
 
 def scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -119,11 +121,11 @@ def inference_cost(
     }
 
 
-def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """The ``evaluate`` stage for one run."""
-    runtime.configure(int(params.get("seed", 42)), deterministic=True)
-    loaded = load_model(P.model_dir(run_name))
-    cache = CachedFeatures(P.features_dir(run_name))
+def run(run_id: str) -> dict[str, Any]:
+    """The ``evaluate`` stage for one run id (``<run>/seed<seed>``)."""
+    runtime.configure(P.parse_run_id(run_id)[1], deterministic=True)
+    loaded = load_model(P.model_dir(run_id))
+    cache = CachedFeatures(P.features_dir(run_id))
     cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
     probs = predict_features(cut.tail, cache, "test")
     labels = cache.labels["test"]
@@ -133,26 +135,26 @@ def run(params: dict[str, Any], run_name: str) -> dict[str, Any]:
     result["privatetest"] = privatetest_scores(
         load_usage(P.DATASET_FILE)[cache.rows["test"]], labels, predicted
     )
-    write_json(P.METRICS_DIR / "eval" / f"{run_name}.json", result)
+    write_json(P.eval_file(run_id), result)
     lines = ["actual,predicted"] + [f"{CLASSES[a]},{CLASSES[p]}" for a, p in zip(labels, predicted)]
-    write_text(P.METRICS_DIR / "eval" / run_name / "predictions.csv", "\n".join(lines) + "\n")
+    write_text(P.eval_dir(run_id) / "predictions.csv", "\n".join(lines) + "\n")
     save_npz(
-        P.METRICS_DIR / "eval" / run_name / "test_probabilities.npz",
+        P.eval_dir(run_id) / TEST_PROBABILITIES,
         rows=cache.rows["test"],
         probabilities=probs.astype(np.float32),
     )
 
     # Speed: the full model on images, at the precision its features were computed at.
     precision = loaded.config["precision"]
-    timed = load_model(P.model_dir(run_name), precision).model if precision == "bf16" else None
+    timed = load_model(P.model_dir(run_id), precision).model if precision == "bf16" else None
     backbone = get_backbone(loaded.config["backbone"])
     trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
     speed = inference_cost(
         timed or loaded.model,
         trainable,
         image_transform(backbone.preprocess, loaded.config["input_size"]),
-        P.model_dir(run_name) / WEIGHTS,
+        P.model_dir(run_id) / WEIGHTS,
     )
     speed["precision"] = precision
-    write_json(P.METRICS_DIR / "speed" / f"{run_name}.json", speed)
+    write_json(P.speed_file(run_id), speed)
     return {"scores": result, "speed": speed}

@@ -1,11 +1,18 @@
 """Stage ``features``: the frozen part's output for every image, computed once per run.
 
-Writes ``data/features/<backbone>-<init>/``: ``train.npy``, ``val.npy``, ``test.npy`` (one
-row per image, the frozen part's boundary tensors flattened, float32, or bfloat16 stored as
-uint16 bits under ``precision: bf16``), ``labels.npz`` (labels and dataset rows per subset),
-``backbone.weights.h5`` (the backbone exactly as used, so training rebuilds it without any
-download) and ``meta.json``; and ``metrics/features/<backbone>-<init>.json``, the features'
-health (:mod:`ferstudy.health`), with a flag and its reason when they carry no signal.
+Writes ``data/features/<backbone>-<init>/seed<seed>/``: ``train.npy``, ``val.npy``,
+``test.npy`` (one row per image, the frozen part's boundary tensors flattened, float32, or
+bfloat16 stored as uint16 bits under ``precision: bf16``), ``labels.npz`` (labels and
+dataset rows per subset), ``backbone.weights.h5`` (the backbone exactly as used, so training
+rebuilds it without any download) and ``meta.json``; and
+``metrics/features/<backbone>-<init>/seed<seed>.json``, the features' health
+(:mod:`ferstudy.health`), with a flag and its reason when they carry no signal.
+
+The seed decides a *random* backbone's weights, so random runs have features per seed. A
+pretrained backbone's features do not depend on the seed (the ``fraction`` subset is drawn
+with ``data.random_state``, so every seed sees the same images): a seed whose sibling seed
+already holds features of the same recipe (same settings, dataset, split and code) reuses
+them byte for byte, and DVC's content-addressed cache stores them once.
 
 ``frozen_bn: recalibrated`` re-estimates the moving statistics of a *random* backbone's
 frozen BatchNormalization layers on ``bn_calibration_images`` training images before any
@@ -16,6 +23,9 @@ compute exactly what was cached. Pretrained backbones keep their own statistics.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +40,15 @@ from ferstudy import runtime
 from ferstudy.backbones import build_backbone, get_backbone
 from ferstudy.errors import FerError
 from ferstudy.health import health_summary
-from ferstudy.io import SPLITS, atomic_path, load_dataset, load_split, read_json, write_json
+from ferstudy.io import (
+    SPLITS,
+    atomic_path,
+    file_sha256,
+    load_dataset,
+    load_split,
+    read_json,
+    write_json,
+)
 from ferstudy.split import stratified_subset
 from ferstudy.transfer import (
     build_classifier,
@@ -48,6 +66,16 @@ BACKBONE_WEIGHTS = "backbone.weights.h5"
 HEALTH_IMAGES = 512
 #: Independent random streams (with the seed) for calibration and health images.
 CALIBRATION_STREAM, HEALTH_STREAM = 1, 2
+#: The code a features folder is computed by (the features stage's code deps in dvc.yaml).
+RECIPE_MODULES = (
+    "features.py",
+    "health.py",
+    "backbones.py",
+    "onet.py",
+    "dlib_face.py",
+    "transfer.py",
+    "split.py",
+)
 
 
 def run_settings(params: dict[str, Any], backbone: str) -> dict[str, Any]:
@@ -64,8 +92,34 @@ def run_settings(params: dict[str, Any], backbone: str) -> dict[str, Any]:
     }
 
 
-def health_file(run: str) -> Path:
-    return P.METRICS_DIR / "features" / f"{run}.json"
+def health_file(run_id: str) -> Path:
+    return P.METRICS_DIR / "features" / f"{run_id}.json"
+
+
+def recipe_digest(settings: dict[str, Any]) -> str:
+    """SHA-256 of everything a pretrained backbone's features depend on: ``settings``, the
+    dataset and split files and the source of :data:`RECIPE_MODULES`."""
+    package = Path(__file__).parent
+    parts = {
+        "settings": settings,
+        "dataset": file_sha256(P.DATASET_FILE),
+        "split": file_sha256(P.SPLIT_FILE),
+        "code": {name: file_sha256(package / name) for name in RECIPE_MODULES},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def reusable_sibling(run: str, recipe: str, exclude: Path) -> Path | None:
+    """Another seed's features folder of ``run`` computed by the same recipe, if any."""
+    for folder in sorted((P.FEATURES_DIR / run).glob("seed*")):
+        if folder == exclude or not (folder / META).is_file():
+            continue
+        try:
+            if read_json(folder / META).get("recipe") == recipe:
+                return folder
+        except FerError:
+            continue
+    return None
 
 
 def calibrate(
@@ -119,21 +173,41 @@ def extract_to_file(extract, images: np.ndarray, path: Path, batch_size: int, de
     return len(images) / max(time.perf_counter() - start, 1e-9)
 
 
-def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
-    """The ``features`` stage for one backbone x init."""
+def run(params: dict[str, Any], backbone: str, init: str, seed: int) -> dict[str, Any]:
+    """The ``features`` stage for one backbone x init under one seed."""
     settings = run_settings(params, backbone)
-    seed = int(params.get("seed", 42))
     trainable = get_backbone(backbone).trainable_layers(int(params.get("trainable_layers", 4)))
     batch_size = int(params.get("features_batch_size", 64))
     frozen_bn = str(params.get("frozen_bn", "recalibrated"))
+    sample_seed = int(params["data"]["random_state"])  # subsets and health: the same every seed
     runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
+    entry = get_backbone(backbone)
     precision = runtime.set_precision(
-        str(params.get("precision", "fp32")), bf16_supported=get_backbone(backbone).bf16
+        str(params.get("precision", "fp32")),
+        bf16_supported=entry.bf16,
+        bf16_auto=entry.bf16_auto,
     )
+    run = P.run_name(backbone, init)
+    run_id = P.run_id(run, seed)
+    out_dir = P.features_dir(run_id)
+    recipe = None
+    if init == "pretrained":
+        recipe_settings = {
+            **settings,
+            "backbone": backbone,
+            "precision": precision,
+            "trainable_layers": trainable,
+            "features_batch_size": batch_size,
+            "sample_seed": sample_seed,
+        }
+        recipe = recipe_digest(recipe_settings)
+        sibling = reusable_sibling(run, recipe, out_dir)
+        if sibling is not None:
+            return reuse(sibling, out_dir, run_id)
     dataset = load_dataset(P.DATASET_FILE)
     split = load_split(P.SPLIT_FILE)
     rows = {
-        name: stratified_subset(split[name], dataset.labels, settings["fraction"], seed)
+        name: stratified_subset(split[name], dataset.labels, settings["fraction"], sample_seed)
         for name in SPLITS
     }
     start = time.perf_counter()
@@ -152,8 +226,6 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
             f"{calibration['images']} training images"
         )
     extract = extractor(cut.frozen, transform)
-    run = P.run_name(backbone, init)
-    out_dir = P.features_dir(run)
     speeds = {}
     with atomic_path(out_dir, directory=True) as tmp:
         for name in SPLITS:
@@ -174,7 +246,8 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
         meta = {
             "backbone": backbone,
             "init": init,
-            "seed": seed,
+            "seed": seed if recipe is None else None,  # pretrained: the same for every seed
+            "recipe": recipe,
             "precision": precision,
             "input_size": settings["input_size"],
             "fraction": settings["fraction"],
@@ -189,8 +262,8 @@ def run(params: dict[str, Any], backbone: str, init: str) -> dict[str, Any]:
             "counts": {n: int(len(rows[n])) for n in SPLITS},
         }
         write_json(tmp / META, meta)
-        health = measure_health(tmp, meta, init, bn_layers, calibration)
-    write_json(health_file(run), health)
+        health = measure_health(tmp, meta, init, bn_layers, calibration, sample_seed)
+    write_json(health_file(run_id), health)
     seconds = time.perf_counter() - start
     return {
         **meta,
@@ -206,11 +279,12 @@ def measure_health(
     init: str,
     bn_layers: int,
     calibration: dict[str, Any] | None,
+    sample_seed: int,
 ) -> dict[str, Any]:
     """Health of the cached training features (first ``HEALTH_IMAGES`` of a seeded sample)."""
     cache = CachedFeatures(folder)
     stored = cache.array("train")
-    rng = np.random.default_rng([meta["seed"], HEALTH_STREAM])
+    rng = np.random.default_rng([sample_seed, HEALTH_STREAM])
     pick = np.sort(rng.permutation(len(stored))[:HEALTH_IMAGES])
     return health_summary(
         cache.decode(stored[pick]),
@@ -219,6 +293,25 @@ def measure_health(
         frozen_batchnorm_layers=bn_layers,
         calibration=calibration,
     )
+
+
+def reuse(sibling: Path, out_dir: Path, run_id: str) -> dict[str, Any]:
+    """Copy a sibling seed's features (same recipe) and its health record to ``run_id``."""
+    start = time.perf_counter()
+    with atomic_path(out_dir, directory=True) as tmp:
+        for path in sorted(sibling.iterdir()):
+            shutil.copy2(path, tmp / path.name)
+    health = read_json(health_file(f"{sibling.parent.name}/{sibling.name}"))
+    write_json(health_file(run_id), health)
+    meta = read_json(out_dir / META)
+    print(f"features {run_id}: reused {sibling} (pretrained: the same for every seed)")
+    return {
+        **meta,
+        "health": health,
+        "seconds": round(time.perf_counter() - start, 1),
+        "images_per_second": {},
+        "reused": str(sibling),
+    }
 
 
 class CachedFeatures:

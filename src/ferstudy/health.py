@@ -103,8 +103,7 @@ def health_summary(
 ) -> dict[str, Any]:
     """The features stage's metrics file: health numbers, the flag and its reason."""
     health = {
-        k: round(v, 8) if isinstance(v, float) else v
-        for k, v in feature_health(features).items()
+        k: round(v, 8) if isinstance(v, float) else v for k, v in feature_health(features).items()
     }
     reason = degenerate_reason(
         health, init=init, frozen_bn=frozen_bn, frozen_batchnorm_layers=frozen_batchnorm_layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +48,15 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -119,13 +129,22 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         raise FerError(f"{path}: not found; run the acquire stage first") from None
 
 
-def load_usage(path: str | os.PathLike) -> np.ndarray:
-    """Only the challenge usage column of the dataset file (no pixels read)."""
+def _column(path: str | os.PathLike, name: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return npz["usage"]
+            return npz[name]
     except FileNotFoundError:
         raise FerError(f"{path}: not found; run the acquire stage first") from None
+
+
+def load_usage(path: str | os.PathLike) -> np.ndarray:
+    """Only the challenge usage column of the dataset file (no pixels read)."""
+    return _column(path, "usage")
+
+
+def load_labels(path: str | os.PathLike) -> np.ndarray:
+    """Only the label column of the dataset file (no pixels read)."""
+    return _column(path, "labels")
 
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -30,6 +30,7 @@ import numpy as np
 from ferstudy import params as P
 from ferstudy.errors import FerError
 from ferstudy.io import write_json, write_text
+from ferstudy.stats import summarize
 
 PAPER_TABLES = Path("reference/paper_tables.csv")
 FIDELITY_FILE = P.METRICS_DIR / "fidelity.json"
@@ -131,13 +132,15 @@ def run_metrics(
     return result
 
 
-def study_table_rows(per_run: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Long-format rows in the layout of ``paper_tables.csv``."""
+def study_table_rows(per_run: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Long-format rows in the layout of ``paper_tables.csv``: per run (a list of its seeds'
+    results), the seeds' mean, with their number and the half-width of the 95 % t interval."""
     rows = []
-    for run, result in sorted(per_run.items()):
+    for run, results in sorted(per_run.items()):
         backbone, init = P.parse_run_name(run)
         for (metric, rate), table in TABLES.items():
-            for epochs, value in result[rate][metric].items():
+            for epochs in results[0][rate][metric]:
+                summary = summarize([r[rate][metric][epochs] for r in results])
                 rows.append(
                     {
                         "table": table,
@@ -146,10 +149,16 @@ def study_table_rows(per_run: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
                         "backbone": backbone,
                         "init": init,
                         "epochs": epochs,
-                        "value": value,
+                        "value": round(summary.mean, 6),
+                        "seeds": summary.n,
+                        "half_width": _round(summary.half_width),
                     }
                 )
     return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def markdown_tables(rows: list[dict[str, Any]], value_columns: list[str] | None = None) -> str:
@@ -166,17 +175,19 @@ def markdown_tables(rows: list[dict[str, Any]], value_columns: list[str] | None 
         out.append("|---|---|" + "---:|" * len(epochs))
         for backbone, init in runs:
             vals = {
-                r["epochs"]: r["value"]
+                r["epochs"]: _mean_pm(r["value"], r.get("half_width"))
                 for r in sel
                 if (r["backbone"], r["init"]) == (backbone, init)
             }
             out.append(
-                f"| {backbone} | {init} | "
-                + " | ".join(f"{vals[e]:.6f}" if e in vals else "" for e in epochs)
-                + " |"
+                f"| {backbone} | {init} | " + " | ".join(vals.get(e, "") for e in epochs) + " |"
             )
         out.append("")
     return "\n".join(out)
+
+
+def _mean_pm(value: float, half_width: float | None) -> str:
+    return f"{value:.6f}" if half_width is None else f"{value:.6f} ± {half_width:.6f}"
 
 
 def load_paper_tables(path: Path = PAPER_TABLES) -> dict[tuple, float]:
@@ -243,48 +254,70 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def fidelity_of_logs(
-    curves: dict[str, dict[str, np.ndarray]], window: int, paper: dict[tuple, float]
+    curves: dict[str, list[dict[str, np.ndarray]]], window: int, paper: dict[tuple, float]
 ) -> dict[str, Any]:
-    """Fidelity of a set of runs' curves under each reading of ``M[0]``."""
+    """Fidelity of a set of runs' curves (per run, a list of its seeds' curves) under each
+    reading of ``M[0]``, on the seeds' mean rates."""
     return {
         metric0: fidelity(
-            study_table_rows({run: run_metrics(c, window, metric0) for run, c in curves.items()}),
+            study_table_rows(
+                {
+                    run: [run_metrics(c, window, metric0) for c in seeds]
+                    for run, seeds in curves.items()
+                }
+            ),
             paper,
         )
         for metric0 in METRIC0
     }
 
 
-def variant_record(
-    logs_dir: Path, label: str, description: str, window: int = 5
-) -> dict[str, Any]:
+def read_run_logs(folder: Path) -> list[dict[str, np.ndarray]]:
+    """The curves of every seed logged under a run's folder (``seed*/``, or the folder itself
+    in the layout before seeds)."""
+    seeds = sorted(p for p in folder.glob("seed*") if (p / "plots").is_dir())
+    return [read_curves(p) for p in seeds] if seeds else [read_curves(folder)]
+
+
+def variant_record(logs_dir: Path, label: str, description: str, window: int = 5) -> dict[str, Any]:
     """Fidelity of every run logged under ``logs_dir`` (``metrics/train`` of some run of the
     pipeline), labelled as one protocol variant, for ``reference/protocol_variants/``."""
-    runs = sorted(p.name for p in Path(logs_dir).iterdir() if (p / "plots").is_dir())
+    runs = sorted(
+        p.name
+        for p in Path(logs_dir).iterdir()
+        if (p / "plots").is_dir() or any((s / "plots").is_dir() for s in p.glob("seed*"))
+    )
     if not runs:
-        raise FerError(f"{logs_dir}: no run logs (expected <run>/plots/metrics/...)")
-    curves = {run: read_curves(Path(logs_dir) / run) for run in runs}
+        raise FerError(f"{logs_dir}: no run logs (expected <run>/[seed<n>/]plots/metrics/...)")
+    curves = {run: read_run_logs(Path(logs_dir) / run) for run in runs}
     return {
         "label": label,
         "description": description,
         "runs": runs,
-        "epochs": {run: len(c["train/accuracy"]) - 1 for run, c in curves.items()},
+        "seeds": {run: len(c) for run, c in curves.items()},
+        "epochs": {run: len(c[0]["train/accuracy"]) - 1 for run, c in curves.items()},
         "fidelity": fidelity_of_logs(curves, window, load_paper_tables()),
     }
 
 
-def run(params: dict[str, Any], runs: list[str]) -> dict[str, dict[str, Any]]:
-    """The ``metrics`` stage: per-run rates, the study's tables, the fidelity score."""
+def run(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """The ``metrics`` stage: rates per run and seed, the study's tables (seed means), the
+    fidelity score; returns the rates by run id."""
     window = int(params.get("window", 5))
     metric0 = str(params.get("metric0", "untrained"))
-    curves = {run_name: read_curves(P.live_dir(run_name)) for run_name in runs}
-    per_run = {}
-    for run_name in runs:
-        per_run[run_name] = run_metrics(curves[run_name], window, metric0)
-        write_json(P.METRICS_DIR / "study" / f"{run_name}.json", per_run[run_name])
+    curves = {run: [read_curves(P.live_dir(P.run_id(run, s))) for s in seeds] for run in runs}
+    per_id, per_run = {}, {}
+    for run in runs:
+        per_run[run] = [run_metrics(c, window, metric0) for c in curves[run]]
+        for seed, result in zip(seeds, per_run[run]):
+            per_id[P.run_id(run, seed)] = result
+            write_json(P.study_file(P.run_id(run, seed)), result)
     rows = study_table_rows(per_run)
     write_csv(P.METRICS_DIR / "study_tables.csv", rows)
     write_text(P.METRICS_DIR / "study_tables.md", markdown_tables(rows))
     both = fidelity_of_logs(curves, window, load_paper_tables())
-    write_json(FIDELITY_FILE, {"metric0": metric0, **both[metric0], "by_metric0": both})
-    return per_run
+    write_json(
+        FIDELITY_FILE,
+        {"metric0": metric0, "seeds": len(seeds), **both[metric0], "by_metric0": both},
+    )
+    return per_id

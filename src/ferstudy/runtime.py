@@ -34,11 +34,14 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def set_precision(precision: str, *, bf16_supported: bool = True) -> str:
+def set_precision(precision: str, *, bf16_supported: bool = True, bf16_auto: bool = True) -> str:
     """Set Keras' global dtype policy for models built from now on; return fp32|bf16.
 
-    A model with ops that have no bfloat16 kernel (``bf16_supported=False``) stays fp32.
+    A model with ops that have no bfloat16 kernel (``bf16_supported=False``) stays fp32;
+    ``auto`` also stays fp32 for a model where bf16 gains nothing (``bf16_auto=False``).
     """
+    if precision == "auto" and not bf16_auto:
+        precision = "fp32"
     resolved = resolve_precision(precision) if bf16_supported else "fp32"
     tf.keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if resolved == "bf16" else "float32"

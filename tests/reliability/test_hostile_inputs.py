@@ -222,7 +222,7 @@ def test_tampered_model_folder_is_refused_by_predict(tmp_path, model_dir):
 
 
 def test_checksum_helper_is_sha256(tmp_path):
-    from ferstudy.acquire import file_sha256
+    from ferstudy.io import file_sha256
 
     (tmp_path / "x").write_bytes(b"abc")
     assert file_sha256(tmp_path / "x") == hashlib.sha256(b"abc").hexdigest()

@@ -18,6 +18,7 @@ from conftest import synthetic_images, write_zip
 from ferstudy.cli import main
 
 RUN = "mobilenet-random"
+RUN_ID = "mobilenet-random/seed42"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def project(tmp_path_factory):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(150))))
-    for stage in (["acquire"], ["split"], ["features", RUN]):
+    for stage in (["acquire"], ["split"], ["features", RUN, "--seed", "42"]):
         assert main(stage) == 0
     yield tmp_path
     monkeypatch.undo()
@@ -50,9 +51,9 @@ def reference(project):
 
 
 def _train(project, **kw):
-    env = {**os.environ, "FERSTUDY_THREADS": "1"}
+    env = {**os.environ, "FERSTUDY_THREADS": "1", "FERSTUDY_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "ferstudy", "train", RUN],
+        [sys.executable, "-m", "ferstudy", "train", RUN, "--seed", "42"],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -72,15 +73,15 @@ def _weights(path):
 
 
 def _outputs(project):
-    metrics = (project / "metrics/train" / RUN / "metrics.json").read_text()
-    curves = {p.name: p.read_text() for p in (project / "metrics/train" / RUN).rglob("*.tsv")}
-    return metrics, curves, _weights(project / "models" / RUN / "weights.h5")
+    metrics = (project / "metrics/train" / RUN_ID / "metrics.json").read_text()
+    curves = {p.name: p.read_text() for p in (project / "metrics/train" / RUN_ID).rglob("*.tsv")}
+    return metrics, curves, _weights(project / "models" / RUN_ID / "weights.h5")
 
 
 def _kill_after_epoch(project, epoch: int = 2) -> int:
     """Start training, SIGKILL it once a checkpoint of ``epoch`` or later exists."""
     proc = _train(project)
-    marker = project / ".ferstudy/checkpoints" / RUN / "epoch.json"
+    marker = project / ".ferstudy/checkpoints" / RUN_ID / "epoch.json"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if marker.is_file() and json.loads(marker.read_text())["epoch"] >= epoch:
@@ -90,7 +91,7 @@ def _kill_after_epoch(project, epoch: int = 2) -> int:
     assert proc.wait(timeout=60) == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = json.loads(marker.read_text())["epoch"]
     assert epoch <= killed_at < 5
-    assert not (project / "models" / RUN).exists()  # nothing that looks like a finished model
+    assert not (project / "models" / RUN_ID).exists()  # nothing that looks like a finished model
     return killed_at
 
 
@@ -98,7 +99,7 @@ def _resume_equals(project, reference, killed_at: int) -> None:
     proc = _train(project)
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log
-    assert f"resuming {RUN} after epoch {killed_at}" in log
+    assert f"resuming {RUN_ID} after epoch {killed_at}" in log
     metrics, curves, weights = _outputs(project)
     assert metrics == reference[0]
     assert curves == reference[1]
@@ -106,7 +107,7 @@ def _resume_equals(project, reference, killed_at: int) -> None:
     for name, value in weights.items():
         np.testing.assert_array_equal(value, reference[2][name])
     for suffix in ("", ".tmp", ".old"):  # cleared after success
-        assert not (project / ".ferstudy/checkpoints" / f"{RUN}{suffix}").exists()
+        assert not (project / ".ferstudy/checkpoints" / f"{RUN_ID}{suffix}").exists()
     shutil.rmtree(project / "models")  # the next test starts from the features alone
     shutil.rmtree(project / "metrics")
 
@@ -120,17 +121,17 @@ def test_kill_inside_a_checkpoint_write_resumes_from_the_last_whole_one(project,
     before under .old; a kill while writing leaves a .tmp without its epoch.json."""
     killed_at = _kill_after_epoch(project)
     checkpoints = project / ".ferstudy/checkpoints"
-    whole = checkpoints / RUN
+    whole = checkpoints / RUN_ID
     for suffix in (".tmp", ".old"):  # what the kill itself may have left: set the scene anew
-        shutil.rmtree(checkpoints / f"{RUN}{suffix}", ignore_errors=True)
+        shutil.rmtree(checkpoints / f"{RUN_ID}{suffix}", ignore_errors=True)
     # between the renames: the current one moved to .old, the newest whole under .tmp
-    shutil.copytree(whole, checkpoints / f"{RUN}.tmp")
-    whole.rename(checkpoints / f"{RUN}.old")
+    shutil.copytree(whole, checkpoints / f"{RUN_ID}.tmp")
+    whole.rename(checkpoints / f"{RUN_ID}.old")
     _resume_equals(project, reference, killed_at)
 
     killed_at = _kill_after_epoch(project)
-    shutil.rmtree(checkpoints / f"{RUN}.tmp", ignore_errors=True)
-    partial = checkpoints / f"{RUN}.tmp"  # killed mid-write: half a state, no epoch.json
+    shutil.rmtree(checkpoints / f"{RUN_ID}.tmp", ignore_errors=True)
+    partial = checkpoints / f"{RUN_ID}.tmp"  # killed mid-write: half a state, no epoch.json
     partial.mkdir()
     (partial / "state.index").write_bytes((whole / "state.index").read_bytes()[:50])
     _resume_equals(project, reference, killed_at)

@@ -1,0 +1,214 @@
+"""The report's tables, as Markdown: every run, speed, per-emotion F1, the study's Tables 2-5
+beside ours, pretrained against random, every pair compared, the outside reference.
+
+A cell of a measure repeated over seeds reads ``mean ± half-width`` (95 % Student-t interval
+across seeds, ``metrics/aggregate/<run>.json``), or the mean alone for one seed. A cell that
+starts with **real** marks a difference whose 95 % interval excludes 0 (the page highlights
+it), **yes** a flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferstudy import CLASSES
+from ferstudy import params as P
+from ferstudy.findings import SeedDifference, describe_comparison, oriented, seed_difference
+from ferstudy.metrics import TABLES
+from ferstudy.stats import Summary
+
+
+def pm(summary: dict[str, Any] | None, digits: int = 4) -> str:
+    """``mean ± half-width`` of an aggregate entry (the mean alone for one seed)."""
+    return "—" if summary is None else Summary.from_dict(summary).describe(digits)
+
+
+def runs_table(results: dict) -> str:
+    """Scores of every run: mean ± half-width across its seeds."""
+    head = (
+        "| run | seeds | data | precision | initial val acc | final val acc | best val acc "
+        "| test acc | macro-F1 | PrivateTest acc (images) | params | trainable |"
+    )
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run, r in sorted(results.items()):
+        a, sp = r["aggregate"], r["speed"]
+        private = r["eval"].get("privatetest") or {}
+        images = f" ({private['images']:,.0f})" if private.get("images") else ""
+        lines.append(
+            f"| {run} | {a['n']} | {r['config'].get('fraction', 1.0):g} | "
+            f"{r['config']['precision']} | {pm(a['initial_val_accuracy'])} | "
+            f"{pm(a['final_val_accuracy'])} | {pm(a['best_val_accuracy'])} | "
+            f"{pm(a['test_accuracy'])} | {pm(a['macro_f1'])} | "
+            f"{pm(a.get('privatetest_accuracy'))}{images} | {sp['parameters']:,} | "
+            f"{sp['trainable_parameters']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def speed_table(results: dict) -> str:
+    """Measured inference cost of every run (varies from one measurement to the next)."""
+    lines = [
+        "| run | size on disk (MB) | ms/image (batch 1) | images/s (batch 64) | precision "
+        "| device |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for run, r in sorted(results.items()):
+        sp = r["speed"]
+        lines.append(
+            f"| {run} | {sp['size_mb']:.1f} | {sp['ms_per_image_batch1']:.1f} | "
+            f"{sp['images_per_second_batch64']:.0f} | {sp['precision']} | {sp['device']} |"
+        )
+    return "\n".join(lines)
+
+
+def per_class_table(results: dict) -> str:
+    lines = ["| run | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
+    for run, r in sorted(results.items()):
+        lines.append(
+            f"| {run} | "
+            + " | ".join(f"{r['eval']['per_class'][c]['f1']:.3f}" for c in CLASSES)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def side_by_side(results: dict, paper: dict[tuple, float]) -> str:
+    """The study's Tables 2-5 beside this project's values (paper / ours per window; ours
+    as mean ± half-width across seeds)."""
+    out = []
+    for (metric, rate), table in TABLES.items():
+        windows = sorted(
+            next(iter(results.values()))["study"][rate][metric], key=lambda w: int(w.split("-")[0])
+        )
+        out.append(f"**Table {table}: {rate} of {metric}** (paper / this project)\n")
+        out.append("| model | init | " + " | ".join(windows) + " |")
+        out.append("|---|---|" + "---:|" * len(windows))
+        backbones = sorted({k[1] for k in paper} | {r["backbone"] for r in results.values()})
+        for backbone in backbones:
+            for init in P.INITS:
+                ours = results.get(P.run_name(backbone, init))
+                cells = []
+                for w in windows:
+                    p = paper.get((table, backbone, init, w))
+                    o = pm(ours["aggregate"][rate][metric].get(w)) if ours else "—"
+                    cells.append(f"{'' if p is None else f'{p:.4f}'} / {o}")
+                out.append(f"| {backbone} | {init} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _real(significant: bool) -> str:
+    return "**real**" if significant else "not distinguishable"
+
+
+def pair_table(results: dict, backbone: str, comparisons: dict[str, dict[str, Any]]) -> str:
+    """Pretrained against random for one backbone, each difference with its 95 % interval
+    beside the study's claim; "agrees" only where the interval is on the study's side."""
+    pre_run, ran_run = P.run_name(backbone, "pretrained"), P.run_name(backbone, "random")
+    pre, ran = results[pre_run], results[ran_run]
+
+    def row(name: str, a: str, b: str, d: SeedDifference, claim: str, higher: bool) -> str:
+        agrees = d.significant and (d.low > 0) == higher
+        return (
+            f"| {name} | {a} | {b} | {d.describe()} | {claim} | "
+            f"{'**real**, agrees' if agrees else _verdict(d, higher)} |"
+        )
+
+    c = oriented(comparisons, pre_run, ran_run)
+    lines = [
+        "| measure | pretrained | random | difference (95 % CI) | the study | here |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    if c:
+        test = SeedDifference(c["difference"], c["low"], c["high"], c["seeds"])
+        lines.append(
+            row(
+                "test accuracy (paired on the test images)",
+                pm(pre["aggregate"]["test_accuracy"]),
+                pm(ran["aggregate"]["test_accuracy"]),
+                test,
+                "pretrained higher",
+                True,
+            )
+        )
+    for key, claim, higher in (("val_accuracy", "higher", True), ("val_loss", "lower", False)):
+        d = seed_difference(
+            [s["initial"][key] for s in pre["seed_study"]],
+            [s["initial"][key] for s in ran["seed_study"]],
+        )
+        lines.append(
+            row(
+                f"initial {key.replace('_', ' ')}",
+                pm(pre["aggregate"][f"initial_{key}"]),
+                pm(ran["aggregate"][f"initial_{key}"]),
+                d,
+                f"pretrained {claim}",
+                higher,
+            )
+        )
+    for rate, claim in (("MCR", "converges faster"), ("MOFR", "overfits more")):
+        for window in sorted(pre["study"][rate]["accuracy"], key=lambda w: int(w.split("-")[0])):
+            d = seed_difference(
+                [s[rate]["accuracy"][window] for s in pre["seed_study"]],
+                [s[rate]["accuracy"][window] for s in ran["seed_study"]],
+            )
+            lines.append(
+                row(
+                    f"accuracy {rate} {window}",
+                    pm(pre["aggregate"][rate]["accuracy"][window]),
+                    pm(ran["aggregate"][rate]["accuracy"][window]),
+                    d,
+                    f"pretrained {claim}",
+                    True,
+                )
+            )
+    return "\n".join(lines)
+
+
+def _verdict(d: SeedDifference, higher: bool) -> str:
+    if d.low is None:
+        return "agrees by the point estimate" if (d.difference > 0) == higher else "disagrees"
+    if d.significant:
+        return "**yes**: real, and against the study"
+    return "not distinguishable"
+
+
+def comparisons_table(comparisons: dict[str, dict[str, Any]]) -> str:
+    """Every pair of runs: test accuracy of the first minus the second, paired."""
+    lines = [
+        "| comparison | difference (points, 95 % CI, images, seeds) | real at 95 % |",
+        "|---|---|---|",
+    ]
+    for name, c in comparisons.items():
+        text = describe_comparison(c).split(": not distinguishable")[0]
+        lines.append(f"| {name} | {text} | {_real(c['significant'])} |")
+    return "\n".join(lines)
+
+
+def outside_table(results: dict, outside: dict[str, Any] | None) -> str:
+    """PrivateTest accuracy of every run (mean ± half-width across seeds) and the outside
+    reference, with a 95 % Wilson interval of the mean over the images."""
+    from scipy.stats import binomtest
+
+    def cells(accuracy: float, images: int, across: str) -> str:
+        ci = binomtest(round(accuracy * images), images).proportion_ci(method="wilson")
+        return f"{accuracy:.4f} | {across} | {ci.low:.3f} to {ci.high:.3f} | {images:,}"
+
+    lines = [
+        "| model | PrivateTest accuracy | across seeds | 95 % Wilson (images) | images |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    if outside and outside["private_test"]["images"]:
+        ref = outside["private_test"]
+        lines.append(
+            f"| `fer` mini-Xception (outside reference) | "
+            f"{cells(ref['accuracy'], ref['images'], '—')} |"
+        )
+    for run, r in sorted(results.items()):
+        private = r["eval"].get("privatetest") or {}
+        if private.get("images"):
+            across = pm(r["aggregate"].get("privatetest_accuracy"))
+            lines.append(
+                f"| {run} | {cells(private['accuracy'], round(private['images']), across)} |"
+            )
+    return "\n".join(lines)
