@@ -26,6 +26,7 @@ from ferstudy.io import load_dataset, load_split, read_json
 from ferstudy.metrics import read_curves
 
 RUN = "onet-random"  # 48x48 input, a few seconds per stage
+RUN_ID = f"{RUN}/seed42"  # the first (only) seed of the committed params
 PER_CLASS = 40
 EPOCHS = 8
 CHANCE = 1 / len(CLASSES)
@@ -58,7 +59,7 @@ def test_training_loss_falls(project):
     root, _ = project
     rows = list(
         csv.DictReader(
-            io.StringIO((root / P.live_dir(RUN) / "plots/metrics/train/loss.tsv").read_text()),
+            io.StringIO((root / P.live_dir(RUN_ID) / "plots/metrics/train/loss.tsv").read_text()),
             delimiter="\t",
         )
     )
@@ -66,7 +67,7 @@ def test_training_loss_falls(project):
     loss = [float(r["loss"]) for r in rows]
     assert loss[0] > 1.5  # untrained: about ln(7) = 1.95
     assert loss[-1] < 0.25 * loss[0], loss
-    acc = read_curves(root / P.live_dir(RUN))["train/accuracy"]
+    acc = read_curves(root / P.live_dir(RUN_ID))["train/accuracy"]
     assert acc[-1] > acc[0] + 0.5, acc
 
 
@@ -79,13 +80,13 @@ def test_dataset_labels_are_the_generated_ones(project):
 def test_test_accuracy_far_above_chance_and_majority(project):
     root, _ = project
     truth = generated_labels(project)
-    with np.load(root / P.METRICS_DIR / "eval" / RUN / "test_probabilities.npz") as npz:
+    with np.load(root / P.eval_dir(RUN_ID) / "test_probabilities.npz") as npz:
         rows, probs = npz["rows"], npz["probabilities"]
     np.testing.assert_array_equal(np.sort(rows), np.sort(load_split(root / P.SPLIT_FILE)["test"]))
     y = truth[rows]
     majority = np.bincount(y, minlength=len(CLASSES)).max() / len(y)
     ours = float(np.mean(probs.argmax(axis=1) == y))
-    reported = read_json(root / P.METRICS_DIR / "eval" / f"{RUN}.json")
+    reported = read_json(root / P.eval_file(RUN_ID))
     assert reported["test_images"] == len(y) == 56
     # evaluate's own accuracy, and the same recomputed against the generated labels
     assert reported["accuracy"] == pytest.approx(ours, abs=1e-6)
@@ -95,7 +96,7 @@ def test_test_accuracy_far_above_chance_and_majority(project):
     matrix = np.array(reported["confusion_matrix"])
     np.testing.assert_array_equal(matrix.sum(axis=1), np.bincount(y, minlength=len(CLASSES)))
     assert np.trace(matrix) == round(ours * len(y))
-    with open(root / P.METRICS_DIR / "eval" / RUN / "predictions.csv") as fh:
+    with open(root / P.eval_dir(RUN_ID) / "predictions.csv") as fh:
         actual = [r["actual"] for r in csv.DictReader(fh)]
     assert actual == [CLASSES[c] for c in y]
 
@@ -105,7 +106,7 @@ def test_control_shifted_labels_score_near_chance(project):
     by one class score at chance or below."""
     root, _ = project
     truth = generated_labels(project)
-    with np.load(root / P.METRICS_DIR / "eval" / RUN / "test_probabilities.npz") as npz:
+    with np.load(root / P.eval_dir(RUN_ID) / "test_probabilities.npz") as npz:
         rows, probs = npz["rows"], npz["probabilities"]
     shifted = (truth[rows] + 1) % len(CLASSES)
     assert np.mean(probs.argmax(axis=1) == shifted) <= CHANCE + 0.1
@@ -120,10 +121,10 @@ def test_validation_accuracy_logged_is_true(project):
     truth = generated_labels(project)
     val = load_split(root / P.SPLIT_FILE)["val"]
     dataset = load_dataset(root / P.DATASET_FILE)
-    probs = EmotionClassifier(root / P.model_dir(RUN))(dataset.images[val])
+    probs = EmotionClassifier(root / P.model_dir(RUN_ID))(dataset.images[val])
     acc = float(np.mean(probs.argmax(axis=1) == truth[val]))
     majority = np.bincount(truth[val], minlength=len(CLASSES)).max() / len(val)
     assert acc >= max(CHANCE, majority) + 0.5, acc
-    logged = read_curves(root / P.live_dir(RUN))["val/accuracy"]
+    logged = read_curves(root / P.live_dir(RUN_ID))["val/accuracy"]
     assert logged[-1] == pytest.approx(acc, abs=1e-6)
     assert logged[0] < CHANCE + 0.2  # untrained

@@ -18,9 +18,8 @@ from conftest import SHARED_FER
 from PIL import Image
 
 from ferstudy import CLASSES, outside
-from ferstudy.io import file_sha256
 from ferstudy.errors import FerError
-from ferstudy.io import Dataset
+from ferstudy.io import Dataset, file_sha256
 
 # --- helpers ---------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
         runs=["openface-random", "mobilenet-random", "onet-pretrained", "onet-random"],
+        seeds=[42],
         epochs=3,
         lr=0.01,
         batch_size=16,

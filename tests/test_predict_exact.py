@@ -41,7 +41,7 @@ def evaluated(request, tmp_path_factory):
 
 def test_predict_cli_equals_evaluate(evaluated, tmp_path):
     run, root = evaluated
-    with np.load(root / P.METRICS_DIR / "eval" / run / "test_probabilities.npz") as npz:
+    with np.load(root / P.eval_dir(f"{run}/seed42") / "test_probabilities.npz") as npz:
         rows, expected = npz["rows"], npz["probabilities"]
     images = load_dataset(root / P.DATASET_FILE).images[rows]
     folder = tmp_path / "faces"
@@ -50,7 +50,7 @@ def test_predict_cli_equals_evaluate(evaluated, tmp_path):
         Image.fromarray(img).save(folder / f"row_{row}.png")
     out = tmp_path / "results.jsonl"
     proc = run_ferstudy(
-        "predict", str(folder), "--model", str(root / P.model_dir(run)), "--no-detect",
+        "predict", str(folder), "--model", str(root / P.model_dir(f"{run}/seed42")), "--no-detect",
         "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
