@@ -167,6 +167,27 @@ def test_nothing_changed_runs_nothing(pipeline):
     assert "didn't change" in log or "up to date" in log
 
 
+def test_a_fresh_clone_pulls_a_finished_run_from_a_remote_and_reruns_nothing(pipeline, tmp_path):
+    """A shared cache (a local folder standing in for S3, GCS, Azure or SSH): push from here,
+    clone elsewhere, pull, and `dvc repro` has nothing to do."""
+    project, env, _ = pipeline
+    remote = tmp_path / "remote"
+    sh(f"dvc remote add -d shared {remote}", project, env)
+    try:
+        sh("dvc push -q", project, env)
+        sh("git add .dvc/config && git commit -qm 'shared cache'", project, env)
+        clone = tmp_path / "clone"
+        sh(f"git clone -q {project} {clone}", tmp_path, env)
+        sh("dvc pull -q", clone, env)
+        assert (clone / "models/onet-pretrained/seed42/weights.h5").is_file()
+        assert (clone / "data/features/openface-random/seed42/train.npy").is_file()
+        assert "Running stage" not in sh("dvc repro", clone, env)
+        assert json.loads(sh("dvc status --json", clone, env).strip().splitlines()[-1]) == {}
+    finally:
+        sh("git reset -q --hard HEAD~1 2>/dev/null || true", project, env)
+        sh("dvc remote remove shared 2>/dev/null || true", project, env)
+
+
 def _results(project: Path) -> dict[str, bytes]:
     """Every result file that must be byte-identical on a rerun (timings excluded)."""
     files = [

@@ -11,7 +11,7 @@ import pytest
 from ferstudy import CLASSES
 from ferstudy import protocol_report as PR
 from ferstudy.aggregate import aggregate_run
-from ferstudy.findings import findings, pareto_front
+from ferstudy.findings import choice, findings, pareto_front
 from ferstudy.metrics import METRIC0, TABLES, load_paper_tables
 from ferstudy.report_tables import side_by_side
 from ferstudy.stats import paired_difference
@@ -95,8 +95,17 @@ def seeds_of(r: dict, offsets: list[float]) -> dict:
 
 
 def comparison(a: str, b: str, correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
-    """One entry of ``metrics/comparisons.json``."""
-    return {f"{a} vs {b}": {"a": a, "b": b, **paired_difference(correct_a, correct_b).as_dict()}}
+    """One entry of ``metrics/comparisons.json`` (Holm over a family of one: unchanged)."""
+    d = paired_difference(correct_a, correct_b)
+    return {
+        f"{a} vs {b}": {
+            "a": a,
+            "b": b,
+            **d.as_dict(),
+            "p_holm": d.p_value,
+            "significant_holm": d.significant,
+        }
+    }
 
 
 CLEAR = np.random.default_rng(0).random(400) < 0.5
@@ -244,12 +253,35 @@ def test_findings_compare_within_each_backbone():
         "the study: disgust worst."
     )
     assert sentence(out, "MobileNet (pretrained)").startswith(
-        "MobileNet (pretrained) is below OpenFace in test accuracy (0.400 vs 0.600; -"
+        "MobileNet (pretrained) is below OpenFace in test accuracy (MobileNet minus OpenFace -"
     )
     assert sentence(out, "MobileNet (random)").startswith(
-        "MobileNet (random) is not distinguishable from OpenFace in test accuracy (0.600 vs 0.400; "
-        "+0.0 points"
+        "MobileNet (random) is not distinguishable from OpenFace in test accuracy (MobileNet "
+        "minus OpenFace +0.0 points"
     )
+
+
+def test_choice_names_a_best_run_only_when_it_beats_every_other():
+    results = {
+        "onet-pretrained": result("onet", "pretrained", 0.6),
+        "onet-random": result("onet", "random", 0.5),
+        "openface-random": result("openface", "random", 0.4),
+    }
+    for r in results.values():
+        r["speed"]["images_per_second_batch64"] = 100.0
+    pairs = {
+        **comparison("onet-pretrained", "onet-random", AHEAD, CLEAR),
+        **comparison("onet-pretrained", "openface-random", AHEAD, CLEAR),
+    }
+    line = choice(results, pairs)[1]
+    assert line.startswith("When accuracy matters: **onet-pretrained** (test accuracy 0.600)")
+    # the runner-up is better on the images they share: no winner, whatever the means say
+    pairs.update(comparison("openface-random", "onet-pretrained", AHEAD, CLEAR))
+    del pairs["onet-pretrained vs openface-random"]
+    line = choice(results, pairs)[1]
+    assert "no single most accurate run" in line and "openface-random" in line
+    del pairs["openface-random vs onet-pretrained"]  # not compared: no claim either
+    assert "no single most accurate run" in choice(results, pairs)[1]
 
 
 def test_findings_without_a_pair_say_so():
@@ -440,3 +472,26 @@ def test_disagreements():
         "openface-random: 9/16 signs agree (most differ in Table 3); train accuracy rose "
         "+15.0 points here against +20.0 in the study; its features are healthy.",
     ]
+
+
+def test_page_highlights_flags_in_red_and_real_differences_in_green():
+    from ferstudy.html_page import markdown_to_html
+
+    page = markdown_to_html(
+        "| a | b |\n|---|---|\n| **yes**: degenerate | **real** |\n| no | not distinguishable |\n"
+    )
+    assert '<td class="flag"><b>yes</b>: degenerate</td>' in page
+    assert '<td class="real"><b>real</b></td>' in page
+    assert "<td>not distinguishable</td>" in page and "<td>no</td>" in page
+
+
+def test_comparisons_table_marks_only_intervals_that_exclude_zero():
+    from ferstudy.report_tables import comparisons_table
+
+    pairs = {
+        **comparison("a-random", "b-random", AHEAD, CLEAR),
+        **comparison("b-random", "c-random", CLEAR, CLEAR),
+    }
+    lines = comparisons_table(pairs).splitlines()
+    assert lines[2].startswith("| a-random vs b-random | +") and lines[2].endswith("| **real** |")
+    assert lines[3].endswith("| not distinguishable |") and "+0.0 points" in lines[3]

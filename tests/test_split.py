@@ -53,3 +53,37 @@ def test_invalid_fractions_and_too_few_images():
         stratified_split(np.zeros(10, int), test_size=0.7, val_size=0.4, random_state=0)
     with pytest.raises(FerError, match="cannot split"):
         stratified_split(np.array([0, 0, 0, 1]), test_size=0.2, val_size=0.1, random_state=0)
+
+
+def test_usage_split_is_fer2013s_own_protocol():
+    from ferstudy.split import usage_split
+
+    usage = np.array(["Training", "PrivateTest", "PublicTest", "Training", "PrivateTest"])
+    split = usage_split(usage)
+    assert {k: v.tolist() for k, v in split.items()} == {
+        "train": [0, 3],
+        "val": [2],
+        "test": [1, 4],
+    }
+    with pytest.raises(FerError, match="none is PublicTest"):
+        usage_split(np.array(["Training", "PrivateTest"]))
+    with pytest.raises(FerError, match="none is Training, PublicTest, PrivateTest"):
+        usage_split(np.array(["", ""]))  # a folder source without usage
+
+
+def test_split_stage_with_usage(tmp_path, monkeypatch):
+    from conftest import synthetic_images, write_zip
+
+    from ferstudy import params as P
+    from ferstudy.cli import main
+    from ferstudy.io import load_dataset, load_split
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(10))))
+    (tmp_path / "params.yaml").write_text("data: {source: kaggle, split: usage}\n")
+    assert main(["acquire"]) == 0 and main(["split"]) == 0
+    usage = load_dataset(P.DATASET_FILE).usage
+    split = load_split(P.SPLIT_FILE)
+    for name, value in (("train", "Training"), ("val", "PublicTest"), ("test", "PrivateTest")):
+        assert len(split[name]) and set(usage[split[name]]) == {value}
+    assert sum(len(v) for v in split.values()) == len(usage)

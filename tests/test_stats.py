@@ -5,7 +5,14 @@ import pytest
 from scipy.stats import binomtest
 from scipy.stats import t as scipy_t
 
-from ferstudy.stats import Summary, paired_difference, shared_correctness, summarize
+from ferstudy.stats import (
+    PairedDifference,
+    Summary,
+    holm,
+    paired_difference,
+    shared_correctness,
+    summarize,
+)
 
 
 def test_a_clear_difference_is_significant_and_mcnemar_counts_discordant_images():
@@ -17,7 +24,7 @@ def test_a_clear_difference_is_significant_and_mcnemar_counts_discordant_images(
     d = paired_difference(a, b)
     assert d.difference == pytest.approx(200 / 2000)
     assert (d.only_a_right, d.only_b_right) == (300, 100)
-    assert d.mcnemar_p == pytest.approx(binomtest(300, 400, 0.5).pvalue)
+    assert d.p_value == pytest.approx(binomtest(300, 400, 0.5).pvalue)
     assert 0 < d.low < 0.1 < d.high < 0.2
     assert d.significant
 
@@ -29,7 +36,7 @@ def test_no_difference_is_not_significant():
     b[np.flatnonzero(~a)[:15]] = True  # as only B gets right
     d = paired_difference(a, b)
     assert d.difference == 0 and d.low < 0 < d.high
-    assert d.mcnemar_p == pytest.approx(1.0)
+    assert d.p_value == pytest.approx(1.0)
     assert not d.significant
 
 
@@ -98,7 +105,7 @@ def test_seeds_interval_adds_seed_and_image_variance_by_hand():
     assert d.df == pytest.approx(df)
     assert d.high - d.difference == pytest.approx(scipy_t.ppf(0.975, df) * se)
     assert d.difference - d.low == pytest.approx(scipy_t.ppf(0.975, df) * se)
-    assert d.seeds == 3 and d.mcnemar_p is None and "3 seeds" in d.describe()
+    assert d.seeds == 3 and d.only_a_right is None and "3 seeds" in d.describe()
 
 
 def test_seeds_that_disagree_widen_the_interval():
@@ -123,3 +130,55 @@ def test_seeds_arrays_must_match():
         np.array([1, 3]), np.array([[True, False], [False, False]]), np.array([3]), np.array([[1]])
     )
     np.testing.assert_array_equal(a, [[False], [False]])
+
+
+def test_paired_seeds_use_the_per_seed_differences_by_hand():
+    """One setting changed under the same seeds: the seed part is var(d_s)/n, n - 1 df."""
+    rng = np.random.default_rng(5)
+    a = rng.random((3, 500)) < np.array([[0.50], [0.60], [0.55]])  # seeds differ a lot
+    b = a.copy()
+    b[0, np.flatnonzero(~a[0])[:3]] = True  # but A and B differ by a few images per seed
+    b[1, np.flatnonzero(a[1])[:2]] = False
+    d = paired_difference(a, b, paired_seeds=True)
+    diffs = a.mean(axis=1) - b.mean(axis=1)
+    part = diffs.var(ddof=1) / 3
+    se = np.sqrt(part + d.image_se**2)
+    assert d.seed_se == pytest.approx(np.sqrt(part))
+    assert d.df == pytest.approx(se**4 / (part**2 / 2))
+    assert d.high - d.low == pytest.approx(2 * scipy_t.ppf(0.975, d.df) * se)
+    unpaired = paired_difference(a, b)  # the seeds' spread of each side: far wider
+    assert unpaired.high - unpaired.low > 5 * (d.high - d.low)
+    assert "per-seed differences" in d.method and "seeds of each side" in unpaired.method
+
+
+def test_one_seed_needs_mcnemar_too():
+    """5 images only A gets right, none only B: the bootstrap interval can exclude 0, but
+    McNemar's exact p is 0.0625: not real."""
+    b = np.random.default_rng(6).random(1000) < 0.5
+    a = b.copy()
+    a[np.flatnonzero(~b)[:5]] = True
+    d = paired_difference(a, b)
+    assert d.p_value == pytest.approx(0.0625) and d.low >= 0
+    assert not d.significant
+
+
+def test_flipped_is_the_comparison_the_other_way_round():
+    rng = np.random.default_rng(7)
+    a, b = rng.random((3, 300)) < 0.6, rng.random((3, 300)) < 0.5
+    for x, y in ((a, b), (a[0], b[0])):
+        d, back = paired_difference(x, y), paired_difference(y, x)
+        f = d.flipped()
+        assert (f.difference, f.low, f.high) == pytest.approx(
+            (back.difference, back.low, back.high)
+        )
+        assert f.p_value == pytest.approx(back.p_value) and f.significant == back.significant
+        assert PairedDifference.from_dict({**d.as_dict(), "a": "x"}) == d
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.2]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2])  # by hand: 4p, 3p, 2p, p, monotone
+    assert holm([]) == []

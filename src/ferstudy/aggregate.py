@@ -7,10 +7,11 @@ Writes
   window) the seeds' mean, standard deviation and 95 % Student-t interval
   (:func:`ferstudy.stats.summarize`), so that ``dvc metrics show`` lists
   ``<measure>.mean`` beside ``<measure>.half_width``;
-- ``metrics/comparisons.json``: test accuracy of every pair of configurations (the one with
-  the higher mean test accuracy first), paired on
-  the test images both were scored on (:func:`ferstudy.stats.paired_difference`), with the
-  interval, whether it excludes 0, and how many images and seeds it rests on;
+- ``metrics/comparisons.json``: test accuracy of every pair of configurations (the more
+  accurate on their shared images first, pairs by difference), paired on the test images
+  both were scored on (:func:`ferstudy.stats.paired_difference`), with the interval, the p
+  value, whether the difference is real at 95 %, the same after Holm's adjustment over all
+  pairs, and how many images and seeds it rests on;
 - ``metrics/aggregate.md``: the same as two tables.
 """
 
@@ -27,8 +28,10 @@ from ferstudy.evaluate import TEST_PROBABILITIES
 from ferstudy.io import load_labels, read_json, write_json, write_text
 from ferstudy.metrics import RATES
 from ferstudy.stats import (
+    CONFIDENCE,
     PairedDifference,
     Summary,
+    holm,
     paired_difference,
     shared_correctness,
     summarize,
@@ -77,19 +80,26 @@ def aggregate_run(records: list[dict[str, Any]], seeds: list[int]) -> dict[str, 
     return out
 
 
+def seed_test_probabilities(run: str, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset rows of a configuration's test images and each seed's probabilities
+    (seeds x images x classes); every seed must have scored the same images."""
+    rows, probabilities = None, []
+    for seed in seeds:
+        with np.load(P.eval_dir(P.run_id(run, seed)) / TEST_PROBABILITIES) as npz:
+            seed_rows = npz["rows"]
+            probabilities.append(npz["probabilities"])
+        if rows is not None and not np.array_equal(rows, seed_rows):
+            raise FerError(f"{run}: seeds were scored on different test images; rerun evaluate")
+        rows = seed_rows
+    return rows, np.array(probabilities)
+
+
 def seed_correctness(
     run: str, seeds: list[int], labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dataset rows of a configuration's test images and, per seed, which it got right."""
-    rows, correct = None, []
-    for seed in seeds:
-        with np.load(P.eval_dir(P.run_id(run, seed)) / TEST_PROBABILITIES) as npz:
-            seed_rows, probabilities = npz["rows"], npz["probabilities"]
-        if rows is not None and not np.array_equal(rows, seed_rows):
-            raise FerError(f"{run}: seeds were scored on different test images; rerun evaluate")
-        rows = seed_rows
-        correct.append(probabilities.argmax(axis=1) == labels[seed_rows])
-    return rows, np.array(correct)
+    rows, probabilities = seed_test_probabilities(run, seeds)
+    return rows, probabilities.argmax(axis=2) == labels[rows]
 
 
 def compare(
@@ -102,14 +112,25 @@ def compare(
     return paired_difference(shared_a, shared_b)
 
 
-def comparisons(
-    ranked: list[str], seeds: list[int], labels: np.ndarray
-) -> dict[str, dict[str, Any]]:
-    """Every pair of configurations, ``"<a> vs <b>"``, ``a`` first in ``ranked``."""
-    correctness = {run: seed_correctness(run, seeds, labels) for run in ranked}
+def comparisons(runs: list[str], seeds: list[int], labels: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Every pair of configurations as ``"<a> vs <b>"``, ``a`` the more accurate on the test
+    images they share; with Holm's adjustment over the whole family of pairs."""
+    correctness = {run: seed_correctness(run, seeds, labels) for run in runs}
+    pairs = []
+    for x, y in itertools.combinations(runs, 2):
+        d = compare(correctness, x, y)
+        pairs.append((x, y, d) if d.difference >= 0 else (y, x, d.flipped()))
+    pairs.sort(key=lambda pair: -pair[2].difference)
+    adjusted = holm([d.p_value for _, _, d in pairs])
     return {
-        f"{a} vs {b}": {"a": a, "b": b, **compare(correctness, a, b).as_dict()}
-        for a, b in itertools.combinations(ranked, 2)
+        f"{a} vs {b}": {
+            "a": a,
+            "b": b,
+            **d.as_dict(),
+            "p_holm": p,
+            "significant_holm": d.significant and p < 1 - CONFIDENCE,
+        }
+        for (a, b, d), p in zip(pairs, adjusted)
     }
 
 
@@ -129,14 +150,16 @@ def markdown(aggregates: dict[str, dict[str, Any]], pairs: dict[str, dict[str, A
         lines.append(f"| {run} | {agg['n']} | {cells} |")
     lines += [
         "",
-        "| comparison | test images | seeds | difference (points) | 95 % interval | real |",
-        "|---|---:|---:|---:|---|---|",
+        "| comparison | test images | seeds | difference (points) | 95 % interval | real "
+        "| real after Holm |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for name, c in pairs.items():
         lines.append(
             f"| {name} | {c['images']:,} | {c['seeds']} | {100 * c['difference']:+.1f} | "
             f"{100 * c['low']:+.1f} to {100 * c['high']:+.1f} | "
-            f"{'yes' if c['significant'] else 'not distinguishable'} |"
+            f"{'yes' if c['significant'] else 'not distinguishable'} | "
+            f"{'yes' if c['significant_holm'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -145,11 +168,10 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     """The ``aggregate`` stage."""
     runs, seeds = P.runs(params), P.seeds(params)
     aggregates = {}
-    for run in runs:
-        aggregates[run] = aggregate_run(seed_records(run, seeds), seeds)
-        write_json(P.aggregate_file(run), aggregates[run])
-    ranked = sorted(runs, key=lambda r: -aggregates[r]["test_accuracy"]["mean"])
-    pairs = comparisons(ranked, seeds, load_labels(P.DATASET_FILE))
+    for name in runs:
+        aggregates[name] = aggregate_run(seed_records(name, seeds), seeds)
+        write_json(P.aggregate_file(name), aggregates[name])
+    pairs = comparisons(runs, seeds, load_labels(P.DATASET_FILE))
     write_json(COMPARISONS_FILE, pairs)
     write_text(TABLES_FILE, markdown(aggregates, pairs))
     return {"aggregates": aggregates, "comparisons": pairs}

@@ -3,9 +3,13 @@
 In one process, on one machine: forward-pass images/s of each backbone at its input size
 (fp32 and bf16); the feature stage's images/s; seconds per training epoch on cached
 features; and the same training done the naive way (Keras ``fit`` of the full model with
-frozen layers on images, every epoch through the backbone) on the same subset. Optionally
-(``--precision-check``) the final validation accuracy of one run under fp32 and bf16.
-Prints a table and writes JSON with the machine described.
+frozen layers on images, every epoch through the backbone) on the same subset. Then each
+stage against its floor (``floors``): the feature stage against the same forward passes
+alone; the tail's training GFLOPS against TensorFlow's matmul rate of the shape of
+MobileNet's tail; and a checkpoint write against the training time between two writes.
+Prints a table and writes JSON with the machine described. ``ferstudy precision-check``
+(:func:`precision_effect`) measures what bf16 features cost in test accuracy, paired over
+seeds and test images.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ import tensorflow as tf
 from ferstudy import CLASSES, runtime
 from ferstudy import params as P
 from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
-from ferstudy.features import extract_to_file, extractor
-from ferstudy.io import load_dataset, load_split, write_json
+from ferstudy.errors import FerError
+from ferstudy.features import LABELS, META, CachedFeatures, extract_to_file, extractor
+from ferstudy.io import SPLITS, load_dataset, load_split, write_json
 from ferstudy.split import stratified_subset
 from ferstudy.stats import Summary, paired_difference, summarize
 from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
 
 keras = tf.keras
+L = keras.layers
+#: The matmul of MobileNet's tail at 224x224 and batch 64: 64 x 7 x 7 rows, 1,024 channels.
+MATMUL_SHAPE = (3136, 1024, 1024)
+#: Epochs of tail training timed, after one untimed epoch that traces the training step.
+TAIL_EPOCHS = 2
+#: Each stage's ratio to its floor (checkpoint: the largest share of training time).
+TARGETS = {"features_vs_forward": 0.95, "tail_vs_matmul_fp32": 0.70, "checkpoint_share": 0.05}
 
 
 def machine() -> dict[str, Any]:
@@ -156,6 +168,177 @@ def _workdir_with_data() -> Any:
             os.chdir(here)
 
 
+def matmul_gflops(
+    precision: str,
+    m: int = MATMUL_SHAPE[0],
+    k: int = MATMUL_SHAPE[1],
+    n: int = MATMUL_SHAPE[2],
+    repeats: int = 10,
+) -> float:
+    """TensorFlow's rate, in GFLOPS, of an (m x k) by (k x n) matmul in fp32 or bf16."""
+    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[precision]
+    a = tf.cast(tf.random.stateless_normal((m, k), (0, 0)), dtype)
+    b = tf.cast(tf.random.stateless_normal((k, n), (0, 1)), dtype)
+    tf.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _forward_flops(layer: keras.layers.Layer, output_shape: tf.TensorShape) -> float:
+    """FLOPs of one image through a Dense, Conv2D or DepthwiseConv2D layer (0 for others)."""
+    if isinstance(layer, L.DepthwiseConv2D):
+        kernel = layer.depthwise_kernel
+    elif isinstance(layer, (L.Conv2D, L.Dense)):
+        kernel = layer.kernel
+    else:
+        return 0.0
+    positions = np.prod(output_shape[1:-1])  # output pixels (channels last); 1 for Dense
+    return 2.0 * float(np.prod(kernel.shape)) * float(positions)
+
+
+def tail_training_flops(tail_model: keras.Model) -> float:
+    """FLOPs of one training image through a model: 2 per multiply-add of its Dense, Conv2D
+    and DepthwiseConv2D layers, elementwise ops ignored. Each such layer costs its forward
+    pass, as much again for its weights' gradient when it trains, and as much again for its
+    input's gradient when a trainable layer lies upstream: a layer fed by the features alone
+    needs none, and TensorFlow does not compute it."""
+    needs_gradient: dict[int, bool] = {}  # node -> its output depends on trainable weights
+    total = 0.0
+
+    def visit(node: Any) -> bool:
+        nonlocal total
+        if id(node) not in needs_gradient:
+            upstream = any([visit(parent) for parent in node.parent_nodes])
+            trains = bool(node.layer.trainable_weights)
+            shape = tf.nest.flatten(node.outputs)[0].shape
+            total += _forward_flops(node.layer, shape) * (1 + trains + upstream)
+            needs_gradient[id(node)] = trains or upstream
+        return needs_gradient[id(node)]
+
+    for output in tail_model.outputs:
+        history = output._keras_history
+        visit(history.layer._inbound_nodes[history.node_index])
+    return total
+
+
+def _random_features(folder: Path, images: int, size: int) -> CachedFeatures:
+    """A feature cache in the features stage's layout: ``images`` random non-negative rows
+    (as after a ReLU) of ``size`` float32 features."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(folder / "train.npy", np.abs(rng.standard_normal((images, size), np.float32)))
+    labels = rng.integers(0, len(CLASSES), images)
+    np.savez(
+        folder / LABELS,
+        **{f"{n}_labels": labels for n in SPLITS},
+        **{f"{n}_rows": np.arange(images) for n in SPLITS},
+    )
+    write_json(folder / META, {"dtype": "float32"})
+    return CachedFeatures(folder)
+
+
+def tail_and_checkpoint(
+    params: dict[str, Any], backbone: str, images: int, train_images: int
+) -> dict[str, Any]:
+    """Train ``backbone``'s tail (native input size, fp32) as the train stage does (Keras
+    ``fit`` on :class:`ferstudy.train.FeatureBatches` of a memory-mapped feature file) on
+    ``images`` random features (its time does not depend on their values) for
+    ``TAIL_EPOCHS`` epochs; then write its :class:`ferstudy.train.Checkpoint` with the
+    optimizer state twice, in a scratch folder. The epoch time on ``train_images`` is the
+    measured time per image times ``train_images``. A write comes at most once an epoch,
+    and under the train stage's schedule no sooner than its interval and
+    ``CHECKPOINT_COST_FACTOR`` times a write after the previous one."""
+    from ferstudy import train
+
+    entry = get_backbone(backbone)
+    batch_size = int(params.get("batch_size", 64))
+    runtime.set_precision("fp32")
+    keras.utils.set_random_seed(0)
+    cut = _cut(backbone, entry.native_input_size)
+    optimizer = train.make_optimizer(
+        str(params.get("optimizer", "adam")), float(params.get("lr", 1e-4))
+    )
+    optimizer.build(cut.tail.trainable_variables)
+    cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    flops = tail_training_flops(cut.tail)
+    with _workdir_with_data():
+        cache = _random_features(Path("features"), images, cut.feature_size)
+        batches = train.FeatureBatches(cache, "train", batch_size, seed=0)
+        cut.tail.fit(batches, epochs=1, shuffle=False, verbose=0)  # traces the training step
+        start = time.perf_counter()
+        cut.tail.fit(batches, epochs=TAIL_EPOCHS, shuffle=False, verbose=0)
+        per_image = (time.perf_counter() - start) / (TAIL_EPOCHS * images)
+        live = Path("live")
+        live.mkdir()
+        checkpoint = train.Checkpoint("bench", "bench", cut.tail, optimizer, live)
+        for epoch in (1, 2):
+            checkpoint.save(epoch)
+        size = sum(f.stat().st_size for f in checkpoint.dir.rglob("*") if f.is_file())
+    write = checkpoint.seconds / checkpoint.writes
+    epoch_seconds = per_image * train_images
+    interval = checkpoint.interval
+    wait = max(interval, train.CHECKPOINT_COST_FACTOR * write) if interval else 0.0
+    between = max(wait, epoch_seconds)
+    return {
+        "tail": {
+            "backbone": backbone,
+            "input_size": entry.native_input_size,
+            "images": images,
+            "epochs": TAIL_EPOCHS,
+            "batch_size": batch_size,
+            "training_flops_per_image": round(flops),
+            "seconds_per_epoch": round(per_image * images, 3),
+            "images_per_second": round(1 / per_image, 1),
+            "gflops": round(flops / per_image / 1e9, 2),
+        },
+        "checkpoint": {
+            "checkpoint_seconds": round(write, 4),
+            "megabytes": round(size / 1e6, 1),
+            "train_images": train_images,
+            "epoch_seconds": round(epoch_seconds, 3),
+            "interval_seconds": interval,
+            "cost_factor": train.CHECKPOINT_COST_FACTOR,
+            "seconds_between_writes": round(between, 2),
+            "per_epoch_share": round(write / epoch_seconds, 4),
+            "scheduled_share": round(write / between, 4),
+        },
+    }
+
+
+def floors(
+    params: dict[str, Any],
+    comparison: dict[str, Any],
+    tail_backbone: str,
+    tail_images: int,
+    train_images: int,
+) -> dict[str, Any]:
+    """Each stage's ratio to its floor, with ``TARGETS`` and whether each is met."""
+    matmul = {p: round(matmul_gflops(p), 1) for p in ("fp32", "bf16")}
+    measured = tail_and_checkpoint(params, tail_backbone, tail_images, train_images)
+    ratios = {
+        "features_vs_forward": comparison["features_vs_forward"],
+        "tail_vs_matmul_fp32": round(measured["tail"]["gflops"] / matmul["fp32"], 3),
+        "checkpoint_share": measured["checkpoint"]["scheduled_share"],
+    }
+    return {
+        "features_backbone": comparison["backbone"],
+        "features_vs_forward": ratios["features_vs_forward"],
+        "tail_gflops": measured["tail"]["gflops"],
+        "tail_vs_matmul_fp32": ratios["tail_vs_matmul_fp32"],
+        "matmul_gflops": matmul,
+        "matmul_shape": list(MATMUL_SHAPE),
+        **measured,
+        "targets": TARGETS,
+        "met": {
+            name: ratios[name] <= target if name == "checkpoint_share" else ratios[name] >= target
+            for name, target in TARGETS.items()
+        },
+    }
+
+
 #: ``auto`` keeps bf16 only where the interval of its test-accuracy change lies above this.
 BF16_TOLERANCE = -0.01
 
@@ -179,9 +362,11 @@ def seed_correctness_at(params: dict[str, Any], run: str, seeds: list[int]) -> n
 
 
 def precision_effect(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Test accuracy of each run with its features in bf16 minus fp32, the same seeds, paired
-    on the same test images (:func:`ferstudy.stats.paired_difference`); the tail trains in
-    fp32 either way. ``keeps_bf16``: the 95 % interval lies above ``BF16_TOLERANCE``."""
+    """Test accuracy of each run with its features in bf16 minus fp32, paired on the same test
+    images and on the same seeds (a seed decides the same head, data order and random
+    backbone under both precisions: :func:`ferstudy.stats.paired_difference` with
+    ``paired_seeds``); the tail trains in fp32 either way. ``keeps_bf16``: the 95 % interval
+    lies above ``BF16_TOLERANCE``."""
     out: dict[str, Any] = {"seeds": seeds, "tolerance": BF16_TOLERANCE, "runs": {}}
     for run in runs:
         correct, record = {}, {}
@@ -194,7 +379,7 @@ def precision_effect(params: dict[str, Any], runs: list[str], seeds: list[int]) 
                 "seconds": round(time.perf_counter() - start, 1),
             }
             print(f"precision check {run} {precision}: {record[precision]}", flush=True)
-        d = paired_difference(correct["bf16"], correct["fp32"])
+        d = paired_difference(correct["bf16"], correct["fp32"], paired_seeds=True)
         out["runs"][run] = {
             **record,
             "bf16_minus_fp32": d.as_dict(),
@@ -230,8 +415,14 @@ def run(
     batches: int,
     out: Path,
     backbones: list[str] | None = None,
+    tail_backbone: str = "mobilenet",
+    tail_images: int = 1024,
 ) -> dict[str, Any]:
-    """The benchmark; ``backbones`` limits the forward-pass timings (default: all)."""
+    """The benchmark; ``backbones`` limits the forward-pass timings (default: all);
+    ``tail_backbone``'s tail is timed on ``tail_images`` against the matmul floor."""
+    get_backbone(tail_backbone)  # an unknown name fails before the long timings
+    if tail_images < 1:
+        raise FerError("--tail-images must be at least 1")
     runtime.configure(0, deterministic=False)
     result: dict[str, Any] = {"machine": machine(), "forward_images_per_second": {}}
     for name in backbones or list(REGISTRY):
@@ -256,6 +447,10 @@ def run(
         float(params.get("lr", 1e-4)),
     )
     print(f"cached vs naive: {result['cached_vs_naive']}", flush=True)
+    result["floors"] = floors(
+        params, result["cached_vs_naive"], tail_backbone, tail_images, len(train_rows)
+    )
+    print(f"floors: {result['floors']}", flush=True)
     write_json(out, result)
     return result
 
@@ -289,4 +484,38 @@ def table(result: dict[str, Any]) -> str:
         f"same forward passes over the same images timed alone "
         f"({c['forward_alone_images_per_second']} img/s).",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", _floors_table(result)])
+
+
+def _floors_table(result: dict[str, Any]) -> str:
+    """Each stage against its floor as a Markdown table."""
+    c, f = result["cached_vs_naive"], result["floors"]
+    t, k, mm, target = f["tail"], f["checkpoint"], f["matmul_gflops"], f["targets"]
+    met = {name: "yes" if ok else "no" for name, ok in f["met"].items()}
+    m, kk, n = f["matmul_shape"]
+    return "\n".join(
+        [
+            "Each stage against its floor, in the same run:",
+            "",
+            "| stage | measured | floor | ratio | target | met |",
+            "|---|---:|---:|---:|---:|---|",
+            f"| feature stage ({f['features_backbone']}) | {c['features_images_per_second']} "
+            f"img/s | {c['forward_alone_images_per_second']} img/s (the same forward passes "
+            f"alone) | {f['features_vs_forward']} | "
+            f">= {target['features_vs_forward']} | {met['features_vs_forward']} |",
+            f"| tail training ({t['backbone']} {t['input_size']}x{t['input_size']}, fp32) | "
+            f"{t['gflops']} GFLOPS | {mm['fp32']} GFLOPS (fp32 matmul {m}x{kk} by {kk}x{n}) | "
+            f"{f['tail_vs_matmul_fp32']} | >= {target['tail_vs_matmul_fp32']} | "
+            f"{met['tail_vs_matmul_fp32']} |",
+            f"| checkpoint, scheduled ({k['megabytes']} MB) | {k['checkpoint_seconds']} s a "
+            f"write | {k['seconds_between_writes']} s of training between writes | "
+            f"{k['scheduled_share']} | <= {target['checkpoint_share']} | "
+            f"{met['checkpoint_share']} |",
+            f"| checkpoint, every epoch (before) | {k['checkpoint_seconds']} s a write | "
+            f"{k['epoch_seconds']} s an epoch of {k['train_images']} images | "
+            f"{k['per_epoch_share']} | - | - |",
+            "",
+            f"The bf16 matmul of the same shape ran at {mm['bf16']} GFLOPS; the tail trains in "
+            f"fp32 ({t['training_flops_per_image'] / 1e6:.1f} MFLOP per training image).",
+        ]
+    )

@@ -7,12 +7,14 @@ Each DVC stage in ``dvc.yaml`` is one of these subcommands. Bad input ends with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from ferstudy import params as P
 from ferstudy.errors import FerError
+from ferstudy.native_logs import filter_native_logs
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -196,6 +198,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         batches=args.batches,
         out=Path(args.out),
         backbones=args.backbones.split(",") if args.backbones else None,
+        tail_backbone=args.tail_backbone,
+        tail_images=args.tail_images,
     )
     print(bench.table(result))
     print(f"written: {args.out}")
@@ -220,6 +224,12 @@ def _cmd_precision_check(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=P.PARAMS_FILE, help="parameter file (params.yaml)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="keep TensorFlow's native start-up lines (also FERSTUDY_VERBOSE=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("acquire", help="read FER2013 into data/fer2013.npz").set_defaults(
         handler=_cmd_acquire
@@ -245,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--description", required=True, help="what the variant ran")
     fid.add_argument("--out", required=True, help="JSON file (reference/protocol_variants/...)")
     fid.set_defaults(handler=_cmd_fidelity)
-    bench = sub.add_parser("bench", help="measure speeds: forward passes, cached vs naive")
+    bench = sub.add_parser("bench", help="measure speeds: forward passes, cached vs naive, floors")
     bench.add_argument(
         "--subset", type=int, default=2000, help="training images for the comparison"
     )
@@ -253,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone", default="openface", help="backbone of the comparison")
     bench.add_argument("--backbones", help="comma-separated backbones to time (default: all)")
     bench.add_argument("--batches", type=int, default=3, help="batches of 64 per forward timing")
+    bench.add_argument(
+        "--tail-backbone", default="mobilenet", help="backbone whose tail is timed against matmul"
+    )
+    bench.add_argument(
+        "--tail-images", type=int, default=1024, help="cached feature rows the tail trains on"
+    )
     bench.add_argument("--out", default="bench/results.json")
     bench.set_defaults(handler=_cmd_bench)
     check = sub.add_parser(
@@ -293,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["FERSTUDY_VERBOSE"] = "1"
+    restore = filter_native_logs()
+    try:
+        return _dispatch(args)
+    finally:
+        restore()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         status = args.handler(args) or 0

@@ -18,11 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ferstudy import CLASSES  # noqa: E402
-from ferstudy import params as P  # noqa: E402
-from ferstudy.evaluate import TEST_PROBABILITIES  # noqa: E402
 from ferstudy.findings import pareto_front  # noqa: E402
 from ferstudy.io import Dataset, atomic_path  # noqa: E402
-from ferstudy.stats import summarize  # noqa: E402
+from ferstudy.stats import seeds_text, summarize  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -43,7 +41,7 @@ def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray 
 
 def _seeds_note(results: dict) -> str:
     n = min(len(r["seed_curves"]) for r in results.values())
-    return "one seed" if n == 1 else f"mean of {n} seeds, band: 95 % t interval"
+    return seeds_text(n) if n == 1 else f"mean of {seeds_text(n)}, band: 95 % t interval"
 
 
 def plot_curves(results: dict, backbone: str, out: Path) -> Path:
@@ -165,16 +163,6 @@ def plot_accuracy_speed(results: dict, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)
-
-
-def seed_probabilities(run: str, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset rows of a run's test images and its probabilities, averaged over seeds."""
-    probabilities = []
-    for seed in seeds:
-        with np.load(P.eval_dir(P.run_id(run, seed)) / TEST_PROBABILITIES) as npz:
-            rows = npz["rows"]
-            probabilities.append(npz["probabilities"])
-    return rows, np.mean(probabilities, axis=0)
 
 
 def example_rows(results: dict, labels: np.ndarray) -> dict[int, int]:

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import ttest_ind
 
 from ferstudy import params as P
+from ferstudy.stats import PairedDifference
 
 
 @dataclass(frozen=True)
@@ -53,38 +54,16 @@ def seed_difference(a: list[float], b: list[float]) -> SeedDifference:
     return SeedDifference(difference, float(ci.low), float(ci.high), min(len(x), len(y)))
 
 
-def oriented(comparisons: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
-    """The paired test-accuracy comparison of ``a`` minus ``b`` (flipped if stored as b vs a)."""
+def comparison_of(
+    comparisons: dict[str, dict[str, Any]], a: str, b: str
+) -> PairedDifference | None:
+    """The paired test-accuracy comparison of ``a`` minus ``b`` from ``comparisons.json``
+    (flipped if it is stored as ``b vs a``); None when the two were not compared."""
     if f"{a} vs {b}" in comparisons:
-        return comparisons[f"{a} vs {b}"]
-    c = comparisons.get(f"{b} vs {a}")
-    if c is None:
-        return None
-    return {
-        **c,
-        "a": a,
-        "b": b,
-        "difference": 0.0 - c["difference"],  # 0.0 - x: no "-0.0" for a tie
-        "low": 0.0 - c["high"],
-        "high": 0.0 - c["low"],
-        "only_a_right": c.get("only_b_right"),
-        "only_b_right": c.get("only_a_right"),
-    }
-
-
-def describe_comparison(c: dict[str, Any]) -> str:
-    """``+x.x points (95 % CI ...)``, with "not distinguishable" where the interval holds 0."""
-    seeds = "one seed" if c["seeds"] == 1 else f"{c['seeds']} seeds"
-    text = (
-        f"{100 * c['difference']:+.1f} points (95 % CI {100 * c['low']:+.1f} to "
-        f"{100 * c['high']:+.1f}"
-    )
-    if c.get("mcnemar_p") is not None:
-        text += f", McNemar p = {c['mcnemar_p']:.2g}"
-    text += f", {c['images']:,} shared test images, {seeds})"
-    if not c["significant"]:
-        text += f": not distinguishable at 95 % with {seeds}"
-    return text
+        return PairedDifference.from_dict(comparisons[f"{a} vs {b}"])
+    if f"{b} vs {a}" in comparisons:
+        return PairedDifference.from_dict(comparisons[f"{b} vs {a}"]).flipped()
+    return None
 
 
 def _per_seed(r: dict[str, Any], read) -> list[float]:
@@ -115,7 +94,7 @@ SEED_CLAIMS = (
 )
 
 
-def _claim(start: str, diffs: dict[str, SeedDifference], higher: bool, seeds: int) -> str:
+def _study_claim(start: str, diffs: dict[str, SeedDifference], higher: bool, seeds: int) -> str:
     """One of the study's claims, counted over backbones: by interval with 2+ seeds, by the
     point estimate (and no claim) with one."""
     point = [b for b, d in diffs.items() if (d.difference > 0) == higher]
@@ -145,14 +124,14 @@ def pretrained_findings(
             "(pretrained weights need a download; see the README)."
         ]
     name = {b: (P.run_name(b, "pretrained"), P.run_name(b, "random")) for b in pairs}
-    paired = {b: oriented(comparisons, *name[b]) for b in pairs}
-    wins = [b for b in pairs if paired[b] and paired[b]["significant"] and paired[b]["low"] > 0]
+    paired = {b: comparison_of(comparisons, *name[b]) for b in pairs}
+    wins = [b for b in pairs if paired[b] and paired[b].significant and paired[b].low > 0]
     out = [
         f"Pretrained beats random initialisation (test accuracy, paired 95 % interval above 0) "
         f"for {len(wins)} of {len(pairs)} backbones ({', '.join(wins) or 'none'}); the study: all."
     ]
     out += [
-        f"{b}: pretrained minus random test accuracy {describe_comparison(paired[b])}."
+        f"{b}: pretrained minus random test accuracy {paired[b].verdict()}."
         for b in pairs
         if paired[b]
     ]
@@ -164,7 +143,7 @@ def pretrained_findings(
             )
             for b in pairs
         }
-        out.append(_claim(start, diffs, higher, seeds))
+        out.append(_study_claim(start, diffs, higher, seeds))
     return out
 
 
@@ -206,28 +185,29 @@ def findings(
     for init in P.INITS:
         if ("openface", init) in by and ("resnet50", init) in by:
             o, rn = by[("openface", init)], by[("resnet50", init)]
-            c = oriented(comparisons, P.run_name("openface", init), P.run_name("resnet50", init))
+            c = comparison_of(
+                comparisons, P.run_name("openface", init), P.run_name("resnet50", init)
+            )
             ratio = rn["speed"]["parameters"] / max(1, o["speed"]["parameters"])
-            diff = describe_comparison(c) if c else f"{_accuracy(o) - _accuracy(rn):+.3f}"
+            diff = c.verdict() if c else "not compared"
             out.append(
-                f"OpenFace vs ResNet-50 ({init}): test accuracy {_accuracy(o):.3f} vs "
-                f"{_accuracy(rn):.3f}, OpenFace minus ResNet-50 {diff}, with {ratio:.1f}x "
-                f"fewer parameters; the study: about as accurate."
+                f"OpenFace vs ResNet-50 ({init}): OpenFace minus ResNet-50 test accuracy {diff}, "
+                f"with {ratio:.1f}x fewer parameters; the study: about as accurate."
             )
         if ("mobilenet", init) in by and ("openface", init) in by:
-            m, o = by[("mobilenet", init)], by[("openface", init)]
-            c = oriented(comparisons, P.run_name("mobilenet", init), P.run_name("openface", init))
+            c = comparison_of(
+                comparisons, P.run_name("mobilenet", init), P.run_name("openface", init)
+            )
             if c is None:
                 verdict = "not compared with"
-            elif c["significant"]:
-                verdict = "below" if c["high"] < 0 else "above"
+            elif c.significant:
+                verdict = "below" if c.high < 0 else "above"
             else:
                 verdict = "not distinguishable from"
             out.append(
-                f"MobileNet ({init}) is {verdict} OpenFace in test accuracy "
-                f"({_accuracy(m):.3f} vs {_accuracy(o):.3f}"
-                + (f"; {describe_comparison(c)}" if c else "")
-                + "); the study: below."
+                f"MobileNet ({init}) is {verdict} OpenFace in test accuracy"
+                + (f" (MobileNet minus OpenFace {c.describe()})" if c else "")
+                + "; the study: below."
             )
         same = sorted((r for r in results.values() if r["init"] == init), key=_mean_mcr)
         if len(same) > 1:
@@ -288,29 +268,27 @@ def choice(
     ranked = sorted(points, key=lambda r: -points[r][0])
     best, fastest = ranked[0], front[0]
     lines = [
-        "Pareto front (mean test accuracy vs images/s, fastest first): "
+        "Pareto front (mean test accuracy on each run's own test set vs images/s, fastest "
+        "first): "
         + ", ".join(f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)" for r in front),
     ]
-    if len(ranked) > 1:
-        c = oriented(comparisons, best, ranked[1])
-        if c and c["significant"]:
-            lines.append(
-                f"When accuracy matters: **{best}** (test accuracy {points[best][0]:.3f}; ahead "
-                f"of the runner-up {ranked[1]} by {describe_comparison(c)})."
-            )
-        else:
-            tied = [
-                r
-                for r in ranked[1:]
-                if (o := oriented(comparisons, best, r)) is None or not o["significant"]
-            ]
-            lines.append(
-                f"When accuracy matters: {best} has the highest mean test accuracy "
-                f"({points[best][0]:.3f}) but is not distinguishable at 95 % from "
-                f"{', '.join(tied)}: no single most accurate run."
-            )
-    else:
+    versus = {r: comparison_of(comparisons, best, r) for r in ranked[1:]}
+    if not versus:
         lines.append(f"When accuracy matters: **{best}** (the only run).")
+    elif all(c is not None and c.significant and c.low > 0 for c in versus.values()):
+        runner_up = ranked[1]
+        lines.append(
+            f"When accuracy matters: **{best}** (test accuracy {points[best][0]:.3f}): ahead "
+            f"of every other run on the test images they share, of the runner-up {runner_up} "
+            f"by {versus[runner_up].describe()}."
+        )
+    else:
+        tied = [r for r, c in versus.items() if c is None or not (c.significant and c.low > 0)]
+        lines.append(
+            f"When accuracy matters: {best} has the highest mean test accuracy "
+            f"({points[best][0]:.3f}) but is not ahead at 95 % of {', '.join(tied)} on the "
+            "test images they share: no single most accurate run."
+        )
     lines.append(
         f"When speed matters: **{fastest}** ({points[fastest][1]:.0f} img/s on this machine, "
         f"test accuracy {points[fastest][0]:.3f})."

@@ -3,7 +3,8 @@
 The report is written once as Markdown (``reports/report.md``); this turns the same text
 into a page: headings, paragraphs (a paragraph right before a table reads as its caption),
 lists, tables with a header row, images embedded as data URIs, bold and code. A table cell
-that starts with **yes** (a flag, e.g. degenerate features) is highlighted.
+that starts with **yes** (a flag, e.g. degenerate features) is highlighted in red, one that
+starts with **real** (a difference whose 95 % interval excludes 0) in green.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#f6f8fa}
 td.flag{background:#ffebe9 !important;color:#82071e;white-space:normal;text-align:left;
 min-width:24em}
+td.real{background:#dafbe1 !important;color:#116329;text-align:left}
 code{background:#eff1f3;padding:0 .3em;border-radius:4px;font-size:92%}
 ul{padding-left:1.4em}li{margin:.25em 0}
 img{max-width:100%;border:1px solid #d0d7de;border-radius:4px;margin:.4em 0}
@@ -43,8 +45,11 @@ def img_html(path: Path) -> str:
 
 
 def _cell(tag: str, content: str) -> str:
-    flagged = tag == "td" and content.startswith("<b>yes</b>")
-    attribute = ' class="flag"' if flagged else ""
+    attribute = ""
+    if tag == "td" and content.startswith("<b>yes</b>"):
+        attribute = ' class="flag"'
+    elif tag == "td" and content.startswith("<b>real</b>"):
+        attribute = ' class="real"'
     return f"<{tag}{attribute}>{content}</{tag}>"
 
 

@@ -111,6 +111,9 @@ class DataParams(_Strict):
         str | None,
         Field(pattern=r"^[0-9a-fA-F]{64}$", description="null or 64 hexadecimal characters"),
     ] = None
+    split: Annotated[
+        Literal["stratified", "usage"], Field(description=_one_of(("stratified", "usage")))
+    ] = "stratified"
     test_size: Annotated[Float, Field(gt=0, lt=1, description="a number in (0, 1)")] = 0.2
     val_size: Annotated[Float, Field(gt=0, lt=1, description="a number in (0, 1)")] = 0.1
     random_state: Annotated[

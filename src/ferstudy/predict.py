@@ -58,7 +58,10 @@ class EmotionClassifier:
 
     def __init__(self, folder: str | Path):
         exact = load_model(folder)
-        self.name, self.config = exact.name, exact.config
+        self.config = exact.config
+        # a run id (``<run>/seed<seed>``) for a seed folder, else the folder's name
+        path = exact.path
+        self.name = f"{path.parent.name}/{path.name}" if path.name.startswith("seed") else path.name
         backbone = get_backbone(exact.config["backbone"])
         layers = int(exact.config["trainable_layers"])
         self.tail = split_frozen_tail(exact.model, layers).tail
@@ -356,8 +359,10 @@ def run(
     """The ``predict`` command: JSON lines out, a summary line, exit 1 when a file failed."""
     start = time.perf_counter()
     classifier = EmotionClassifier(model if model else best_model())
+    how = "given" if model else "the best final validation accuracy of the trained runs"
     print(
-        f"model: {classifier.name} ({classifier.config['backbone']}, {classifier.config['init']})",
+        f"model: {classifier.name} ({classifier.config['backbone']}, "
+        f"{classifier.config['init']}; {how})",
         file=sys.stderr,
     )
     missing = [p for p in paths if not Path(p).exists()]

@@ -34,6 +34,8 @@ def health_table(results: dict[str, dict[str, Any]]) -> str:
             else ("none" if not h["frozen_batchnorm_layers"] else "inference")
         )
         flag = f"**yes**: {h['reason']}" if h["degenerate"] else "no"
+        if h["degenerate"] and h.get("seeds", 1) > 1:
+            flag += f" ({h['degenerate_seeds']} of {h['seeds']} seeds)"
         lines.append(
             f"| {run} | {bn} | {h['rms']:.3g} | {h['across_image_std']:.3g} | "
             f"{h['relative_std']:.3f} | {100 * h['constant_fraction']:.1f} % | "

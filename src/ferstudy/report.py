@@ -12,22 +12,23 @@ means with a 95 % interval, and a difference is claimed only where its interval 
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferstudy import figures as F
+from ferstudy import figures, report_tables
 from ferstudy import params as P
 from ferstudy import protocol_report as PR
-from ferstudy import report_tables as T
-from ferstudy.aggregate import COMPARISONS_FILE
+from ferstudy.aggregate import COMPARISONS_FILE, seed_test_probabilities
 from ferstudy.features import health_file
 from ferstudy.findings import choice, findings
 from ferstudy.html_page import markdown_to_html
 from ferstudy.io import load_dataset, read_json, write_text
 from ferstudy.metrics import FIDELITY_FILE, load_paper_tables, read_curves
 from ferstudy.outside import OUTSIDE_FILE
+from ferstudy.stats import seeds_text
 
 REPORTS_DIR = Path("reports")
 EXAMPLES = "examples.png"
@@ -35,14 +36,16 @@ SPEED_HEADING = "## Speed and the backbone choice"
 
 
 def mean_record(records: list[Any]) -> Any:
-    """The element-wise mean of records of the same shape (nested dicts and lists of
+    """The element-wise mean of records of the same shape (nested dicts, lists and arrays of
     numbers); anything else (text, flags, None) is taken from the first record."""
     first = records[0]
     if isinstance(first, dict):
         return {k: mean_record([r[k] for r in records]) for k in first}
     if isinstance(first, list):
         return [mean_record(list(items)) for items in zip(*records)]
-    if isinstance(first, (int, float)) and not isinstance(first, bool):
+    if isinstance(first, np.ndarray):
+        return np.mean(records, axis=0)
+    if isinstance(first, numbers.Real) and not isinstance(first, (bool, np.bool_)):
         return float(np.mean(records))
     return first
 
@@ -50,16 +53,17 @@ def mean_record(records: list[Any]) -> Any:
 def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
     """Everything the earlier stages wrote for each run, across its seeds: ``study`` and
     ``eval`` are seed means, ``seed_study``/``seed_eval``/``seed_curves`` each seed's own,
-    ``aggregate`` the aggregate stage's intervals; speed, config and feature health are the
-    first seed's (a pretrained run's features are the same for every seed)."""
+    ``aggregate`` the aggregate stage's intervals; speed and config are the first seed's,
+    feature health too, flagged degenerate when any seed's features are."""
     results = {}
     for run in runs:
         backbone, init = P.parse_run_name(run)
         ids = [P.run_id(run, seed) for seed in seeds]
         studies = [read_json(P.study_file(i)) for i in ids]
         evals = [read_json(P.eval_file(i)) for i in ids]
-        rows, probabilities = F.seed_probabilities(run, seeds)
+        rows, probabilities = seed_test_probabilities(run, seeds)
         curves = [read_curves(P.live_dir(i)) for i in ids]
+        health = [read_json(health_file(i)) for i in ids]
         results[run] = {
             "backbone": backbone,
             "init": init,
@@ -73,9 +77,15 @@ def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]
             "aggregate": read_json(P.aggregate_file(run)),
             "speed": read_json(P.speed_file(ids[0])),
             "config": read_json(P.model_dir(ids[0]) / "config.json"),
-            "health": read_json(health_file(ids[0])),
+            "health": {
+                **health[0],
+                "degenerate": any(h["degenerate"] for h in health),
+                "reason": next((h["reason"] for h in health if h["degenerate"]), None),
+                "degenerate_seeds": sum(h["degenerate"] for h in health),
+                "seeds": len(health),
+            },
             "test_rows": rows,
-            "test_probabilities": probabilities,
+            "test_probabilities": probabilities.mean(axis=0),
         }
     return results
 
@@ -85,20 +95,19 @@ def _img_md(path: Path) -> str:
 
 
 def _seeds_text(results: dict) -> str:
-    n = min(len(r["seeds"]) for r in results.values())
-    return "one seed" if n == 1 else f"{n} seeds"
+    return seeds_text(min(len(r["seeds"]) for r in results.values()))
 
 
 def markdown_report(
     results: dict[str, dict[str, Any]],
     paper: dict[tuple, float],
     fidelity: dict[str, Any],
-    figures: list[tuple[str, Path]],
+    drawn: list[tuple[str, Path]],
     with_examples: bool,
     comparisons: dict[str, dict[str, Any]],
     outside: dict[str, Any] | None = None,
 ) -> str:
-    """The whole report as Markdown (figures as ``{{IMG:path}}`` placeholders)."""
+    """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
     seeds = _seeds_text(results)
     lines = [
         "# FER backbone comparison: results",
@@ -110,9 +119,11 @@ def markdown_report(
         "",
         f"Every run repeated under {seeds} (`seeds` in params.yaml). A cell reads "
         "`mean ± half-width` of the 95 % Student-t interval across seeds (the mean alone for "
-        "one seed); `data` is the share of every split a run used (`fraction`).",
+        "one seed): the spread that training randomness leaves on the run's own test set. "
+        "Whether two runs differ is the next table's question, not these intervals'. `data` "
+        "is the share of every split a run used (`fraction`).",
         "",
-        T.runs_table(results),
+        report_tables.runs_table(results),
         "",
         "## Which differences are real",
         "",
@@ -121,15 +132,17 @@ def markdown_report(
         "paired bootstrap interval over the images and McNemar's exact test. Several seeds: "
         "a Student-t interval whose variance adds the seeds' spread to the test images' "
         "(bootstrap), with Welch-Satterthwaite degrees of freedom. **real**: the 95 % "
-        "interval excludes 0.",
+        "interval excludes 0 (and, with one seed, McNemar's p < 0.05); `real after Holm`: "
+        "still so when the p values of all the pairs are adjusted together (Holm), the test "
+        "for a claim that ranks many runs at once.",
         "",
-        T.comparisons_table(comparisons),
+        report_tables.comparisons_table(comparisons),
         "",
         "## Test F1 per emotion",
         "",
         f"Seed means ({seeds}).",
         "",
-        T.per_class_table(results),
+        report_tables.per_class_table(results),
         "",
         "## Feature health",
         "",
@@ -147,7 +160,7 @@ def markdown_report(
         "subset of them: see the image counts). The Wilson interval covers the sampling of "
         "the images only; `across seeds` is the seeds' t interval.",
         "",
-        T.outside_table(results, outside),
+        report_tables.outside_table(results, outside),
         "",
         "## Findings of the study, checked",
         "",
@@ -161,7 +174,7 @@ def markdown_report(
                 f"claim ({seeds}; test accuracy paired on the test images, the rest Welch's "
                 "t interval across seeds).",
                 "",
-                T.pair_table(results, backbone, comparisons),
+                report_tables.pair_table(results, backbone, comparisons),
             ]
     variants = PR.load_variants()
     lines += [
@@ -192,14 +205,14 @@ def markdown_report(
         f"is kept). Metric[0] here: `{fidelity['metric0']}`. Ours: mean ± half-width across "
         f"{seeds}.",
         "",
-        T.side_by_side(results, paper),
+        report_tables.side_by_side(results, paper),
         SPEED_HEADING,
         "",
         "Measured on the machine that ran the pipeline (first seed of each run); timings vary "
         "between measurements, everything above this section is identical on a rerun with "
         "the same seeds.",
         "",
-        T.speed_table(results),
+        report_tables.speed_table(results),
         "",
         "Backbone choice from these measurements:",
         "",
@@ -208,7 +221,7 @@ def markdown_report(
         "## Figures",
         "",
     ]
-    for title, path in figures:
+    for title, path in drawn:
         if with_examples or path.name != EXAMPLES:
             lines += [f"### {title}", "", "{{IMG:" + path.as_posix() + "}}", ""]
     return "\n".join(lines)
@@ -219,41 +232,44 @@ def draw_figures(results: dict[str, dict[str, Any]], dataset) -> list[tuple[str,
     plots = P.PLOTS_DIR / "figures"
     seeds = _seeds_text(results)
     band = "" if seeds == "one seed" else f"; mean of {seeds}, 95 % band"
-    figures = [
+    drawn = [
         (
             f"{backbone}: curves (pretrained solid, random dashed{band})",
-            F.plot_curves(results, backbone, plots / f"curves_{backbone}.png"),
+            figures.plot_curves(results, backbone, plots / f"curves_{backbone}.png"),
         )
         for backbone in sorted({r["backbone"] for r in results.values()})
     ]
-    figures += [
-        ("Test accuracy", F.plot_test_accuracy(results, plots / "test_accuracy.png")),
+    drawn += [
+        ("Test accuracy", figures.plot_test_accuracy(results, plots / "test_accuracy.png")),
         (
             "Initial validation accuracy",
-            F.plot_initial(results, "accuracy", plots / "initial_accuracy.png"),
+            figures.plot_initial(results, "accuracy", plots / "initial_accuracy.png"),
         ),
-        ("Initial validation loss", F.plot_initial(results, "loss", plots / "initial_loss.png")),
+        (
+            "Initial validation loss",
+            figures.plot_initial(results, "loss", plots / "initial_loss.png"),
+        ),
         (
             "Test accuracy against inference speed",
-            F.plot_accuracy_speed(results, plots / "accuracy_vs_speed.png"),
+            figures.plot_accuracy_speed(results, plots / "accuracy_vs_speed.png"),
         ),
     ]
-    figures += [
+    drawn += [
         (
             f"{run}: test confusion matrix ({seeds})",
-            F.plot_confusion(
+            figures.plot_confusion(
                 run, results[run]["eval"]["confusion_matrix"], plots / f"confusion_{run}.png"
             ),
         )
         for run in sorted(results)
     ]
-    figures.append(
+    drawn.append(
         (
             "One test image per emotion and each run's probabilities",
-            F.plot_examples(results, dataset, P.PLOTS_DIR / EXAMPLES),
+            figures.plot_examples(results, dataset, P.PLOTS_DIR / EXAMPLES),
         )
     )
-    return figures
+    return drawn
 
 
 def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
@@ -263,8 +279,8 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     fidelity = read_json(FIDELITY_FILE)
     comparisons = read_json(COMPARISONS_FILE)
     outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
-    figures = draw_figures(results, load_dataset(P.DATASET_FILE))
-    args = (results, paper, fidelity, figures)
+    drawn = draw_figures(results, load_dataset(P.DATASET_FILE))
+    args = (results, paper, fidelity, drawn)
     md = markdown_report(*args, False, comparisons, outside)
     write_text(
         REPORTS_DIR / "report.md",
@@ -278,4 +294,4 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
         REPORTS_DIR / "report.html",
         markdown_to_html(markdown_report(*args, True, comparisons, outside)),
     )
-    return {"figures": [str(p) for _, p in figures], "findings": findings(results, comparisons)}
+    return {"figures": [str(p) for _, p in drawn], "findings": findings(results, comparisons)}

@@ -8,8 +8,9 @@
   McNemar's exact test on the images where exactly one is right (``scipy.stats.binomtest``).
   Several seeds: the difference of the seed-averaged accuracies, whose variance has two
   parts, the test images (the bootstrap variance of the per-image seed-averaged difference)
-  and the seeds (``s_A^2/n_A + s_B^2/n_B`` of the per-seed accuracies on those images); the
-  interval is Student-t with Welch-Satterthwaite degrees of freedom (the image part counted
+  and the seeds (``s_A^2/n_A + s_B^2/n_B`` of the per-seed accuracies on those images, or
+  ``s_d^2/n`` of the per-seed differences when the two share their seeds); the interval is
+  Student-t with Welch-Satterthwaite degrees of freedom (the image part counted
   as known), so that a difference is called real only when it survives both a new sample of
   test images and new seeds.
 - :func:`shared_correctness`: runs scored on different images (a ``fraction`` < 1 against
@@ -18,10 +19,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap, t
+from scipy.stats import binomtest, bootstrap, norm, t
+from statsmodels.stats.multitest import multipletests
 
 #: Bootstrap resamples for the image part of an interval.
 RESAMPLES = 10_000
@@ -81,45 +84,73 @@ class PairedDifference:
     difference: float
     low: float  # 95 % interval
     high: float
+    p_value: float  # two-sided: McNemar's exact test (one seed), else the t statistic's
     image_se: float  # standard error from the test images (bootstrap)
     seed_se: float | None  # standard error from the seeds; None for one seed
-    df: float | None  # Welch-Satterthwaite degrees of freedom; None for one seed
-    mcnemar_p: float | None  # one seed: exact two-sided, on the discordant images
-    only_a_right: int | None
+    paired_seeds: bool  # the seed part from per-seed differences (same seeds on both sides)
+    df: float | None  # Welch-Satterthwaite degrees of freedom; None for one seed or infinite
+    only_a_right: int | None  # one seed: the discordant images McNemar counts
     only_b_right: int | None
 
     @property
     def significant(self) -> bool:
-        """The 95 % interval excludes 0."""
-        return self.low > 0 or self.high < 0
+        """Real at 95 %: the interval excludes 0, and (one seed) McNemar agrees (p < 0.05),
+        so that a handful of discordant images never makes a difference real."""
+        return (self.low > 0 or self.high < 0) and self.p_value < 1 - CONFIDENCE
 
     @property
     def method(self) -> str:
         if self.seeds == 1:
             return "paired bootstrap over test images (percentile), McNemar exact"
-        return "t interval, Welch-Satterthwaite df; variance = seeds + test images (bootstrap)"
+        seeds = "per-seed differences" if self.paired_seeds else "seeds of each side"
+        return f"t interval, Welch-Satterthwaite df; variance = {seeds} + test images (bootstrap)"
 
     def as_dict(self) -> dict[str, float | int | bool | str | None]:
         return {**asdict(self), "significant": self.significant, "method": self.method}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> PairedDifference:
+        """Inverse of :meth:`as_dict` (extra keys, e.g. the runs' names, ignored)."""
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+    def flipped(self) -> PairedDifference:
+        """B minus A: the same comparison the other way round (exact: both intervals are
+        symmetric in A and B)."""
+        return replace(
+            self,
+            difference=0.0 - self.difference,  # 0.0 - x: no "-0.0" for a tie
+            low=0.0 - self.high,
+            high=0.0 - self.low,
+            only_a_right=self.only_b_right,
+            only_b_right=self.only_a_right,
+        )
 
     def describe(self) -> str:
         text = (
             f"{100 * self.difference:+.1f} points (95 % CI {100 * self.low:+.1f} to "
             f"{100 * self.high:+.1f}"
         )
-        if self.mcnemar_p is not None:
-            text += f", McNemar p = {self.mcnemar_p:.2g}"
-        return text + f", {self.images:,} images, {_seeds(self.seeds)})"
+        if self.seeds == 1:
+            text += f", McNemar p = {self.p_value:.2g}"
+        return text + f", {self.images:,} shared test images, {seeds_text(self.seeds)})"
 
     def verdict(self) -> str:
-        """``describe`` plus whether the difference is real at 95 %."""
+        """``describe`` plus, where it is not real, "not distinguishable at 95 % with n seeds"."""
         if self.significant:
             return self.describe()
-        return f"{self.describe()}: not distinguishable at 95 % with {_seeds(self.seeds)}"
+        return f"{self.describe()}: not distinguishable at 95 % with {seeds_text(self.seeds)}"
 
 
-def _seeds(n: int) -> str:
+def seeds_text(n: int) -> str:
+    """``one seed`` or ``<n> seeds``."""
     return "one seed" if n == 1 else f"{n} seeds"
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p values (``statsmodels``)."""
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(p_values, alpha=1 - CONFIDENCE, method="holm")[1]]
 
 
 def _image_bootstrap(delta: np.ndarray, seed: int):
@@ -136,12 +167,15 @@ def _image_bootstrap(delta: np.ndarray, seed: int):
 
 
 def paired_difference(
-    correct_a: np.ndarray, correct_b: np.ndarray, seed: int = 0
+    correct_a: np.ndarray, correct_b: np.ndarray, seed: int = 0, *, paired_seeds: bool = False
 ) -> PairedDifference:
     """Compare per-image correctness of A and B on the same images.
 
     ``correct_a`` and ``correct_b`` are boolean arrays, 1-D (one seed) or ``(seeds, images)``;
-    both need the same images, and the same number of seeds.
+    both need the same images, and the same number of seeds. ``paired_seeds``: row ``s`` of
+    A and of B share everything a seed decides (one setting changed under the same seeds,
+    e.g. the precision), so the seed part is the variance of the per-seed differences
+    (``s_d^2/n``, ``n - 1`` df) rather than of each side's accuracies.
     """
     a, b = np.atleast_2d(np.asarray(correct_a, bool)), np.atleast_2d(np.asarray(correct_b, bool))
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] == 0:
@@ -161,28 +195,35 @@ def paired_difference(
             difference=difference,
             low=float(low),
             high=float(high),
+            p_value=float(p),
             image_se=image_se,
             seed_se=None,
+            paired_seeds=paired_seeds,
             df=None,
-            mcnemar_p=float(p),
             only_a_right=only_a,
             only_b_right=only_b,
         )
-    parts = a.mean(axis=1).var(ddof=1) / seeds, b.mean(axis=1).var(ddof=1) / seeds
-    seed_var = float(sum(parts))
+    if paired_seeds:
+        seed_parts: tuple[float, ...] = ((a.mean(axis=1) - b.mean(axis=1)).var(ddof=1) / seeds,)
+    else:
+        seed_parts = a.mean(axis=1).var(ddof=1) / seeds, b.mean(axis=1).var(ddof=1) / seeds
+    seed_var = float(sum(seed_parts))
     se = float(np.sqrt(seed_var + image_se**2))
-    df = float(se**4 / sum(part**2 / (seeds - 1) for part in parts)) if seed_var > 0 else np.inf
-    half = float(t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    df = float(se**4 / sum(part**2 / (seeds - 1) for part in seed_parts)) if seed_var > 0 else None
+    dist = t(df) if df is not None else norm  # no seed spread: the image part alone, normal
+    half = float(dist.ppf(0.5 + CONFIDENCE / 2)) * se
+    p = float(2 * dist.sf(abs(difference) / se)) if se > 0 else float(difference == 0)
     return PairedDifference(
         images=images,
         seeds=seeds,
         difference=difference,
         low=difference - half,
         high=difference + half,
+        p_value=p,
         image_se=image_se,
         seed_se=float(np.sqrt(seed_var)),
+        paired_seeds=paired_seeds,
         df=df,
-        mcnemar_p=None,
         only_a_right=None,
         only_b_right=None,
     )

@@ -1,0 +1,67 @@
+"""TensorFlow's native start-up lines are dropped from stderr; everything else passes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ferstudy.native_logs import keep, split_lines
+
+NATIVE = [
+    b"E0000 00:00:1795920508.552752    1577 cuda_platform.cc:52] failed call to cuInit: X",
+    b"I1129 03:02:03.123456   42 port.cc:153] oneDNN custom operations are on.",
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
+    b"with the appropriate compiler flags.",
+]
+OTHER = [
+    b"error: params.yaml: lr: expected a number > 0",
+    b"Epoch 1/20",
+    b"E is for emotion",
+    b"[ferstudy train] done in 3.0 s",
+    b"W: a warning of our own",
+]
+
+
+@pytest.mark.parametrize("line", NATIVE)
+def test_native_lines_are_dropped(line):
+    assert not keep(line)
+
+
+@pytest.mark.parametrize("line", OTHER)
+def test_other_lines_are_kept(line):
+    assert keep(line)
+
+
+def test_progress_bars_split_at_carriage_returns():
+    lines, rest = split_lines(b"a 10%\rb 20%\rdone\nhalf")
+    assert lines == [b"a 10%\r", b"b 20%\r", b"done\n"] and rest == b"half"
+
+
+SCRIPT = """
+import os, sys
+from ferstudy.native_logs import filter_native_logs
+filter_native_logs()
+os.write(2, b"I1129 03:02:03.123456   42 port.cc:153] oneDNN custom operations are on.\\n")
+print("kept line", file=sys.stderr)
+os.write(2, b"progress 50%\\r")
+import tensorflow as tf
+tf.config.list_physical_devices("GPU")  # cuInit errors on a machine without a GPU
+print("last line", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_a_process_that_starts_tensorflow(verbose):
+    env = {**os.environ, "FERSTUDY_VERBOSE": verbose, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, timeout=300)
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert b"kept line\n" in err and b"progress 50%\r" in err
+    assert err.rstrip().endswith(b"last line")  # flushed before the process ends
+    assert (b"oneDNN custom operations" in err) == bool(verbose)
+    if not verbose:
+        assert all(keep(line) for line in err.splitlines())
