@@ -85,6 +85,7 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         "train@onet-random-42",
         "evaluate@openface-random-42",
         "evaluate@onet-pretrained-42",
+        "heads@onet-pretrained-42",
         "metrics",
         "aggregate",
         "report",
@@ -316,7 +317,12 @@ def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeli
     project, env, _ = pipeline
     sh("git checkout -- . && dvc checkout -q", project, env)  # from the baseline
     log = sh("dvc exp run -S 'seeds=[42,43]'", project, env)
-    for stage in ("features@onet-random-43", "train@onet-pretrained-43", "aggregate"):
+    for stage in (
+        "features@onet-random-43",
+        "train@onet-pretrained-43",
+        "heads@onet-pretrained-43",
+        "aggregate",
+    ):
         assert f"Running stage '{stage}'" in log
     assert "Running stage 'features@onet-random-42'" not in log  # seed 42 is reused as it was
     # a pretrained backbone's features do not depend on the seed: copied, cached once
@@ -352,6 +358,7 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = [
     "Runs",
     "Which differences are real",
+    "Classical heads on the cached features",
     "Test F1 per emotion",
     "Feature health",
     "Findings of the study, checked",

@@ -81,6 +81,21 @@ def _seed(args: argparse.Namespace, params: dict) -> int:
     return P.seeds(params)[0] if args.seed is None else args.seed
 
 
+def _cmd_heads(args: argparse.Namespace) -> None:
+    from ferstudy import heads
+
+    P.parse_run_name(args.run)
+    params = P.load_params(args.params)
+    result = heads.run(params, args.run, _seed(args, params))
+    for kind in params["heads"]["kinds"]:
+        r = result[kind]
+        print(
+            f"heads {result['run']} {kind}: C {r['C']:g} (val accuracy {r['val_accuracy']:.4f}), "
+            f"test accuracy {r['test_accuracy']:.4f}, macro-F1 {r['test_macro_f1']:.4f}; "
+            f"{result['seconds'][kind]} s"
+        )
+
+
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from ferstudy import metrics
 
@@ -297,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("features", _cmd_features, "cache the frozen part's output for one run"),
         ("train", _cmd_train, "train one run's tail on its cached features"),
         ("evaluate", _cmd_evaluate, "score one trained run on the test set, time it"),
+        ("heads", _cmd_heads, "fit scikit-learn heads on one run's cached features"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run", help="<backbone>-<init>, e.g. openface-random")

@@ -133,6 +133,29 @@ class DataParams(_Strict):
         return self
 
 
+class HeadsParams(_Strict):
+    """The ``heads:`` section: scikit-learn classifiers on cached features."""
+
+    runs: Annotated[
+        list[str],
+        Field(min_length=1, description="a non-empty list of run names, each also in runs"),
+        AfterValidator(_run_names),
+    ] = ["onet-pretrained"]
+    kinds: Annotated[
+        list[Literal["logistic", "linear_svm"]],
+        Field(min_length=1, description="a non-empty list among logistic, linear_svm"),
+        AfterValidator(_unique),
+    ] = ["logistic", "linear_svm"]
+    C: Annotated[
+        list[Annotated[Float, Field(gt=0)]],
+        Field(min_length=1, description="a non-empty list of numbers > 0"),
+    ] = [1.0]
+    class_weight: Annotated[
+        Literal["balanced", "none"], Field(description=_one_of(("balanced", "none")))
+    ] = "balanced"
+    max_iter: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 1000
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``.
 
@@ -187,6 +210,22 @@ class Params(_Strict):
         DataParams,
         Field(description="a mapping of " + ", ".join(DataParams.model_fields)),
     ] = DataParams()
+    heads: Annotated[
+        HeadsParams,
+        Field(description="a mapping of " + ", ".join(HeadsParams.model_fields)),
+    ] = HeadsParams()
+
+    @model_validator(mode="after")
+    def _heads_on_runs_of_the_matrix(self) -> Params:
+        if self.runs is not None:
+            for name in self.heads.runs:
+                if name not in self.runs:
+                    raise PydanticCustomError(
+                        "params",
+                        "heads.runs: {run} is not in runs (a head needs the run's features)",
+                        {"run": name},
+                    )
+        return self
 
     @model_validator(mode="after")
     def _settings_for_each_backbone(self) -> Params:
@@ -213,6 +252,8 @@ def _expectations() -> dict[str, str]:
         table[f"backbone.*.{name}"] = f.description or ""
     for name, f in DataParams.model_fields.items():
         table[f"data.{name}"] = f.description or ""
+    for name, f in HeadsParams.model_fields.items():
+        table[f"heads.{name}"] = f.description or ""
     return table
 
 
@@ -221,6 +262,7 @@ _KEYS_AT = {
     "": list(Params.model_fields),
     "backbone.*": list(BackboneSettings.model_fields),
     "data": list(DataParams.model_fields),
+    "heads": list(HeadsParams.model_fields),
 }
 
 

@@ -24,6 +24,7 @@ from ferstudy import protocol_report as PR
 from ferstudy.aggregate import COMPARISONS_FILE, seed_test_probabilities
 from ferstudy.features import health_file
 from ferstudy.findings import choice, findings
+from ferstudy.heads import compare_with_dense
 from ferstudy.html_page import markdown_to_html
 from ferstudy.io import load_dataset, read_json, write_text
 from ferstudy.metrics import FIDELITY_FILE, load_paper_tables, read_curves
@@ -94,6 +95,23 @@ def _img_md(path: Path) -> str:
     return f"![{path.stem}](../{path.as_posix()})"
 
 
+def heads_section(results: dict, heads: dict | None) -> list[str]:
+    """Markdown lines of the scikit-learn heads (none without heads)."""
+    if not heads:
+        return []
+    return [
+        "## Classical heads on the cached features",
+        "",
+        "The study's future work: a logistic regression and a linear SVM (`heads` in "
+        "params.yaml, standardised features, `class_weight` balanced, C chosen on validation "
+        "accuracy) on the same cached features as the run's dense head. Each head minus the "
+        "dense head is paired on the same test images and seeds.",
+        "",
+        report_tables.heads_table({r: results[r]["aggregate"] for r in heads}, heads),
+        "",
+    ]
+
+
 def _seeds_text(results: dict) -> str:
     return seeds_text(min(len(r["seeds"]) for r in results.values()))
 
@@ -106,6 +124,7 @@ def markdown_report(
     with_examples: bool,
     comparisons: dict[str, dict[str, Any]],
     outside: dict[str, Any] | None = None,
+    heads: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> str:
     """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
     seeds = _seeds_text(results)
@@ -138,6 +157,7 @@ def markdown_report(
         "",
         report_tables.comparisons_table(comparisons),
         "",
+        *heads_section(results, heads),
         "## Test F1 per emotion",
         "",
         f"Seed means ({seeds}).",
@@ -279,9 +299,16 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     fidelity = read_json(FIDELITY_FILE)
     comparisons = read_json(COMPARISONS_FILE)
     outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
-    drawn = draw_figures(results, load_dataset(P.DATASET_FILE))
+    dataset = load_dataset(P.DATASET_FILE)
+    drawn = draw_figures(results, dataset)
+    labels = dataset.labels
+    heads = {
+        run: compare_with_dense(run, P.seeds(params), params["heads"]["kinds"], labels)
+        for run in params["heads"]["runs"]
+        if run in results
+    }
     args = (results, paper, fidelity, drawn)
-    md = markdown_report(*args, False, comparisons, outside)
+    md = markdown_report(*args, False, comparisons, outside, heads)
     write_text(
         REPORTS_DIR / "report.md",
         "\n".join(
@@ -292,6 +319,6 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     )
     write_text(
         REPORTS_DIR / "report.html",
-        markdown_to_html(markdown_report(*args, True, comparisons, outside)),
+        markdown_to_html(markdown_report(*args, True, comparisons, outside, heads)),
     )
     return {"figures": [str(p) for _, p in drawn], "findings": findings(results, comparisons)}

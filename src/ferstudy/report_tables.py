@@ -219,3 +219,21 @@ def outside_table(results: dict, outside: dict[str, Any] | None) -> str:
                 f"| {run} | {cells(private['accuracy'], round(private['images']), across)} |"
             )
     return "\n".join(lines)
+
+
+def heads_table(dense: dict[str, dict], heads: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Per run with heads: the dense head's test accuracy beside each scikit-learn head's,
+    and each head minus the dense head, paired on the same images and seeds."""
+    lines = [
+        "| run | head | test accuracy | minus the dense head (points, 95 % CI) | real |",
+        "|---|---|---:|---|---|",
+    ]
+    for run, kinds in heads.items():
+        lines.append(f"| {run} | dense (the study's) | {pm(dense[run]['test_accuracy'])} | | |")
+        for kind, r in kinds.items():
+            d = PairedDifference.from_dict(r["minus_dense"])
+            lines.append(
+                f"| {run} | {kind.replace('_', ' ')} | {pm(r['test_accuracy'])} | "
+                f"{d.describe()} | {_real(d.significant)} |"
+            )
+    return "\n".join(lines)
