@@ -47,10 +47,12 @@ def make_head(kind: str, c: float, class_weight: str | None, max_iter: int, seed
     """An unfitted head: standardisation, then the classifier."""
     if kind == "logistic":
         model = LogisticRegression(
-            C=c, class_weight=class_weight, max_iter=max_iter, random_state=seed
+            C=c, class_weight=class_weight, max_iter=max_iter, tol=1e-3, random_state=seed
         )
     elif kind == "linear_svm":
-        model = LinearSVC(C=c, class_weight=class_weight, max_iter=max_iter, random_state=seed)
+        model = LinearSVC(
+            C=c, class_weight=class_weight, max_iter=max_iter, tol=1e-3, random_state=seed
+        )
     else:
         raise ValueError(f"unknown head kind {kind!r} (known: {', '.join(KINDS)})")
     return make_pipeline(StandardScaler(), model)
