@@ -56,7 +56,7 @@ def test_invalid_fractions_and_too_few_images():
 
 
 def test_usage_split_is_fer2013s_own_protocol():
-    from ferstudy.split import usage_split
+    from ferstudy.usage_split import usage_split
 
     usage = np.array(["Training", "PrivateTest", "PublicTest", "Training", "PrivateTest"])
     split = usage_split(usage)

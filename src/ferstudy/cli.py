@@ -32,9 +32,13 @@ def _cmd_acquire(args: argparse.Namespace) -> None:
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
-    from ferstudy import split
+    from ferstudy import split, usage_split
 
-    summary = split.run(P.load_params(args.params), P.DATASET_FILE, P.SPLIT_FILE, P.SPLIT_SUMMARY)
+    params = P.load_params(args.params)
+    if params["data"]["split"] == "usage":
+        summary = usage_split.run(P.DATASET_FILE, P.SPLIT_FILE, P.SPLIT_SUMMARY)
+    else:
+        summary = split.run(params, P.DATASET_FILE, P.SPLIT_FILE, P.SPLIT_SUMMARY)
     print("split: " + " / ".join(f"{name} {s['total']}" for name, s in summary.items()))
 
 

@@ -1,15 +1,12 @@
-"""Stage ``split``: the train / validation / test split of the canonical dataset.
+"""Stage ``split``: stratified train / validation / test split of the canonical dataset.
 
-``data.split: stratified`` (default, the study's): the calls, with the default params
-(``test_size 0.2``, ``val_size 0.1``, ``random_state 42``):
+The calls, with the default params (``test_size 0.2``, ``val_size 0.1``, ``random_state 42``):
 
     rest, test = train_test_split(idx, test_size=0.2, stratify=y, random_state=42)
     train, val = train_test_split(rest, test_size=0.1 / (1 - 0.2), stratify=y[rest],
                                   random_state=42)
 
-``idx`` is ``0..N-1`` in the canonical file's order. ``data.split: usage`` is FER2013's own
-protocol, as benchmarks report it: train = the Training rows, validation = PublicTest, test
-= PrivateTest (``test_size`` and ``val_size`` are then unused). Each subset is stored sorted.
+``idx`` is ``0..N-1`` in the canonical file's order. Each subset is stored sorted.
 """
 
 from __future__ import annotations
@@ -47,22 +44,6 @@ def stratified_split(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-#: ``data.split: usage``: the FER2013 usage of each subset.
-USAGE_SPLIT = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
-
-
-def usage_split(usage: np.ndarray) -> dict[str, np.ndarray]:
-    """FER2013's official protocol: rows by their challenge usage."""
-    split = {name: np.flatnonzero(usage == value) for name, value in USAGE_SPLIT.items()}
-    missing = [value for name, value in USAGE_SPLIT.items() if not len(split[name])]
-    if missing:
-        raise FerError(
-            f"data.split: usage needs images of every FER2013 usage; none is {', '.join(missing)} "
-            "(a source without usage: use data.split: stratified)"
-        )
-    return split
-
-
 def split_summary(labels: np.ndarray, split: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-class counts of each subset."""
     return {
@@ -81,15 +62,12 @@ def run(params: dict[str, Any], dataset_file: Path, split_file: Path, summary_fi
     """The ``split`` stage."""
     data = params.get("data", {})
     dataset = load_dataset(dataset_file)
-    if data.get("split", "stratified") == "usage":
-        split = usage_split(dataset.usage)
-    else:
-        split = stratified_split(
-            dataset.labels,
-            test_size=float(data.get("test_size", 0.2)),
-            val_size=float(data.get("val_size", 0.1)),
-            random_state=int(data.get("random_state", 42)),
-        )
+    split = stratified_split(
+        dataset.labels,
+        test_size=float(data.get("test_size", 0.2)),
+        val_size=float(data.get("val_size", 0.1)),
+        random_state=int(data.get("random_state", 42)),
+    )
     summary = split_summary(dataset.labels, split)
     save_npz(split_file, **{name: split[name].astype(np.int64) for name in SPLITS})
     write_json(summary_file, summary)
