@@ -39,6 +39,7 @@ def project(tmp_path_factory):
     images, labels = synthetic_images(PER_CLASS, seed=1)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params.update(runs=[RUN], epochs=EPOCHS, lr=0.01, batch_size=16, precision="fp32")
+    params["heads"]["runs"] = [RUN]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -479,8 +479,8 @@ def test_dlib_random_is_refused_with_the_reason():
 
 def test_non_string_keys_are_unknown_keys_with_the_allowed_ones():
     assert _message({"data": {1: 2}}) == (
-        "params.yaml: data.1: unknown key (allowed: source, kaggle_dataset, sha256, test_size, "
-        "val_size, random_state, max_unpacked_bytes, max_image_pixels)"
+        "params.yaml: data.1: unknown key (allowed: source, kaggle_dataset, sha256, split, "
+        "test_size, val_size, random_state, max_unpacked_bytes, max_image_pixels)"
     )
     assert _message({"backbone": {"vggface": {"input_size": 48, "fration": 0.5}}}) == (
         "params.yaml: backbone.vggface.fration: unknown key "

@@ -30,6 +30,7 @@ def evaluated(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(run)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params.update(runs=[run], epochs=3, lr=0.01, batch_size=16, precision="fp32")
+    params["heads"]["runs"] = [run]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

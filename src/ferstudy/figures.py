@@ -79,7 +79,7 @@ def _bars(ax, results: dict, runs: list[str], values: list[list[float]]) -> None
         capsize=4,
         color=["tab:green" if results[r]["init"] == "pretrained" else "tab:gray" for r in runs],
     )
-    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.bar_label(bars, fmt="%.3f", fontsize=8, label_type="center", color="white")
     ax.tick_params(axis="x", rotation=30)
 
 

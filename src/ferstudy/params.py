@@ -216,18 +216,6 @@ class Params(_Strict):
     ] = HeadsParams()
 
     @model_validator(mode="after")
-    def _heads_on_runs_of_the_matrix(self) -> Params:
-        if self.runs is not None:
-            for name in self.heads.runs:
-                if name not in self.runs:
-                    raise PydanticCustomError(
-                        "params",
-                        "heads.runs: {run} is not in runs (a head needs the run's features)",
-                        {"run": name},
-                    )
-        return self
-
-    @model_validator(mode="after")
     def _settings_for_each_backbone(self) -> Params:
         for name in [r.rpartition("-")[0] for r in self.runs or []]:
             if name not in (self.backbone or {}):
@@ -237,6 +225,19 @@ class Params(_Strict):
                     "fraction) for every backbone listed in runs",
                     {"name": name},
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _heads_on_runs_of_the_matrix(self) -> Params:
+        if self.runs is not None:
+            for name in self.heads.runs:
+                if name not in self.runs:
+                    raise PydanticCustomError(
+                        "params",
+                        "heads.runs: {run} is not in runs (a head needs the run's features; "
+                        "set heads.runs with runs, e.g. -S 'heads.runs=[...]')",
+                        {"run": name},
+                    )
         return self
 
 

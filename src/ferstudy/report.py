@@ -102,10 +102,10 @@ def heads_section(results: dict, heads: dict | None) -> list[str]:
     return [
         "## Classical heads on the cached features",
         "",
-        "The study's future work: a logistic regression and a linear SVM (`heads` in "
-        "params.yaml, standardised features, `class_weight` balanced, C chosen on validation "
-        "accuracy) on the same cached features as the run's dense head. Each head minus the "
-        "dense head is paired on the same test images and seeds.",
+        "The study's future work: scikit-learn classifiers (`heads` in params.yaml: "
+        "logistic regression, linear SVM; standardised features, `class_weight` balanced, "
+        "C chosen on validation accuracy) on the same cached features as the run's dense "
+        "head. Each head minus the dense head is paired on the same test images and seeds.",
         "",
         report_tables.heads_table({r: results[r]["aggregate"] for r in heads}, heads),
         "",
@@ -166,7 +166,7 @@ def markdown_report(
         "",
         "## Feature health",
         "",
-        PR.health_caption() + " (First seed of each run.)",
+        PR.health_caption() + " Values: each run's first seed; the flag counts every seed.",
         "",
         PR.health_table(results),
         "",

@@ -176,14 +176,14 @@ def _verdict(d: SeedDifference | PairedDifference, higher: bool) -> str:
 
 
 def comparisons_table(comparisons: dict[str, dict[str, Any]]) -> str:
-    """Every pair of runs: test accuracy of the first minus the second, paired; real at 95 %
-    per comparison, and after Holm's adjustment over all of them."""
+    """Every pair of runs, the largest difference first: test accuracy of the first minus the
+    second, paired; real at 95 % per comparison, and after Holm's adjustment over all."""
     lines = [
         "| comparison | difference (points, 95 % CI, images, seeds) | p | real at 95 % "
         "| real after Holm |",
         "|---|---|---:|---|---|",
     ]
-    for name, c in comparisons.items():
+    for name, c in sorted(comparisons.items(), key=lambda item: -item[1]["difference"]):
         d = PairedDifference.from_dict(c)
         lines.append(
             f"| {name} | {d.describe()} | {d.p_value:.2g} | {_real(d.significant)} | "

@@ -27,6 +27,7 @@ def project(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     params.update(runs=["mobilenet-random"], epochs=5, lr=0.01, batch_size=4, precision="fp32")
+    params["heads"]["runs"] = ["mobilenet-random"]
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
