@@ -76,6 +76,16 @@ def test_initial_final_and_best():
 
 def test_table_rows_in_paper_layout():
     result = run_metrics(curves([0.1, 0.2, 0.3], [0.1, 0.2, 0.2]), window=5)
-    rows = study_table_rows({"openface-random": result})
+    rows = study_table_rows({"openface-random": [result]})
     assert {r["table"] for r in rows} == {2, 3, 4, 5}
-    assert rows[0].keys() == {"table", "metric", "rate", "backbone", "init", "epochs", "value"}
+    assert rows[0].keys() == {
+        "table",
+        "metric",
+        "rate",
+        "backbone",
+        "init",
+        "epochs",
+        "value",
+        "seeds",
+        "half_width",
+    }

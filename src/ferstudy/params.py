@@ -138,9 +138,9 @@ class HeadsParams(_Strict):
 
     runs: Annotated[
         list[str],
-        Field(min_length=1, description="a non-empty list of run names, each also in runs"),
+        Field(description="a list of run names, each also in runs (empty: no heads)"),
         AfterValidator(_run_names),
-    ] = ["onet-pretrained"]
+    ] = []
     kinds: Annotated[
         list[Literal["logistic", "linear_svm"]],
         Field(min_length=1, description="a non-empty list among logistic, linear_svm"),
