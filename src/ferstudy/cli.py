@@ -80,6 +80,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from ferstudy import finetune
+
+    backbone, init = P.parse_run_name(args.run)
+    params = P.load_params(args.params)
+    info = finetune.run(params, backbone, init, _seed(args, params))
+    print(
+        f"finetune {info['run']}: best val accuracy {info['val_accuracy']:.4f} at epoch "
+        f"{info['best_epoch']} of {info['epochs_run']}; {info['seconds']} s"
+    )
+
+
 def _seed(args: argparse.Namespace, params: dict) -> int:
     """``--seed``, or the first of ``seeds`` in params."""
     return P.seeds(params)[0] if args.seed is None else args.seed
@@ -317,9 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", _cmd_train, "train one run's tail on its cached features"),
         ("evaluate", _cmd_evaluate, "score one trained run on the test set, time it"),
         ("heads", _cmd_heads, "fit scikit-learn heads on one run's cached features"),
+        ("finetune", _cmd_finetune, "train one run end to end on augmented images"),
     ):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("run", help="<backbone>-<init>, e.g. openface-random")
+        cmd.add_argument(
+            "run", help="<backbone>-<init>, e.g. openface-random (evaluate: or ...-finetune)"
+        )
         cmd.add_argument(
             "--seed", type=int, help="which of params' seeds (default: the first of them)"
         )

@@ -1,7 +1,9 @@
 """Stage ``evaluate``: each trained model on the held-out test set, and what it costs to run.
 
-Scores come from the run's cached test features through its trained tail, which is exactly
-the full model on the test images (tests/test_transfer.py shows it). Writes
+Scores of a study run come from its cached test features through its trained tail, which is
+exactly the full model on the test images (tests/test_transfer.py shows it); a fine-tuned run
+(``<run>-finetune``, no feature cache) is scored on the test images of its own split through
+the whole model. Writes
 
 - ``metrics/eval/<run>/seed<seed>.json``: accuracy, macro-F1, per-class precision/recall/F1, the
   confusion matrix (rows: true class, columns: predicted), the test probabilities' checksum;
@@ -27,8 +29,8 @@ from ferstudy import CLASSES, runtime
 from ferstudy import params as P
 from ferstudy.backbones import get_backbone
 from ferstudy.features import CachedFeatures
-from ferstudy.io import load_usage, save_npz, write_json, write_text
-from ferstudy.model_store import WEIGHTS, load_model
+from ferstudy.io import load_dataset, load_labels, load_usage, save_npz, write_json, write_text
+from ferstudy.model_store import WEIGHTS, LoadedModel, load_model
 from ferstudy.transfer import image_transform, split_frozen_tail
 
 TEST_PROBABILITIES = "test_probabilities.npz"
@@ -121,34 +123,50 @@ def inference_cost(
     }
 
 
-def run(run_id: str) -> dict[str, Any]:
-    """The ``evaluate`` stage for one run id (``<run>/seed<seed>``)."""
-    runtime.configure(P.parse_run_id(run_id)[1], deterministic=True)
-    loaded = load_model(P.model_dir(run_id))
+def _cached_test(loaded: LoadedModel, run_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """A study run: test rows, their probabilities (cached features through the trained tail)
+    and the tail's trainable parameters."""
     cache = CachedFeatures(P.features_dir(run_id))
     cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
-    probs = predict_features(cut.tail, cache, "test")
-    labels = cache.labels["test"]
+    trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
+    return cache.rows["test"], predict_features(cut.tail, cache, "test"), trainable
+
+
+def _finetuned_test(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray, int]:
+    """A fine-tuned run: test rows of its own split, their probabilities from the images
+    through the whole model, and its parameters (all trainable)."""
+    from ferstudy.finetune import predict_images, split_rows
+
+    dataset = load_dataset(P.DATASET_FILE)
+    rows = split_rows(dataset, loaded.config["split"])["test"]
+    backbone = get_backbone(loaded.config["backbone"])
+    transform = image_transform(backbone.preprocess, int(loaded.config["input_size"]))
+    probs = predict_images(loaded.model, transform, dataset.images[rows])
+    return rows, probs, int(loaded.model.count_params())
+
+
+def run(run_id: str) -> dict[str, Any]:
+    """The ``evaluate`` stage for one run id (``<run>/seed<seed>``), study or fine-tuned."""
+    runtime.configure(P.parse_run_id(run_id)[1], deterministic=True)
+    loaded = load_model(P.model_dir(run_id))
+    finetuned = loaded.config.get("mode") == "finetune"
+    rows, probs, trainable = _finetuned_test(loaded) if finetuned else _cached_test(loaded, run_id)
+    labels = load_labels(P.DATASET_FILE)[rows]
     predicted = probs.argmax(axis=1)
     result = scores(labels, predicted)
     result["test_images"] = int(len(labels))
-    result["privatetest"] = privatetest_scores(
-        load_usage(P.DATASET_FILE)[cache.rows["test"]], labels, predicted
-    )
+    result["privatetest"] = privatetest_scores(load_usage(P.DATASET_FILE)[rows], labels, predicted)
     write_json(P.eval_file(run_id), result)
     lines = ["actual,predicted"] + [f"{CLASSES[a]},{CLASSES[p]}" for a, p in zip(labels, predicted)]
     write_text(P.eval_dir(run_id) / "predictions.csv", "\n".join(lines) + "\n")
     save_npz(
-        P.eval_dir(run_id) / TEST_PROBABILITIES,
-        rows=cache.rows["test"],
-        probabilities=probs.astype(np.float32),
+        P.eval_dir(run_id) / TEST_PROBABILITIES, rows=rows, probabilities=probs.astype(np.float32)
     )
 
     # Speed: the full model on images, at the precision its features were computed at.
     precision = loaded.config["precision"]
     timed = load_model(P.model_dir(run_id), precision).model if precision == "bf16" else None
     backbone = get_backbone(loaded.config["backbone"])
-    trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
     speed = inference_cost(
         timed or loaded.model,
         trainable,

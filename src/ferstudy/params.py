@@ -41,6 +41,10 @@ INITS: tuple[str, ...] = ("pretrained", "random")
 BACKBONE_NAMES: tuple[str, ...] = ("vggface", "openface", "resnet50", "mobilenet", "onet", "dlib")
 #: dlib: backbones without a random initialisation (their Backbone.inits in backbones.py).
 PRETRAINED_ONLY: dict[str, str] = {"dlib": "dlib has no random initialisation"}
+#: Backbones that cannot be fine-tuned (their Backbone.frozen_only in backbones.py).
+FROZEN_ONLY: dict[str, str] = {"dlib": "dlib's layers are not Keras layers; it cannot train"}
+#: A fine-tuned run is named after its backbone and init with this suffix.
+FINETUNE_SUFFIX = "-finetune"
 UINT32_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------- the schema
@@ -156,6 +160,68 @@ class HeadsParams(_Strict):
     max_iter: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 1000
 
 
+class AugmentParams(_Strict):
+    """``finetune.augment``: on-the-fly augmentation of training images (0 turns one off)."""
+
+    flip: Annotated[bool, Field(description="true or false")] = True
+    shift: Annotated[Float, Field(ge=0, lt=0.5, description="a number in [0, 0.5)")] = 0.1
+    rotation: Annotated[Float, Field(ge=0, le=180, description="degrees in [0, 180]")] = 10.0
+    scale: Annotated[Float, Field(ge=0, lt=1, description="a number in [0, 1)")] = 0.1
+
+
+class FinetuneParams(_Strict):
+    """The ``finetune:`` section: whole backbones trained end to end on augmented images."""
+
+    runs: Annotated[
+        list[str],
+        Field(description="a list of run names <backbone>-<init> (empty: no fine-tuning)"),
+        AfterValidator(_run_names),
+    ] = []
+    split: Annotated[
+        Literal["usage", "stratified"], Field(description=_one_of(("usage", "stratified")))
+    ] = "usage"
+    input_size: Annotated[
+        dict[BackboneName, Annotated[Int, Field(ge=27)]],
+        Field(description="a mapping of backbone name to an input size >= 27"),
+    ] = {"onet": 48, "mobilenet": 96, "openface": 96}
+    epochs: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 60
+    batch_size: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 64
+    lr: Annotated[Float, Field(gt=0, description="a number > 0")] = 1e-3
+    warmup_epochs: Annotated[Int, Field(ge=0, description="an integer >= 0")] = 1
+    patience: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 10
+    dropout: Annotated[Float, Field(ge=0, lt=1, description="a number in [0, 1)")] = 0.3
+    class_weight: Annotated[
+        Literal["balanced", "none"], Field(description=_one_of(("balanced", "none")))
+    ] = "none"
+    augment: Annotated[
+        AugmentParams, Field(description="a mapping of " + ", ".join(AugmentParams.model_fields))
+    ] = AugmentParams()
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> FinetuneParams:
+        if self.warmup_epochs >= self.epochs:
+            raise PydanticCustomError(
+                "params",
+                "finetune.warmup_epochs: expected fewer than finetune.epochs ({w} >= {e})",
+                {"w": self.warmup_epochs, "e": self.epochs},
+            )
+        for run in self.runs:
+            backbone = run.rpartition("-")[0]
+            if backbone in FROZEN_ONLY:
+                raise PydanticCustomError(
+                    "params",
+                    "finetune.runs: {run}: {why}",
+                    {"run": run, "why": FROZEN_ONLY[backbone]},
+                )
+            if backbone not in self.input_size:
+                raise PydanticCustomError(
+                    "params",
+                    "finetune.input_size.{b}: missing (the input size {run} trains at)",
+                    {"b": backbone, "run": run},
+                )
+        return self
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``.
 
@@ -214,6 +280,10 @@ class Params(_Strict):
         HeadsParams,
         Field(description="a mapping of " + ", ".join(HeadsParams.model_fields)),
     ] = HeadsParams()
+    finetune: Annotated[
+        FinetuneParams,
+        Field(description="a mapping of " + ", ".join(FinetuneParams.model_fields)),
+    ] = FinetuneParams()
 
     @model_validator(mode="after")
     def _settings_for_each_backbone(self) -> Params:
@@ -253,8 +323,13 @@ def _expectations() -> dict[str, str]:
         table[f"backbone.*.{name}"] = f.description or ""
     for name, f in DataParams.model_fields.items():
         table[f"data.{name}"] = f.description or ""
-    for name, f in HeadsParams.model_fields.items():
-        table[f"heads.{name}"] = f.description or ""
+    for section, model in (
+        ("heads", HeadsParams),
+        ("finetune", FinetuneParams),
+        ("finetune.augment", AugmentParams),
+    ):
+        for name, f in model.model_fields.items():
+            table[f"{section}.{name}"] = f.description or ""
     return table
 
 
@@ -264,6 +339,8 @@ _KEYS_AT = {
     "backbone.*": list(BackboneSettings.model_fields),
     "data": list(DataParams.model_fields),
     "heads": list(HeadsParams.model_fields),
+    "finetune": list(FinetuneParams.model_fields),
+    "finetune.augment": list(AugmentParams.model_fields),
 }
 
 
@@ -347,16 +424,31 @@ def run_name(backbone: str, init: str) -> str:
 
 
 def parse_run_name(name: str) -> tuple[str, str]:
-    """Inverse of :func:`run_name`."""
-    backbone, sep, init = name.rpartition("-")
+    """Inverse of :func:`run_name` (and of :func:`finetune_run` on it)."""
+    backbone, sep, init = name.removesuffix(FINETUNE_SUFFIX).rpartition("-")
     if not sep or init not in INITS:
-        raise FerError(f"'{name}' is not a run name of the form <backbone>-<init>")
+        raise FerError(f"'{name}' is not a run name of the form <backbone>-<init>[-finetune]")
     return backbone, init
+
+
+def finetune_run(run: str) -> str:
+    """Name of the fine-tuned counterpart of a run: ``<backbone>-<init>-finetune``."""
+    return run + FINETUNE_SUFFIX
+
+
+def is_finetune(run: str) -> bool:
+    return run.endswith(FINETUNE_SUFFIX)
 
 
 def runs(params: dict[str, Any]) -> list[str]:
     """The runs of the pipeline (``runs`` in params, in order)."""
     return list(require(params, "runs"))
+
+
+def all_runs(params: dict[str, Any]) -> list[str]:
+    """The study's runs, then the fine-tuned ones (``finetune.runs`` with their suffix)."""
+    tuned = params.get("finetune", {}).get("runs", [])
+    return runs(params) + [finetune_run(run) for run in tuned]
 
 
 def seeds(params: dict[str, Any]) -> list[int]:
