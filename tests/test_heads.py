@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ferstudy import heads as H
 from ferstudy import params as P
+from ferstudy.errors import FerError
 from ferstudy.io import SPLITS, save_npz, write_json
 from ferstudy.stats import paired_difference
 
@@ -63,6 +64,7 @@ def project(tmp_path, monkeypatch):
             "C": [0.001, 1.0],
             "class_weight": "balanced",
             "max_iter": 1000,
+            "flip": False,
         },
     }
     return params, x, y
@@ -129,7 +131,6 @@ def test_heads_are_compared_with_the_dense_head_paired(project):
 
 
 def test_heads_need_runs_of_the_matrix():
-    from ferstudy.errors import FerError
 
     with pytest.raises(FerError, match="heads.runs: openface-pretrained is not in runs"):
         P.validate_params(
@@ -140,3 +141,29 @@ def test_heads_need_runs_of_the_matrix():
                 "heads": {"runs": ["openface-pretrained"]},
             }
         )
+
+
+def test_flip_adds_the_mirrored_training_features(project):
+    """heads.flip: the head is fitted on the cached training features and the flipped stage's
+    features of the mirrored images, with the labels repeated."""
+    from ferstudy.flipped import META, TRAIN, flipped_dir
+
+    params, x, y = project
+    mirrored = np.random.default_rng(5).normal(0, 1.0, x["train"].shape).astype(np.float32)
+    mirrored[np.arange(len(y["train"])), y["train"]] += 1.5
+    folder = flipped_dir(P.run_id(RUN, 1))
+    folder.mkdir(parents=True)
+    np.save(folder / TRAIN, mirrored)
+    write_json(folder / META, {"of": {"dtype": "float32"}})
+    params["heads"].update(kinds=["logistic"], C=[1.0], flip=True)
+    result = H.run(params, RUN, 1)
+    assert result["flip"] and result["train_images"] == 2 * SIZES["train"]
+    both = np.concatenate([x["train"], mirrored])
+    scaler = StandardScaler().fit(both)
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000, random_state=1)
+    model.fit(scaler.transform(both), np.concatenate([y["train"], y["train"]]))
+    expected = np.mean(model.predict(scaler.transform(x["test"])) == y["test"])
+    assert result["logistic"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    write_json(folder / META, {"of": {"dtype": "float32", "seed": 3}})  # other features
+    with pytest.raises(FerError, match="computed from other features"):
+        H.run(params, RUN, 1)

@@ -112,11 +112,23 @@ def _cmd_heads(args: argparse.Namespace) -> None:
         )
 
 
+def _cmd_flipped(args: argparse.Namespace) -> None:
+    from ferstudy import flipped
+
+    P.parse_run_name(args.run)
+    params = P.load_params(args.params)
+    info = flipped.run(params, args.run, _seed(args, params))
+    print(
+        f"flipped {info['run']}: {info['images']} mirrored training images, "
+        f"{info['images_per_second']} img/s; {info['seconds']} s"
+    )
+
+
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from ferstudy import metrics
 
     params = P.load_params(args.params)
-    per_run = metrics.run(params, P.runs(params), P.seeds(params))
+    per_run = metrics.run(params, P.all_runs(params), P.seeds(params))
     for run, result in per_run.items():
         print(
             f"{run}: initial val accuracy {result['initial']['val_accuracy']:.4f}, "
@@ -197,7 +209,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from ferstudy import report
 
     params = P.load_params(args.params)
-    info = report.run(params, P.runs(params))
+    info = report.run(params, P.all_runs(params))
     print("\n".join(f"- {f}" for f in info["findings"]))
     print(f"report: {report.REPORTS_DIR / 'report.html'} and {report.REPORTS_DIR / 'report.md'}")
 
@@ -328,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("features", _cmd_features, "cache the frozen part's output for one run"),
         ("train", _cmd_train, "train one run's tail on its cached features"),
         ("evaluate", _cmd_evaluate, "score one trained run on the test set, time it"),
+        ("flipped", _cmd_flipped, "cache features of one run's mirrored training images"),
         ("heads", _cmd_heads, "fit scikit-learn heads on one run's cached features"),
         ("finetune", _cmd_finetune, "train one run end to end on augmented images"),
     ):

@@ -5,8 +5,10 @@ run and seed in ``heads.runs`` x ``seeds``, this fits every kind in ``heads.kind
 cached training features (standardised): ``logistic`` (multinomial logistic regression,
 lbfgs) and ``linear_svm`` (a linear support vector machine, one-vs-rest), both with
 ``class_weight`` (``balanced``: each emotion weighs as much as any other, whatever its
-count). The regularisation ``C`` is chosen among ``heads.C`` on validation accuracy; the
-chosen head is scored once on the test set. Writes ``metrics/heads/<run>/seed<seed>.json``
+count). With ``heads.flip``, the training set also holds the features of every training
+image mirrored left to right (the ``flipped`` stage's cache). The regularisation ``C`` is
+chosen among ``heads.C`` on validation accuracy; the chosen head is scored once on the test
+set. Writes ``metrics/heads/<run>/seed<seed>.json``
 (per kind: validation accuracy per ``C``, the chosen ``C``, test and PrivateTest scores) and
 each kind's test predictions beside it, so that the report compares a head with the run's
 dense head paired on the same images.
@@ -28,6 +30,7 @@ from ferstudy import params as P
 from ferstudy.errors import FerError
 from ferstudy.evaluate import privatetest_scores, scores
 from ferstudy.features import CachedFeatures
+from ferstudy.flipped import load_flipped
 from ferstudy.io import SPLITS, load_usage, save_npz, write_json
 from ferstudy.stats import paired_difference, summarize
 
@@ -84,10 +87,18 @@ def run(params: dict[str, Any], run_name: str, seed: int) -> dict[str, Any]:
     run_id = P.run_id(run_name, seed)
     cache = CachedFeatures(P.features_dir(run_id))
     x = {s: cache.decode(cache.array(s)) for s in SPLITS}
-    y = cache.labels
+    y = dict(cache.labels)
+    if settings["flip"]:  # the mirrored training images, cached by the flipped stage
+        x["train"] = np.concatenate([x["train"], load_flipped(run_id, cache)])
+        y["train"] = np.concatenate([y["train"], y["train"]])
     class_weight = None if settings["class_weight"] == "none" else settings["class_weight"]
     usage = load_usage(P.DATASET_FILE)[cache.rows["test"]]
-    result: dict[str, Any] = {"run": run_id, "class_weight": settings["class_weight"]}
+    result: dict[str, Any] = {
+        "run": run_id,
+        "class_weight": settings["class_weight"],
+        "flip": settings["flip"],
+        "train_images": int(len(y["train"])),
+    }
     seconds = {}
     for kind in settings["kinds"]:
         start = time.perf_counter()

@@ -158,6 +158,7 @@ class HeadsParams(_Strict):
         Literal["balanced", "none"], Field(description=_one_of(("balanced", "none")))
     ] = "balanced"
     max_iter: Annotated[Int, Field(ge=1, description="an integer >= 1")] = 1000
+    flip: Annotated[bool, Field(description="true or false")] = False
 
 
 class AugmentParams(_Strict):

@@ -63,14 +63,16 @@ class EmotionClassifier:
         path = exact.path
         self.name = f"{path.parent.name}/{path.name}" if path.name.startswith("seed") else path.name
         backbone = get_backbone(exact.config["backbone"])
+        transform = image_transform(backbone.preprocess, int(exact.config["input_size"]))
+        if exact.config.get("mode") == "finetune":  # one network on the image, all in fp32
+            self.tail, self.bf16 = exact.model, False
+            self._extract = tf.function(transform, reduce_retracing=True)
+            return
         layers = int(exact.config["trainable_layers"])
         self.tail = split_frozen_tail(exact.model, layers).tail
         self.bf16 = exact.config.get("precision") == "bf16"
         frozen_model = load_model(folder, precision="bf16").model if self.bf16 else exact.model
-        self._extract = extractor(
-            split_frozen_tail(frozen_model, layers).frozen,
-            image_transform(backbone.preprocess, int(exact.config["input_size"])),
-        )
+        self._extract = extractor(split_frozen_tail(frozen_model, layers).frozen, transform)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         flat = self._extract(tf.constant(faces)).numpy()
@@ -81,13 +83,23 @@ class EmotionClassifier:
         return self.tail.predict_on_batch(flat)
 
 
+def validation_accuracy(run_id: str, models_dir: Path = P.MODELS_DIR) -> float | None:
+    """Validation accuracy of the weights a run saved: a fine-tuned run's kept (best) epoch,
+    a study run's last epoch; None when the run has no record of it."""
+    config = read_json(models_dir / run_id / "config.json")
+    if "val_accuracy" in config:
+        return float(config["val_accuracy"])
+    live = P.live_dir(run_id) / "metrics.json"
+    return float(read_json(live)["val"]["accuracy"]) if live.is_file() else None
+
+
 def best_model(models_dir: Path = P.MODELS_DIR) -> Path:
-    """The trained run with the highest final validation accuracy."""
-    scored = []
-    for run in available_models(models_dir):
-        live = P.live_dir(run) / "metrics.json"
-        if live.is_file():
-            scored.append((read_json(live)["val"]["accuracy"], run))
+    """The trained run whose saved weights have the highest validation accuracy."""
+    scored = [
+        (accuracy, run)
+        for run in available_models(models_dir)
+        if (accuracy := validation_accuracy(run, models_dir)) is not None
+    ]
     if not scored:
         runs = ", ".join(available_models(models_dir)) or "none"
         raise FerError(
@@ -359,10 +371,16 @@ def run(
     """The ``predict`` command: JSON lines out, a summary line, exit 1 when a file failed."""
     start = time.perf_counter()
     classifier = EmotionClassifier(model if model else best_model())
-    how = "given" if model else "the best final validation accuracy of the trained runs"
+    config = classifier.config
+    mode = ", fine-tuned" if config.get("mode") == "finetune" else ""
+    how = (
+        "given"
+        if model
+        else "the highest validation accuracy of the trained runs: "
+        f"{validation_accuracy(classifier.name):.4f}"
+    )
     print(
-        f"model: {classifier.name} ({classifier.config['backbone']}, "
-        f"{classifier.config['init']}; {how})",
+        f"model: {classifier.name} ({config['backbone']}, {config['init']}{mode}; {how})",
         file=sys.stderr,
     )
     missing = [p for p in paths if not Path(p).exists()]
