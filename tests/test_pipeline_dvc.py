@@ -45,6 +45,8 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
         features_batch_size=32,
     )
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
+    # one fine-tuned run, cheaply: 3 epochs (early stopping after 2 without a gain)
+    params["finetune"].update(runs=["onet-pretrained"], epochs=3, warmup_epochs=1, patience=2)
     params.update(overrides)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     zip_path = write_zip(tmp / "fer.zip", *synthetic_images(per_class=12))
@@ -86,6 +88,9 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         "evaluate@openface-random-42",
         "evaluate@onet-pretrained-42",
         "heads@onet-pretrained-42",
+        "finetune@onet-pretrained-42",
+        "evaluate_finetune@onet-pretrained-42",
+        "outside",
         "metrics",
         "aggregate",
         "report",
@@ -99,6 +104,19 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         assert aggregate["n"] == 1 and aggregate["test_accuracy"]["half_width"] is None
     assert (project / "reports" / "report.html").is_file()
     assert "![" in (project / "reports" / "report.md").read_text()
+    tuned = "onet-pretrained-finetune"
+    config = json.loads((project / "models" / tuned / "seed42" / "config.json").read_text())
+    assert config["mode"] == "finetune" and config["epochs_run"] <= 3
+    study = json.loads((project / "metrics" / "study" / tuned / "seed42.json").read_text())
+    assert study["epochs"] == config["epochs_run"]
+    assert tuned not in json.loads((project / "metrics" / "fidelity.json").read_text())["runs"]
+    ranking = json.loads((project / "metrics" / "ranking.json").read_text())
+    assert tuned in [row["name"] for row in ranking["rows"]]
+    with np.load(project / "metrics" / "outside" / "fer" / "test_probabilities.npz") as fer:
+        assert fer["probabilities"].shape == (len(fer["rows"]), 7)
+    report = (project / "reports" / "report.md").read_text()
+    assert tuned in report and "## Ranking on FER2013's PrivateTest" in report
+    assert (project / "plots" / "figures" / "curves_finetune.png").is_file()
 
 
 PREDICT_VS_EVALUATE = """
@@ -199,7 +217,13 @@ def _results(project: Path) -> dict[str, bytes]:
     ]
     files += [
         project / "metrics" / name
-        for name in ("study_tables.csv", "study_tables.md", "comparisons.json", "aggregate.md")
+        for name in (
+            "study_tables.csv",
+            "study_tables.md",
+            "comparisons.json",
+            "aggregate.md",
+            "ranking.json",
+        )
     ]
     out = {str(p.relative_to(project)): p.read_bytes() for p in files}
     report = (project / "reports/report.md").read_text()
@@ -347,7 +371,9 @@ def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeli
         assert agg["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
         assert agg["test_accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
     pairs = json.loads((project / "metrics" / "comparisons.json").read_text())
-    assert len(pairs) == 1 and all(c["seeds"] == 2 for c in pairs.values())
+    study_pairs = [c for c in pairs.values() if not (c["a"] + c["b"]).count("-finetune")]
+    assert len(study_pairs) == 1 and all(c["seeds"] == 2 for c in pairs.values())
+    assert (project / "metrics" / "eval" / "onet-pretrained-finetune" / "seed43.json").is_file()
     shown = sh("dvc metrics show", project, env)
     assert "test_accuracy.half_width" in shown and "test_accuracy.mean" in shown
     report = (project / "reports" / "report.md").read_text()
@@ -356,6 +382,7 @@ def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeli
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = [
+    "Ranking on FER2013's PrivateTest",
     "Runs",
     "Which differences are real",
     "Classical heads on the cached features",

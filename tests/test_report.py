@@ -284,6 +284,36 @@ def test_choice_names_a_best_run_only_when_it_beats_every_other():
     assert "no single most accurate run" in choice(results, pairs)[1]
 
 
+def test_a_finetuned_run_never_stands_in_for_the_study_run_of_its_backbone_and_init():
+    """openface-pretrained-finetune shares backbone and init with openface-pretrained: the
+    study's claims read the study run alone; the fine-tuned run has a sentence of its own and
+    is a candidate of its own in the backbone choice."""
+    study = {
+        "openface-pretrained": result("openface", "pretrained", **STRONG),
+        "openface-random": result("openface", "random", **WEAK),
+    }
+    tuned = result("openface", "pretrained", 0.9, initial=(0.05, 3.0), mcr_acc=(-0.5,) * 4)
+    both = {**study, "openface-pretrained-finetune": tuned}  # last: it would win a lookup
+    pairs = {
+        **PAIR,
+        **comparison("openface-pretrained-finetune", "openface-pretrained", AHEAD, CLEAR),
+    }
+    out = findings(both, pairs)
+    alone = findings(study, pairs)
+    assert out[: len(alone)] == alone
+    assert sentence(out, INITIAL_ACC) == point(INITIAL_ACC, 1, "+0.1000")
+    (line,) = out[len(alone) :]
+    assert line.startswith(
+        "Fine-tuning end to end (openface-pretrained-finetune) minus the study's frozen recipe "
+        "(openface-pretrained): test accuracy +"
+    )
+    for r in both.values():
+        r["speed"]["images_per_second_batch64"] = 100.0
+    lines = choice(both, pairs)
+    assert "own test set, for a fine-tuned run its own split's, vs images/s" in lines[0]
+    assert lines[1].startswith("When accuracy matters: openface-pretrained-finetune has the")
+
+
 def test_findings_without_a_pair_say_so():
     out = findings({"openface-random": result("openface", "random", **WEAK)})
     assert any(x.startswith("Pretrained vs random cannot be compared") for x in out)

@@ -68,6 +68,42 @@ def plot_curves(results: dict, backbone: str, out: Path) -> Path:
     return _save(fig, out)
 
 
+def plot_finetune_curves(results: dict, out: Path) -> Path:
+    """Fine-tuned runs: train (solid) and validation (dashed) accuracy and loss per epoch.
+
+    Early stopping leaves seeds of different lengths: the mean and its band cover the epochs
+    every seed reached; a seed that trained longer goes on as a thin line of its own. Each
+    seed's best validation epoch (the weights it keeps) is marked with an x on its own
+    validation accuracy.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, run in enumerate(sorted(results)):
+        r, color = results[run], colors[k % len(colors)]
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            for split, style in (("train", "-"), ("val", "--")):
+                seeds = [np.asarray(c[f"{split}/{metric}"], float) for c in r["seed_curves"]]
+                n = min(len(c) for c in seeds)
+                mean, low, high = band([c[:n] for c in seeds])
+                ax.plot(range(n), mean, style, color=color, label=f"{run} {split}")
+                if low is not None:
+                    ax.fill_between(range(n), low, high, color=color, alpha=0.2, linewidth=0)
+                for c in seeds:
+                    if len(c) > n:  # this seed trained on after the shortest one stopped
+                        ax.plot(range(n - 1, len(c)), c[n - 1 :], style, color=color, lw=0.8)
+        for study, c in zip(r["seed_study"], r["seed_curves"]):
+            best = int(study["best_epoch"])
+            axes[0].plot(best, c["val/accuracy"][best], "x", color=color, markersize=8)
+    axes[0].plot([], [], "x", color="black", label="best val epoch (each seed)")
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch (0 = untrained)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Fine-tuned runs: accuracy and loss per epoch ({_seeds_note(results)})")
+    return _save(fig, out)
+
+
 def _bars(ax, results: dict, runs: list[str], values: list[list[float]]) -> None:
     """Bars of the seeds' means with their 95 % t interval as error bars."""
     summaries = [summarize(v) for v in values]

@@ -6,6 +6,12 @@ paired on the same test images (``metrics/comparisons.json``, :mod:`ferstudy.agg
 per-run numbers without a per-image reading (initial accuracy and loss, the study's rates)
 are compared across seeds with Welch's t interval (``scipy.stats.ttest_ind``), which needs
 at least 2 seeds: with one seed the direction is reported as such, without a claim.
+
+The study's findings are checked on the study's runs only: a fine-tuned run
+(``<backbone>-<init>-finetune``) shares its backbone and init with a study run but not its
+recipe, so it never stands in for one. Each fine-tuned run gets a sentence of its own
+(:func:`finetune_findings`), and the backbone choice (:func:`choice`) counts it as a
+candidate of its own.
 """
 
 from __future__ import annotations
@@ -151,6 +157,27 @@ def _accuracy(r: dict[str, Any]) -> float:
     return r["eval"]["accuracy"]
 
 
+def finetune_findings(
+    results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
+) -> list[str]:
+    """One sentence per fine-tuned run: it minus its frozen-backbone counterpart (the study
+    run of the same backbone and init), paired on the test images both were scored on."""
+    out = []
+    for run in sorted(r for r in results if P.is_finetune(r)):
+        frozen = run.removesuffix(P.FINETUNE_SUFFIX)
+        c = comparison_of(comparisons, run, frozen)
+        verdict = (
+            f"test accuracy {c.verdict()}"
+            if c
+            else "not compared (no frozen run of it here, or too few shared test images)"
+        )
+        out.append(
+            f"Fine-tuning end to end ({run}) minus the study's frozen recipe ({frozen}): "
+            f"{verdict}; beyond the study, which fine-tuned nothing."
+        )
+    return out
+
+
 def findings(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]] | None = None
 ) -> list[str]:
@@ -160,6 +187,8 @@ def findings(
     means, ``seed_study`` the seeds' own rates); ``comparisons``: ``metrics/comparisons.json``.
     """
     comparisons = comparisons or {}
+    tuned = finetune_findings(results, comparisons)
+    results = {run: r for run, r in results.items() if not P.is_finetune(run)}
     out = pretrained_findings(results, comparisons)
     by = {(r["backbone"], r["init"]): r for r in results.values()}
     if ("vggface", "random") in by:
@@ -235,7 +264,7 @@ def findings(
         f"Disgust has the lowest test F1 (seed mean, point estimate) in {len(worst)} of "
         f"{len(results)} runs; the study: disgust worst."
     )
-    return out
+    return out + tuned
 
 
 def _mean_mcr(r: dict[str, Any]) -> float:
@@ -259,7 +288,10 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 def choice(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]] | None = None
 ) -> list[str]:
-    """The backbone choice: the most accurate (if it is distinguishably so) and the fastest."""
+    """The backbone choice: the most accurate (if it is distinguishably so) and the fastest.
+
+    Every run is a candidate under its own name: a fine-tuned run beside, never in place of,
+    the study run of the same backbone and init."""
     comparisons = comparisons or {}
     points = {
         r: (_accuracy(v), v["speed"]["images_per_second_batch64"]) for r, v in results.items()
@@ -267,9 +299,11 @@ def choice(
     front = pareto_front(points)
     ranked = sorted(points, key=lambda r: -points[r][0])
     best, fastest = ranked[0], front[0]
+    tuned = any(P.is_finetune(r) for r in results)
     lines = [
-        "Pareto front (mean test accuracy on each run's own test set vs images/s, fastest "
-        "first): "
+        "Pareto front (mean test accuracy on each run's own test set"
+        + (", for a fine-tuned run its own split's," if tuned else "")
+        + " vs images/s, fastest first): "
         + ", ".join(f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)" for r in front),
     ]
     versus = {r: comparison_of(comparisons, best, r) for r in ranked[1:]}

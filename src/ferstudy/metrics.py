@@ -16,6 +16,17 @@ its ``n`` is its own length.
 2-5, per run, per table and in total: the share of rates whose sign agrees with the paper's
 (a value with ``|v| < ZERO_BAND`` counts as 0, so 0 agrees only with 0) and the RMSE. It is
 computed under both readings of ``M[0]``; the one in params is the headline.
+
+**Fine-tuned runs** (``<run>-finetune``, :mod:`ferstudy.finetune`) get the same per-seed
+rates (``metrics/study/<run>-finetune/seed<k>.json``) but no place in the study's tables or
+the fidelity score: those compare with the paper by (backbone, init), and the paper never
+fine-tuned. A fine-tuned run stops early, so its seeds may log different numbers of epochs.
+Each seed's rates are computed over its own epochs (``epochs`` in its file says how many; its
+last window may be shorter). Whatever summarises rates across seeds (:func:`common_windows`:
+the study tables, the aggregate stage, the report) uses only the windows that every seed
+has, i.e. the same label and therefore the very same epochs in every seed; a window that
+only the longer-running seeds reach is left out rather than averaged over the seeds that
+happened to train longer (which would select on how training went).
 """
 
 from __future__ import annotations
@@ -132,14 +143,22 @@ def run_metrics(
     return result
 
 
+def common_windows(results: list[dict[str, Any]], rate: str, metric: str) -> list[str]:
+    """The windows of ``rate`` of ``metric`` that every seed's results have, in the first
+    seed's order (all of them when the seeds trained equally long; see the module doc)."""
+    shared = set.intersection(*(set(r[rate][metric]) for r in results))
+    return [w for w in results[0][rate][metric] if w in shared]
+
+
 def study_table_rows(per_run: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Long-format rows in the layout of ``paper_tables.csv``: per run (a list of its seeds'
-    results), the seeds' mean, with their number and the half-width of the 95 % t interval."""
+    results), the seeds' mean, with their number and the half-width of the 95 % t interval;
+    windows that every seed has (:func:`common_windows`)."""
     rows = []
     for run, results in sorted(per_run.items()):
         backbone, init = P.parse_run_name(run)
         for (metric, rate), table in TABLES.items():
-            for epochs in results[0][rate][metric]:
+            for epochs in common_windows(results, rate, metric):
                 summary = summarize([r[rate][metric][epochs] for r in results])
                 rows.append(
                     {
@@ -301,8 +320,9 @@ def variant_record(logs_dir: Path, label: str, description: str, window: int = 5
 
 
 def run(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
-    """The ``metrics`` stage: rates per run and seed, the study's tables (seed means), the
-    fidelity score; returns the rates by run id."""
+    """The ``metrics`` stage: rates per run and seed for every run given (study and
+    fine-tuned, each seed over its own epochs), the study's tables (seed means) and the
+    fidelity score of the study runs only; returns the rates by run id."""
     window = int(params.get("window", 5))
     metric0 = str(params.get("metric0", "untrained"))
     curves = {run: [read_curves(P.live_dir(P.run_id(run, s))) for s in seeds] for run in runs}
@@ -312,10 +332,11 @@ def run(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, 
         for seed, result in zip(seeds, per_run[run]):
             per_id[P.run_id(run, seed)] = result
             write_json(P.study_file(P.run_id(run, seed)), result)
-    rows = study_table_rows(per_run)
+    study = [run for run in runs if not P.is_finetune(run)]  # compared with the paper
+    rows = study_table_rows({run: per_run[run] for run in study})
     write_csv(P.METRICS_DIR / "study_tables.csv", rows)
     write_text(P.METRICS_DIR / "study_tables.md", markdown_tables(rows))
-    both = fidelity_of_logs(curves, window, load_paper_tables())
+    both = fidelity_of_logs({run: curves[run] for run in study}, window, load_paper_tables())
     write_json(
         FIDELITY_FILE,
         {"metric0": metric0, "seeds": len(seeds), **both[metric0], "by_metric0": both},

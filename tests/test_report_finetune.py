@@ -1,0 +1,202 @@
+"""A fine-tuned run through the metrics, aggregate and report stages, on generated outputs:
+no feature-health file, seeds that stopped at different epochs, a test set of its own
+(every PrivateTest image), ranked against fer's model and kept out of the study's sections."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_images
+
+from ferstudy import aggregate, metrics, report
+from ferstudy import params as P
+from ferstudy.evaluate import privatetest_scores, scores
+from ferstudy.features import health_file
+from ferstudy.io import Dataset, save_dataset, save_npz, write_json
+from ferstudy.outside import OUTSIDE_PROBABILITIES
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = [1, 2]
+TUNED = "onet-pretrained-finetune"
+HEALTH = {
+    "batchnorm_recalibrated_on": 0,
+    "frozen_batchnorm_layers": 0,
+    "rms": 1.0,
+    "across_image_std": 0.5,
+    "relative_std": 0.5,
+    "constant_fraction": 0.0,
+    "top1_variance": 0.2,
+    "top10_variance": 0.6,
+    "degenerate": False,
+    "reason": None,
+}
+
+
+def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
+    """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
+    for key, values in curves.items():
+        split, metric = key.split("/")
+        path = folder / "plots" / "metrics" / split / f"{metric}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"timestamp\tstep\t{metric}"]
+        lines += [f"1700000000\t{step}\t{float(value)!r}" for step, value in enumerate(values)]
+        path.write_text("\n".join(lines) + "\n")
+
+
+def write_run(run, rows, accuracy, epochs, dataset, rng, health=True) -> None:
+    """Every file the train/finetune and evaluate stages write for one run, per seed."""
+    for seed, n in zip(SEEDS, epochs):
+        run_id = P.run_id(run, seed)
+        truth = dataset.labels[rows]
+        predicted = np.where(rng.random(len(rows)) < accuracy, truth, (truth + 1) % 7)
+        probabilities = np.full((len(rows), 7), 0.02, np.float32)
+        probabilities[np.arange(len(rows)), predicted] = 0.88
+        save_npz(
+            P.eval_dir(run_id) / "test_probabilities.npz", rows=rows, probabilities=probabilities
+        )
+        result = scores(truth, predicted)
+        result["test_images"] = len(rows)
+        result["privatetest"] = privatetest_scores(dataset.usage[rows], truth, predicted)
+        write_json(P.eval_file(run_id), result)
+        write_json(
+            P.speed_file(run_id),
+            {
+                "parameters": 400_000,
+                "trainable_parameters": 400_000 if P.is_finetune(run) else 9_000,
+                "size_mb": 1.6,
+                "ms_per_image_batch1": 2.0,
+                "images_per_second_batch64": 3000.0 if P.is_finetune(run) else 2500.0,
+                "device": "cpu",
+                "precision": "fp32",
+            },
+        )
+        config = {"precision": "fp32", "fraction": 1.0}
+        if P.is_finetune(run):
+            config |= {"mode": "finetune", "trainable_layers": "all", "split": {"kind": "usage"}}
+        write_json(P.model_dir(run_id) / "config.json", config)
+        up = np.linspace(0.15, accuracy, n + 1) + rng.normal(0, 0.01, n + 1)
+        write_log(
+            P.live_dir(run_id),
+            {
+                "train/accuracy": up,
+                "val/accuracy": up - 0.05,
+                "train/loss": 2 - up,
+                "val/loss": 2.1 - up,
+            },
+        )
+        if health:
+            write_json(health_file(run_id), HEALTH)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Two study runs (a 1-in-3 test split: 12 of its 47 rows are PrivateTest), one
+    fine-tuned run (every PrivateTest image: 35; its seeds stopped at 6 and 4 epochs), fer's
+    probabilities; then the metrics, aggregate and report stages."""
+    folder = tmp_path_factory.mktemp("report-finetune")
+    shutil.copytree(ROOT / "reference", folder / "reference")
+    shutil.rmtree(folder / "reference" / "protocol_variants", ignore_errors=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        images, labels = synthetic_images(per_class=20)
+        usage = np.array(["PrivateTest", "PublicTest", "Training", "Training"] * 35)
+        dataset = Dataset(images, labels, np.array([str(i) for i in range(140)]), usage)
+        save_dataset(P.DATASET_FILE, dataset)
+        rng = np.random.default_rng(0)
+        test_rows = np.arange(0, 140, 3)
+        private = np.flatnonzero(usage == "PrivateTest")
+        write_run("onet-pretrained", test_rows, 0.6, (4, 4), dataset, rng)
+        write_run("onet-random", test_rows, 0.4, (4, 4), dataset, rng)
+        write_run(TUNED, private, 0.95, (6, 4), dataset, rng, health=False)
+        fer_rows = np.union1d(test_rows, private)
+        fer_answer = np.where(rng.random(len(fer_rows)) < 0.2, labels[fer_rows], 0)
+        save_npz(
+            OUTSIDE_PROBABILITIES,
+            rows=fer_rows,
+            probabilities=np.eye(7, dtype=np.float32)[fer_answer],
+        )
+        params = {
+            "runs": ["onet-pretrained", "onet-random"],
+            "seeds": SEEDS,
+            "window": 2,
+            "heads": {"runs": [], "kinds": ["logistic"]},
+            "finetune": {"runs": ["onet-pretrained"]},
+        }
+        runs = P.all_runs(params)
+        metrics.run(params, runs, SEEDS)
+        aggregate.run(params)
+        info = report.run(params, runs)
+    return folder, info
+
+
+def section(text: str, heading: str) -> str:
+    """The Markdown from ``heading`` to the next second-level heading."""
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end >= 0 else None]
+
+
+def test_the_ranking_section_comes_first_and_says_what_each_row_is_scored_on(project):
+    folder, _ = project
+    md = (folder / "reports" / "report.md").read_text()
+    assert md.index("## Ranking on FER2013's PrivateTest") < md.index("## Runs")
+    ranking = section(md, "## Ranking on FER2013's PrivateTest")
+    assert "a study run only on the PrivateTest rows of its own stratified test set" in ranking
+    assert "paired on the PrivateTest images both scored" in ranking
+    rows = [line for line in ranking.splitlines() if line.startswith("| ")][1:]
+    names = [line.split(" | ")[1] for line in rows]
+    assert names[0] == f"{TUNED} (fine-tuned)"  # 0.95 on its 35 images: first
+    assert set(names) == {
+        f"{TUNED} (fine-tuned)",
+        "onet-pretrained",
+        "onet-random",
+        aggregate.FER_NAME,
+        *(f"{p['name']} (published)" for p in aggregate.PUBLISHED),
+    }
+    cells = {line.split(" | ")[1]: line.split(" | ") for line in rows}
+    assert cells[f"{TUNED} (fine-tuned)"][2:3] == ["all PrivateTest images"]
+    assert cells[f"{TUNED} (fine-tuned)"][5] == "35"
+    assert cells["onet-pretrained"][2] == "the PrivateTest images of its own test set"
+    assert cells["onet-pretrained"][5] == "12"
+    assert cells[aggregate.FER_NAME][5] == "35"
+    for published in aggregate.PUBLISHED:
+        assert f"{published['accuracy']:.4f}" in " ".join(cells[f"{published['name']} (published)"])
+    html = (folder / "reports" / "report.html").read_text()
+    top = html[html.index("Ranking on FER2013") : html.index("<h2>Runs</h2>")]
+    assert '<td class="real"><b>real</b></td>' in top  # fine-tuned minus fer: highlighted
+
+
+def test_the_finetuned_run_is_marked_compared_and_drawn(project):
+    folder, info = project
+    md = (folder / "reports" / "report.md").read_text()
+    runs = section(md, "## Runs")
+    (line,) = [x for x in runs.splitlines() if x.startswith(f"| {TUNED} |")]
+    assert line.startswith(f"| {TUNED} | **fine-tuned** | 2 | 6/4 (")  # epochs per seed
+    assert "| onet-pretrained | frozen | 2 | 4/4 (" in runs
+    assert TUNED in section(md, "## Which differences are real")
+    assert TUNED in section(md, "## Test F1 per emotion")
+    assert f"| {TUNED} |" in section(md, "## Speed and the backbone choice")
+    assert any(f.startswith(f"Fine-tuning end to end ({TUNED})") for f in info["findings"])
+    figures = folder / "plots" / "figures"
+    for name in ("curves_finetune.png", f"confusion_{TUNED}.png", "curves_onet.png"):
+        assert (figures / name).stat().st_size > 10_000, name
+    assert "Fine-tuned runs: curves" in md
+
+
+def test_the_study_sections_keep_to_the_study_runs(project):
+    folder, _ = project
+    md = (folder / "reports" / "report.md").read_text()
+    for heading in (
+        "## Feature health",  # no health file for the fine-tuned run: none asked for
+        "## Which protocol did the study run?",
+        "## The study's Tables 2-5 beside this project's",
+    ):
+        assert "finetune" not in section(md, heading), heading
+    health = section(md, "## Feature health")
+    assert "| onet-pretrained |" in health and "| onet-random |" in health
+    study = section(md, "## Findings of the study, checked")
+    assert "**onet: pretrained against random**" in study
+    assert not (folder / health_file(P.run_id(TUNED, 1))).exists()
