@@ -194,7 +194,7 @@ def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
     assert rank["privatetest_images"] == 100 and rank["not_ranked"] == {}
     finetuned = rows["onet-pretrained-finetune"]
     assert (finetuned["mode"], finetuned["images"], finetuned["seeds"]) == ("fine-tuned", 100, 3)
-    assert finetuned["scored_on"] == "all PrivateTest images"
+    assert finetuned["scored_on"] == "all of PrivateTest"
     assert finetuned["accuracy"] == pytest.approx(tuned.mean())
     study = rows["onet-pretrained"]  # its test set: all 300 rows, 100 of them PrivateTest
     assert study["mode"] == "frozen" and study["images"] == 100
@@ -202,7 +202,7 @@ def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
     assert study["across_seeds"]["mean"] == pytest.approx(strong[:, PRIVATE].mean())
     subset = rows["mobilenet-random"]  # every other row: 50 PrivateTest images
     assert subset["images"] == 50
-    assert subset["scored_on"] == "the PrivateTest images of its own test set"
+    assert subset["scored_on"] == "PrivateTest rows of its test split"
     expected = A.versus_fixed(strong[:, PRIVATE], fer_right[PRIVATE]).as_dict()
     for key in ("difference", "low", "high", "p_value", "seed_se", "image_se"):
         assert study["minus_fer"][key] == pytest.approx(expected[key]), key
@@ -223,7 +223,7 @@ def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
         assert row["accuracy"] == published["accuracy"] and row["images"] == 3589
     assert {p["accuracy"] for p in A.PUBLISHED} == {0.7328, 0.7414}
     table = A.TABLES_FILE.read_text()
-    assert "| onet-pretrained-finetune (fine-tuned) | all PrivateTest images | " in table
+    assert "| onet-pretrained-finetune (fine-tuned) | all of PrivateTest | " in table
     assert "arXiv:2105.03588" in table and "10.1109/ICPR48806.2021.9411919" in table
 
 

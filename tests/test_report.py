@@ -510,9 +510,17 @@ def test_page_highlights_flags_in_red_and_real_differences_in_green():
     page = markdown_to_html(
         "| a | b |\n|---|---|\n| **yes**: degenerate | **real** |\n| no | not distinguishable |\n"
     )
-    assert '<td class="flag"><b>yes</b>: degenerate</td>' in page
-    assert '<td class="real"><b>real</b></td>' in page
-    assert "<td>not distinguishable</td>" in page and "<td>no</td>" in page
+    assert '<td class="l flag"><b>yes</b>: degenerate</td>' in page
+    assert '<td class="l real"><b>real</b></td>' in page
+    assert '<td class="l">not distinguishable</td>' in page and '<td class="l">no</td>' in page
+
+
+def test_page_aligns_columns_as_the_markdown_says():
+    from ferstudy.html_page import markdown_to_html
+
+    page = markdown_to_html("| run | acc | note |\n|---|---:|:---:|\n| a | 0.5 | x |\n")
+    assert '<th class="l">run</th><th class="r">acc</th><th class="c">note</th>' in page
+    assert '<td class="l">a</td><td class="r">0.5</td><td class="c">x</td>' in page
 
 
 def test_comparisons_table_marks_only_intervals_that_exclude_zero():

@@ -235,7 +235,7 @@ def wilson(correct: int, images: int) -> tuple[float, float]:
 
 
 def _scored_on(images: int, total: int, own: str) -> str:
-    return "all PrivateTest images" if images == total else own
+    return "all of PrivateTest" if images == total else own
 
 
 def ranking(
@@ -278,7 +278,7 @@ def ranking(
                 "across_seeds": summarize(correct.mean(axis=1)).as_dict(),
                 "images": int(len(rows)),
                 "scored_on": _scored_on(
-                    len(rows), total, "the PrivateTest images of its own test set"
+                    len(rows), total, "PrivateTest rows of its test split"
                 ),
                 "seeds": int(correct.shape[0]),
                 "minus_fer": None,
@@ -323,7 +323,7 @@ def ranking(
             "low": None,
             "high": None,
             "interval": None,
-            "scored_on": "FER2013's PrivateTest, as published (not measured here)",
+            "scored_on": "published, not measured here",
             "seeds": None,
             "minus_fer": None,
         }

@@ -26,8 +26,8 @@ p{max-width:75em}
 table{border-collapse:collapse;margin:.6em 0 1.6em;font-size:13px;display:block;
 overflow-x:auto}
 th{background:#eaeef2;font-weight:600;position:sticky;top:0}
-td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}
-td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #d0d7de;padding:4px 8px;white-space:nowrap}
+.l{text-align:left}.r{text-align:right}.c{text-align:center}
 tr:nth-child(even) td{background:#f6f8fa}
 td.flag{background:#ffebe9 !important;color:#82071e;white-space:normal;text-align:left;
 min-width:24em}
@@ -44,13 +44,27 @@ def img_html(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _cell(tag: str, content: str) -> str:
-    attribute = ""
+def _cell(tag: str, content: str, align: str) -> str:
+    """One table cell: Markdown's column alignment, and the highlight of a flag or a real
+    difference."""
+    classes = [align]
     if tag == "td" and content.startswith("<b>yes</b>"):
-        attribute = ' class="flag"'
+        classes.append("flag")
     elif tag == "td" and content.startswith("<b>real</b>"):
-        attribute = ' class="real"'
-    return f"<{tag}{attribute}>{content}</{tag}>"
+        classes.append("real")
+    return f'<{tag} class="{" ".join(classes)}">{content}</{tag}>'
+
+
+def _alignments(rows: list[list[str]]) -> list[str]:
+    """Per column, from Markdown's separator row: ``l`` (``---``), ``r`` (``---:``) or ``c``
+    (``:---:``); left for every column of a table without one."""
+    for row in rows:
+        if row and all(c and set(c) <= set("-:") for c in row):
+            return [
+                "c" if c.startswith(":") and c.endswith(":") else "r" if c.endswith(":") else "l"
+                for c in row
+            ]
+    return ["l"] * max((len(r) for r in rows), default=0)
 
 
 def markdown_to_html(text: str, title: str = "FER backbone comparison") -> str:
@@ -67,12 +81,16 @@ def markdown_to_html(text: str, title: str = "FER backbone comparison") -> str:
             table.append([c.strip() for c in line.strip("|").split("|")])
             continue
         if table:
+            aligns = _alignments(table)
             rows = [r for r in table if not all(set(c) <= set("-:") for c in r)]
             out.append(
                 "<table>"
                 + "".join(
                     "<tr>"
-                    + "".join(_cell("th" if i == 0 else "td", inline(c)) for c in r)
+                    + "".join(
+                        _cell("th" if i == 0 else "td", inline(c), a)
+                        for c, a in zip(r, aligns + ["l"] * (len(r) - len(aligns)))
+                    )
                     + "</tr>"
                     for i, r in enumerate(rows)
                 )
