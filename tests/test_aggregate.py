@@ -311,3 +311,29 @@ def test_mean_record_averages_numbers_lists_and_arrays():
     np.testing.assert_array_equal(mean["c"], [1.0, 3.0])
     assert (mean["d"], mean["e"], mean["f"]) == ("x", True, None)
     assert mean_record([{"g": np.float32(1.0)}, {"g": np.float32(2.0)}])["g"] == 1.5
+
+
+def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
+    """Adding a fine-tuned run leaves the study pairs' Holm-adjusted p values as they were."""
+    import ferstudy.aggregate as A
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(400, int)
+    right = {
+        "a-random": rng.random(400) < 0.60,
+        "b-random": rng.random(400) < 0.55,
+        "c-random": rng.random(400) < 0.50,
+        "a-random-finetune": rng.random(400) < 0.70,
+    }
+    rows = np.arange(400)
+    monkeypatch.setattr(A, "seed_correctness", lambda run, seeds, labels: (rows, right[run][None]))
+    study_runs = ["a-random", "b-random", "c-random"]
+    study = A.comparisons(study_runs, [1], labels)
+    both = A.comparisons([*study_runs, "a-random-finetune"], [1], labels)
+    for name, pair in study.items():
+        assert both[name]["p_holm"] == pytest.approx(pair["p_holm"])
+        assert both[name]["family"] == "study"
+    tuned = [p for p in both.values() if "a-random-finetune" in (p["a"], p["b"])]
+    assert len(tuned) == 3 and all(p["family"] == "finetune" for p in tuned)
+    raw = sorted(p["p_value"] for p in tuned)
+    assert min(p["p_holm"] for p in tuned) == pytest.approx(min(1.0, 3 * raw[0]))

@@ -242,3 +242,51 @@ def test_predict_picks_the_highest_validation_accuracy(tuned, tmp_path, monkeypa
     assert 0.2 < tuned_val < 0.99
     expected = study if study_val > tuned_val else P.run_id(TUNED, 42)
     assert best_model() == P.MODELS_DIR / expected
+
+
+def test_only_evaluate_takes_a_finetuned_run_name(capsys):
+    for stage in ("features", "train", "heads", "flipped", "finetune"):
+        assert main([stage, TUNED]) == 2
+        assert f"only evaluate takes a -finetune run; here give {RUN}" in capsys.readouterr().err
+
+
+def _scripted_run(root: Path, accuracies: list[float], die_at_log: int | None = None) -> None:
+    """Run the fine-tuning stage with validation accuracies taken from ``accuracies`` (in call
+    order) and, optionally, killed at the ``die_at_log``-th epoch log."""
+    import ferstudy.finetune as F
+
+    scripted, logs = iter(accuracies), []
+    real_log = F.log_epoch
+
+    def log(*args):
+        logs.append(args)
+        if len(logs) == die_at_log:
+            raise KeyboardInterrupt
+        return real_log(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("FERSTUDY_CHECKPOINT_SECONDS", "0")
+        mp.setattr(F, "loss_and_accuracy", lambda probabilities, labels: (1.0, next(scripted)))
+        mp.setattr(F, "log_epoch", log)
+        F.run(P.load_params(), "onet", "random", 42)
+
+
+def test_a_resumed_run_remembers_its_best_epoch(tmp_path):
+    """Best epoch 1, patience 2: the run stops after epoch 3 and keeps epoch 1's weights. Killed
+    in epoch 2 and resumed, it must still know that epoch 1 was the best."""
+    train0_val0_val1, later = [0.2, 0.1, 0.9], [0.5, 0.4, 0.3, 0.2, 0.1]
+    with pytest.MonkeyPatch.context() as mp:
+        _project(tmp_path / "whole", mp, epochs=6, patience=2)
+        _project(tmp_path / "killed", mp, epochs=6, patience=2)
+    _scripted_run(tmp_path / "whole", train0_val0_val1 + later)
+    with pytest.raises(KeyboardInterrupt):  # epoch 0 and 1 logged (and checkpointed), 2 not
+        _scripted_run(tmp_path / "killed", train0_val0_val1 + later, die_at_log=3)
+    _scripted_run(tmp_path / "killed", later)
+    configs = [
+        read_json(root / P.model_dir(P.run_id(TUNED, 42)) / "config.json")
+        for root in (tmp_path / "whole", tmp_path / "killed")
+    ]
+    assert configs[0]["best_epoch"] == configs[1]["best_epoch"] == 1
+    assert configs[0]["epochs_run"] == configs[1]["epochs_run"] == 3
+    assert _weights(tmp_path / "killed") == _weights(tmp_path / "whole")

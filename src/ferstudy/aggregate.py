@@ -162,7 +162,8 @@ def shared_images(correctness: dict[str, tuple[np.ndarray, np.ndarray]], a: str,
 def comparisons(runs: list[str], seeds: list[int], labels: np.ndarray) -> dict[str, dict[str, Any]]:
     """Every pair of configurations that shares at least :data:`MIN_IMAGES` test images as
     ``"<a> vs <b>"``, ``a`` the more accurate on the test images they share; with Holm's
-    adjustment over the whole family of pairs."""
+    adjustment within its family: ``study`` (two study runs) or ``finetune`` (a pair with a
+    fine-tuned run), so that adding fine-tuned runs never changes a study pair's verdict."""
     correctness = {run: seed_correctness(run, seeds, labels) for run in runs}
     pairs = []
     for x, y in itertools.combinations(runs, 2):
@@ -171,16 +172,22 @@ def comparisons(runs: list[str], seeds: list[int], labels: np.ndarray) -> dict[s
         d = compare(correctness, x, y)
         pairs.append((x, y, d) if d.difference >= 0 else (y, x, d.flipped()))
     pairs.sort(key=lambda pair: -pair[2].difference)
-    adjusted = holm([d.p_value for _, _, d in pairs])
+    family = ["finetune" if P.is_finetune(a) or P.is_finetune(b) else "study" for a, b, _ in pairs]
+    adjusted = [0.0] * len(pairs)
+    for name in set(family):
+        members = [i for i, f in enumerate(family) if f == name]
+        for i, p in zip(members, holm([pairs[i][2].p_value for i in members])):
+            adjusted[i] = p
     return {
         f"{a} vs {b}": {
             "a": a,
             "b": b,
             **d.as_dict(),
+            "family": f,
             "p_holm": p,
             "significant_holm": d.significant and p < 1 - CONFIDENCE,
         }
-        for (a, b, d), p in zip(pairs, adjusted)
+        for (a, b, d), f, p in zip(pairs, family, adjusted)
     }
 
 
@@ -277,9 +284,7 @@ def ranking(
                 "interval": "95 %: seeds (t) + images (bootstrap)",
                 "across_seeds": summarize(correct.mean(axis=1)).as_dict(),
                 "images": int(len(rows)),
-                "scored_on": _scored_on(
-                    len(rows), total, "PrivateTest rows of its test split"
-                ),
+                "scored_on": _scored_on(len(rows), total, "PrivateTest rows of its test split"),
                 "seeds": int(correct.shape[0]),
                 "minus_fer": None,
             }

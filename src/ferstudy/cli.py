@@ -45,7 +45,7 @@ def _cmd_split(args: argparse.Namespace) -> None:
 def _cmd_features(args: argparse.Namespace) -> None:
     from ferstudy import features
 
-    backbone, init = P.parse_run_name(args.run)
+    backbone, init = _study_run(args.run)
     params = P.load_params(args.params)
     seed = _seed(args, params)
     run_id = P.run_id(args.run, seed)
@@ -69,7 +69,7 @@ def _cmd_features(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from ferstudy import train
 
-    backbone, init = P.parse_run_name(args.run)
+    backbone, init = _study_run(args.run)
     params = P.load_params(args.params)
     info = train.run(params, backbone, init, _seed(args, params))
     final = info["final"]
@@ -83,13 +83,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> None:
     from ferstudy import finetune
 
-    backbone, init = P.parse_run_name(args.run)
+    backbone, init = _study_run(args.run)
     params = P.load_params(args.params)
     info = finetune.run(params, backbone, init, _seed(args, params))
     print(
         f"finetune {info['run']}: best val accuracy {info['val_accuracy']:.4f} at epoch "
         f"{info['best_epoch']} of {info['epochs_run']}; {info['seconds']} s"
     )
+
+
+def _study_run(name: str) -> tuple[str, str]:
+    """Backbone and init of a run name without the fine-tuned suffix (only ``evaluate`` takes
+    ``<run>-finetune``; ``finetune`` takes the run it fine-tunes)."""
+    if P.is_finetune(name):
+        base = name.removesuffix(P.FINETUNE_SUFFIX)
+        raise FerError(f"'{name}': only evaluate takes a -finetune run; here give {base}")
+    return P.parse_run_name(name)
 
 
 def _seed(args: argparse.Namespace, params: dict) -> int:
@@ -100,7 +109,7 @@ def _seed(args: argparse.Namespace, params: dict) -> int:
 def _cmd_heads(args: argparse.Namespace) -> None:
     from ferstudy import heads
 
-    P.parse_run_name(args.run)
+    _study_run(args.run)
     params = P.load_params(args.params)
     result = heads.run(params, args.run, _seed(args, params))
     for kind in params["heads"]["kinds"]:
@@ -115,7 +124,7 @@ def _cmd_heads(args: argparse.Namespace) -> None:
 def _cmd_flipped(args: argparse.Namespace) -> None:
     from ferstudy import flipped
 
-    P.parse_run_name(args.run)
+    _study_run(args.run)
     params = P.load_params(args.params)
     info = flipped.run(params, args.run, _seed(args, params))
     print(

@@ -123,18 +123,23 @@ def inference_cost(
     }
 
 
+def trainable_parameters(model: tf.keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
 def _cached_test(loaded: LoadedModel, run_id: str) -> tuple[np.ndarray, np.ndarray, int]:
     """A study run: test rows, their probabilities (cached features through the trained tail)
     and the tail's trainable parameters."""
     cache = CachedFeatures(P.features_dir(run_id))
     cut = split_frozen_tail(loaded.model, int(loaded.config["trainable_layers"]))
-    trainable = int(sum(np.prod(w.shape) for w in cut.tail.trainable_weights))
+    trainable = trainable_parameters(cut.tail)
     return cache.rows["test"], predict_features(cut.tail, cache, "test"), trainable
 
 
 def _finetuned_test(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray, int]:
     """A fine-tuned run: test rows of its own split, their probabilities from the images
-    through the whole model, and its parameters (all trainable)."""
+    through the whole model, and its trainable parameters (every layer's weights; not the
+    BatchNormalization statistics)."""
     from ferstudy.finetune import predict_images, split_rows
 
     dataset = load_dataset(P.DATASET_FILE)
@@ -142,7 +147,7 @@ def _finetuned_test(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray, int]:
     backbone = get_backbone(loaded.config["backbone"])
     transform = image_transform(backbone.preprocess, int(loaded.config["input_size"]))
     probs = predict_images(loaded.model, transform, dataset.images[rows])
-    return rows, probs, int(loaded.model.count_params())
+    return rows, probs, trainable_parameters(loaded.model)
 
 
 def run(run_id: str) -> dict[str, Any]:

@@ -94,7 +94,13 @@ def validation_accuracy(run_id: str, models_dir: Path = P.MODELS_DIR) -> float |
 
 
 def best_model(models_dir: Path = P.MODELS_DIR) -> Path:
-    """The trained run whose saved weights have the highest validation accuracy."""
+    """The trained run whose saved weights have the highest validation accuracy.
+
+    Each run is read on its own validation set: a study run's stratified validation split
+    (its last epoch, the weights it saved), a fine-tuned run's (under ``usage``, PublicTest;
+    its best epoch, the weights it kept). Different images, and a best epoch is a maximum
+    over epochs: a pick between runs, not a ranking (``metrics/ranking.json`` is that).
+    """
     scored = [
         (accuracy, run)
         for run in available_models(models_dir)
@@ -376,8 +382,8 @@ def run(
     how = (
         "given"
         if model
-        else "the highest validation accuracy of the trained runs: "
-        f"{validation_accuracy(classifier.name):.4f}"
+        else "the highest validation accuracy of the trained runs, each on its own "
+        f"validation set: {validation_accuracy(classifier.name):.4f}"
     )
     print(
         f"model: {classifier.name} ({config['backbone']}, {config['init']}{mode}; {how})",

