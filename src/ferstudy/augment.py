@@ -22,7 +22,7 @@ class Augmentation:
     """What to draw per training image (0 turns a transform off)."""
 
     flip: bool = True  # horizontal flip with probability 1/2
-    shift: float = 0.1  # shift up to this fraction of the side, in each axis
+    shift: float = 0.1  # shift drawn up to this fraction of the side per axis (input frame)
     rotation: float = 10.0  # rotate up to this many degrees either way
     scale: float = 0.1  # scale by a factor in [1 - scale, 1 + scale]
 
@@ -36,8 +36,10 @@ def affine_transforms(
 ) -> tf.Tensor:
     """``(batch, 8)`` projective transforms mapping each output pixel to its input pixel.
 
-    The output pixel ``p`` reads the input at ``R(-angle) (p - c) / s + c - t``: the image is
-    rotated by ``angle``, scaled by ``s`` about its centre ``c`` and shifted by ``t``.
+    The output pixel ``p`` reads the input at ``R(angle) (p - c) / s + c - t``: the image is
+    turned by ``angle`` (either way: the draw is symmetric), scaled by ``s`` about its centre
+    ``c``, and its content moves by ``s R(-angle) t``, the drawn shift ``t`` taken in the
+    input's frame (so by at most ``(1 + scale) * sqrt(2) * shift * side``).
     """
     draws = tf.random.stateless_uniform((batch, 4), seed=seed, minval=-1.0, maxval=1.0)
     angle = draws[:, 0] * augmentation.rotation * math.pi / 180.0
@@ -54,7 +56,7 @@ def affine_transforms(
 def augment(images: tf.Tensor, augmentation: Augmentation, seed: tf.Tensor) -> tf.Tensor:
     """Augment a batch of ``(batch, H, W)`` images (any dtype) -> float32 ``(batch, H, W)``.
 
-    ``seed``: an int32/int64 tensor of shape ``(2,)``, e.g. ``[run seed, epoch * 100000 +
+    ``seed``: an int32/int64 tensor of shape ``(2,)``, e.g. ``[run seed, epoch * 1000000 +
     batch]``; the same seed gives the same batch.
     """
     x = tf.cast(images, tf.float32)[..., None]
