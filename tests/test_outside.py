@@ -136,7 +136,7 @@ def test_real_model_score_outside_splits_usage(real_model):
     usage = np.array(["PrivateTest", "Training", "PublicTest", "PrivateTest", ""] * 14)
     dataset = Dataset(images, labels, np.array([str(i) for i in range(70)]), usage)
     rows = np.arange(70)[::-1]
-    result = outside.score_outside(real_model, dataset, rows)
+    result = outside.score_and_predict(real_model, dataset, rows)[0]
     assert result["private_test"]["images"] == 28
     assert result["other_test_rows"]["images"] == 42
     assert result["other_test_rows"]["overlaps_training_data"] is True
@@ -259,7 +259,7 @@ def test_a_source_without_private_test_rows_gives_a_record_not_an_error():
     report goes on without the outside reference."""
     images = np.zeros((4, 48, 48), np.uint8)
     dataset = Dataset(images, np.zeros(4, np.int64), np.array(list("abcd")), np.array([""] * 4))
-    result = outside.score_outside(ConstantModel(3), dataset, np.arange(4))
+    result = outside.score_and_predict(ConstantModel(3), dataset, np.arange(4))[0]
     assert result["private_test"] == {"images": 0}
     assert "no test row has FER2013 usage PrivateTest" in result["note"]
 
@@ -278,7 +278,7 @@ def test_fer_is_also_scored_on_every_private_test_row_and_its_probabilities_save
         np.zeros((20, 48, 48), np.uint8), labels, np.array([str(i) for i in range(20)]), usage
     )
     test_rows = np.array([9, 2, 4, 6, 3])  # PrivateTest: 4 (happy) and 9 (sad)
-    result = outside.score_outside(ConstantModel(3), dataset, test_rows)  # fer's 3: happy
+    result = outside.score_and_predict(ConstantModel(3), dataset, test_rows)[0]  # fer's 3: happy
     assert result["private_test"]["images"] == 2 and result["private_test"]["accuracy"] == 0.5
     # all 10 PrivateTest rows (5 happy, 5 sad), all answered happy: F1 2/3 for happy only
     assert result["privatetest_all"] == {

@@ -263,8 +263,12 @@ def scored_rows(dataset, test_rows: np.ndarray) -> np.ndarray:
 def score_and_predict(
     model, dataset, test_rows: np.ndarray
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """fer's model on the test rows and on every PrivateTest row: the scores (as
-    :func:`score_outside`), the rows scored (:func:`scored_rows`) and their probabilities."""
+    """fer's model on the test rows and on every PrivateTest row: the scores (the test rows'
+    PrivateTest rows, the reference, and the rest apart; every PrivateTest row of the dataset,
+    ``privatetest_all``), the rows scored (:func:`scored_rows`) and their probabilities.
+
+    ``dataset`` is a ``ferstudy.io.Dataset``; ``test_rows`` its row indices of the test split.
+    """
     from ferstudy.evaluate import scores
 
     rows = scored_rows(dataset, test_rows)
@@ -324,15 +328,6 @@ def score_and_predict(
         "test_images": int(len(test)),
     }
     return result, rows, probabilities
-
-
-def score_outside(model, dataset, test_rows: np.ndarray) -> dict[str, Any]:
-    """fer's model on the test rows: PrivateTest rows (the reference) and the rest, apart;
-    and on every PrivateTest row of the dataset (``privatetest_all``).
-
-    ``dataset`` is a ``ferstudy.io.Dataset``; ``test_rows`` its row indices of the test split.
-    """
-    return score_and_predict(model, dataset, test_rows)[0]
 
 
 def run(
