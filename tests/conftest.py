@@ -166,6 +166,17 @@ class LocalServer:
         self.httpd.server_close()
 
 
+def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
+    """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
+    for key, values in curves.items():
+        split, metric = key.split("/")
+        path = folder / "plots" / "metrics" / split / f"{metric}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"timestamp\tstep\t{metric}"]
+        lines += [f"1700000000\t{step}\t{float(value)!r}" for step, value in enumerate(values)]
+        path.write_text("\n".join(lines) + "\n")
+
+
 def run_ferstudy(*args: str) -> subprocess.CompletedProcess:
     """Run the ``ferstudy`` command line in a fresh interpreter, output captured as text."""
     return subprocess.run([sys.executable, "-m", "ferstudy", *args], capture_output=True, text=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_log
 
 from ferstudy import metrics as M
 from ferstudy import params as P
@@ -98,17 +99,6 @@ def test_table_rows_in_paper_layout():
         "seeds",
         "half_width",
     }
-
-
-def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
-    """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
-    for key, values in curves.items():
-        split, metric = key.split("/")
-        path = folder / "plots" / "metrics" / split / f"{metric}.tsv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"timestamp\tstep\t{metric}"]
-        lines += [f"1700000000\t{step}\t{float(value)!r}" for step, value in enumerate(values)]
-        path.write_text("\n".join(lines) + "\n")
 
 
 def test_finetuned_runs_get_rates_but_stay_out_of_the_study_tables_and_fidelity(

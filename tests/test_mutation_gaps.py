@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_log
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from ferstudy import CLASSES
@@ -46,17 +47,6 @@ THIRDS = _curves(
 _RNG = np.random.default_rng(0)
 # 10 epochs of noisy curves: windows 1-5 and 6-10, as in the study's tables
 LONG = _curves(*(np.round(_RNG.random((4, 11)), 4)))
-
-
-def _write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
-    """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
-    for key, values in curves.items():
-        split, metric = key.split("/")
-        path = folder / "plots" / "metrics" / split / f"{metric}.tsv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"timestamp\tstep\t{metric}"]
-        lines += [f"1700000000\t{step}\t{float(value)!r}" for step, value in enumerate(values)]
-        path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
@@ -148,7 +138,7 @@ def test_fidelity_total_of_a_run():
 
 
 def test_read_curves_from_a_dvclive_log(tmp_path):
-    _write_log(tmp_path, THIRDS)
+    write_log(tmp_path, THIRDS)
     curves = M.read_curves(tmp_path)
     assert set(curves) == {"train/accuracy", "train/loss", "val/accuracy", "val/loss"}
     for key, values in THIRDS.items():
@@ -158,7 +148,7 @@ def test_read_curves_from_a_dvclive_log(tmp_path):
 def test_read_curves_refuses_a_missing_file_and_epochs_out_of_order(tmp_path):
     with pytest.raises(FerError, match="accuracy.tsv: missing; run the train stage first"):
         M.read_curves(tmp_path)
-    _write_log(tmp_path, THIRDS)
+    write_log(tmp_path, THIRDS)
     path = tmp_path / "plots" / "metrics" / "val" / "loss.tsv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
@@ -255,9 +245,9 @@ def test_fidelity_of_logs_under_each_metric0_reading():
 def test_variant_record_of_logged_runs(study_dir):
     logs = study_dir / "logs"
     shorter = {k: v[:-1] for k, v in LONG.items()}
-    _write_log(logs / "vggface-pretrained", shorter)  # the layout before seeds
-    _write_log(logs / "mobilenet-random" / "seed1", LONG)
-    _write_log(logs / "mobilenet-random" / "seed2", {k: v[::-1] for k, v in LONG.items()})
+    write_log(logs / "vggface-pretrained", shorter)  # the layout before seeds
+    write_log(logs / "mobilenet-random" / "seed1", LONG)
+    write_log(logs / "mobilenet-random" / "seed2", {k: v[::-1] for k, v in LONG.items()})
     (logs / "not-a-run").mkdir()
     record = M.variant_record(logs, "label", "what changed", window=2)
     assert record["label"] == "label" and record["description"] == "what changed"
@@ -290,8 +280,8 @@ def test_metrics_stage_writes_each_runs_rates_tables_and_fidelity(
     }
     flipped = {k: 1 - v for k, v in LONG.items()}  # a second seed of mobilenet-random
     for run, c in curves.items():
-        _write_log(P.live_dir(P.run_id(run, 1)), c)
-        _write_log(P.live_dir(P.run_id(run, 2)), flipped if run == "mobilenet-random" else c)
+        write_log(P.live_dir(P.run_id(run, 1)), c)
+        write_log(P.live_dir(P.run_id(run, 2)), flipped if run == "mobilenet-random" else c)
     per_id = M.run(params, runs, [1, 2])
     seeds = {
         run: [curves[run], flipped if run == "mobilenet-random" else curves[run]] for run in runs

@@ -59,13 +59,18 @@ def plot_curves(results: dict, backbone: str, out: Path) -> Path:
                 ax.plot(epochs, mean, style, color=color, label=f"{r['init']} {split}")
                 if low is not None:
                     ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+    _label_curve_axes(axes)
+    fig.suptitle(f"{backbone}: accuracy and loss per epoch ({_seeds_note(results)})")
+    return _save(fig, out)
+
+
+def _label_curve_axes(axes) -> None:
+    """Axis labels, grid and legend of an (accuracy, loss) pair of curve plots."""
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("epoch (0 = untrained)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{backbone}: accuracy and loss per epoch ({_seeds_note(results)})")
-    return _save(fig, out)
 
 
 def plot_finetune_curves(results: dict, out: Path) -> Path:
@@ -95,11 +100,7 @@ def plot_finetune_curves(results: dict, out: Path) -> Path:
             best = int(study["best_epoch"])
             axes[0].plot(best, c["val/accuracy"][best], "x", color=color, markersize=8)
     axes[0].plot([], [], "x", color="black", label="best val epoch (each seed)")
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch (0 = untrained)")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _label_curve_axes(axes)
     fig.suptitle(f"Fine-tuned runs: accuracy and loss per epoch ({_seeds_note(results)})")
     return _save(fig, out)
 
