@@ -20,16 +20,17 @@ import numpy as np
 import tensorflow as tf
 
 import ferstudy  # noqa: F401  (before TensorFlow)
-from ferstudy import params as P
-from ferstudy import runtime
-from ferstudy.backbones import build_backbone, get_backbone
-from ferstudy.finetune import _train_step, class_weights, learning_rate, settings, split_rows
-from ferstudy.io import load_dataset, write_json
-from ferstudy.transfer import build_classifier, image_transform
+from ferstudy.core import paths, runtime
+from ferstudy.core.files import load_dataset, write_json
+from ferstudy.core.params import load_params
+from ferstudy.data.splits import split_rows
+from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.models.transfer import build_classifier, image_transform
+from ferstudy.stages.finetune import _train_step, class_weights, learning_rate, settings
 
 
 def seconds_per_epoch(params: dict, run: str, steps: int, images, labels) -> dict:
-    backbone, init = P.parse_run_name(run)
+    backbone, init = paths.parse_run_name(run)
     s = settings(params, backbone, init, 42)
     runtime.configure(42)
     model = build_backbone(backbone, init, s.input_size, 42)
@@ -62,8 +63,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default="bench/finetune_cost.json")
     args = parser.parse_args()
-    params = P.load_params()
-    dataset = load_dataset(P.DATASET_FILE)
+    params = load_params()
+    dataset = load_dataset(paths.DATASET_FILE)
     train = split_rows(dataset, {"kind": "usage"})["train"]
     images, labels = dataset.images[train], dataset.labels[train]
     result = {

@@ -4,7 +4,7 @@ usage: python scripts/health_by_frozen_bn.py RUN [RUN ...] [--images 512] [--out
 
 For each random-init run (with params.yaml's input size and seed) builds the frozen part
 the features stage builds, and measures the health of its output
-(:mod:`ferstudy.health`) on the same seeded training images twice: with the frozen
+(:mod:`ferstudy.analysis.health`) on the same seeded training images twice: with the frozen
 BatchNormalization in inference mode (random statistics 0/1) and recalibrated on
 `bn_calibration_images` training images, as the features stage does. Needs
 data/fer2013.npz and data/split.npz (`dvc repro split`). Writes
@@ -19,22 +19,24 @@ import numpy as np
 import tensorflow as tf
 
 import ferstudy  # noqa: F401  (before TensorFlow)
-from ferstudy import params as P
-from ferstudy.backbones import build_backbone, get_backbone
-from ferstudy.features import calibrate, extractor, run_settings
-from ferstudy.health import health_summary
-from ferstudy.io import load_dataset, load_split, write_json
-from ferstudy.protocol_report import HEALTH_BY_FROZEN_BN
-from ferstudy.transfer import (
+from ferstudy.analysis.health import health_summary
+from ferstudy.core import paths
+from ferstudy.core.files import load_dataset, load_split, write_json
+from ferstudy.core.params import load_params
+from ferstudy.data.feature_cache import extractor
+from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.models.transfer import (
     build_classifier,
     frozen_batchnorm_layers,
     image_transform,
     split_frozen_tail,
 )
+from ferstudy.reporting.protocol import HEALTH_BY_FROZEN_BN
+from ferstudy.stages.features import calibrate, run_settings
 
 
 def measure(params: dict, run: str, images: np.ndarray, count: int) -> dict:
-    backbone, init = P.parse_run_name(run)
+    backbone, init = paths.parse_run_name(run)
     settings = run_settings(params, backbone)
     seed = int(params["seed"])
     pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
@@ -75,9 +77,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--out", default=str(HEALTH_BY_FROZEN_BN))
     args = parser.parse_args()
-    params = P.load_params()
+    params = load_params()
     tf.keras.mixed_precision.set_global_policy("float32")
-    dataset, split = load_dataset(P.DATASET_FILE), load_split(P.SPLIT_FILE)
+    dataset, split = load_dataset(paths.DATASET_FILE), load_split(paths.SPLIT_FILE)
     train = dataset.images[split["train"]]
     write_json(args.out, {run: measure(params, run, train, args.images) for run in args.runs})
     print(f"written: {args.out}")

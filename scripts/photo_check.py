@@ -23,10 +23,11 @@ from PIL import Image
 
 import ferstudy  # noqa: F401  (before TensorFlow)
 from ferstudy import CLASSES
-from ferstudy import params as P
-from ferstudy.io import load_dataset, write_json
-from ferstudy.predict import EmotionClassifier, analyze, best_model
-from ferstudy.usage_split import usage_split
+from ferstudy.core import paths
+from ferstudy.core.files import load_dataset, write_json
+from ferstudy.core.params import load_params
+from ferstudy.data.splits import usage_split
+from ferstudy.tools.predict import EmotionClassifier, analyze, best_model
 
 CANVAS, SCALE = 240, 3
 
@@ -46,8 +47,8 @@ def main() -> None:
     parser.add_argument("--model", help="model folder (default: predict's own choice)")
     parser.add_argument("--out", default="bench/photo_check.json")
     args = parser.parse_args()
-    seed = int(P.load_params()["data"]["random_state"])
-    dataset = load_dataset(P.DATASET_FILE)
+    seed = int(load_params()["data"]["random_state"])
+    dataset = load_dataset(paths.DATASET_FILE)
     test = usage_split(dataset.usage)["test"]
     rng = np.random.default_rng(seed)
     per_class = -(-args.photos // len(CLASSES))

@@ -21,16 +21,16 @@ from PIL import Image
 
 import ferstudy  # noqa: F401  (before TensorFlow)
 from ferstudy import CLASSES
-from ferstudy import params as P
-from ferstudy.features import CachedFeatures
-from ferstudy.io import load_dataset, read_json, write_json
-from ferstudy.predict import EmotionClassifier, analyze
+from ferstudy.core import paths
+from ferstudy.core.files import load_dataset, read_json, write_json
+from ferstudy.data.feature_cache import CachedFeatures
+from ferstudy.tools.predict import EmotionClassifier, analyze
 
 
 def check(run: str, speed_images: int) -> dict:
-    dataset = load_dataset(P.DATASET_FILE)
-    rows = CachedFeatures(P.features_dir(run)).rows["test"]
-    classifier = EmotionClassifier(P.model_dir(run))
+    dataset = load_dataset(paths.DATASET_FILE)
+    rows = CachedFeatures(paths.features_dir(run)).rows["test"]
+    classifier = EmotionClassifier(paths.model_dir(run))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for row in rows:
@@ -59,7 +59,7 @@ def check(run: str, speed_images: int) -> dict:
         "run": run,
         "test_images": int(len(records)),
         "predict_accuracy": round(accuracy, 6),
-        "evaluate_accuracy": read_json(P.METRICS_DIR / "eval" / f"{run}.json")["accuracy"],
+        "evaluate_accuracy": read_json(paths.METRICS_DIR / "eval" / f"{run}.json")["accuracy"],
         "predict_seconds_all": round(seconds, 1),
         "ms_per_face_batch1": round(1000 * float(np.median(singles)), 1),
         "faces_per_second_folder": round(min(speed_images, len(records)) / folder_seconds, 1),

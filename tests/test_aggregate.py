@@ -7,14 +7,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import params_of
 from scipy.stats import t as scipy_t
 from statsmodels.stats.multitest import multipletests
 
-from ferstudy import aggregate as A
-from ferstudy import features as F
-from ferstudy import params as P
-from ferstudy.io import save_npz, write_json
-from ferstudy.stats import paired_difference
+from ferstudy.analysis import ranking
+from ferstudy.analysis.stats import paired_difference
+from ferstudy.core import paths
+from ferstudy.core.files import save_npz, write_json
+from ferstudy.data import feature_cache
+from ferstudy.stages import aggregate as A
+from ferstudy.stages import features as F
 
 SEEDS = [1, 2, 3]
 WINDOWS = ("1-5", "6-10")
@@ -36,17 +39,17 @@ def _write_run(run: str, correct: np.ndarray, rows: np.ndarray) -> None:
     """Per seed: the study record, the eval record and test probabilities that are right
     exactly where ``correct`` says."""
     for seed, right in zip(SEEDS, correct):
-        run_id = P.run_id(run, seed)
-        write_json(P.study_file(run_id), _study(seed))
+        run_id = paths.run_id(run, seed)
+        write_json(paths.study_file(run_id), _study(seed))
         accuracy = float(right.mean())
         write_json(
-            P.eval_file(run_id),
+            paths.eval_file(run_id),
             {"accuracy": accuracy, "macro_f1": accuracy / 2, "privatetest": {"images": 0}},
         )
         labels = LABELS[rows]
         predicted = np.where(right, labels, (labels + 1) % 7)
         save_npz(
-            P.eval_dir(run_id) / "test_probabilities.npz",
+            paths.eval_dir(run_id) / "test_probabilities.npz",
             rows=rows,
             probabilities=np.eye(7, dtype=np.float32)[predicted],
         )
@@ -59,7 +62,7 @@ USAGE = np.where(np.arange(300) % 3 == 0, "PrivateTest", "Training")
 @pytest.fixture
 def outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_npz(P.DATASET_FILE, labels=LABELS, usage=USAGE)
+    save_npz(paths.DATASET_FILE, labels=LABELS, usage=USAGE)
     rng = np.random.default_rng(1)
     strong = rng.random((3, 300)) < 0.7
     weak = rng.random((3, 300)) < 0.4
@@ -73,8 +76,8 @@ def outputs(tmp_path, monkeypatch):
 
 def test_aggregates_are_the_seeds_mean_sd_and_t_interval(outputs):
     params, strong, _ = outputs
-    result = A.run(params)
-    agg = json.loads(P.aggregate_file("onet-pretrained").read_text())
+    result = A.run(params_of(params))
+    agg = json.loads(paths.aggregate_file("onet-pretrained").read_text())
     assert agg == json.loads(json.dumps(result["aggregates"]["onet-pretrained"]))
     accuracies = strong.mean(axis=1)
     half = scipy_t.ppf(0.975, 2) * accuracies.std(ddof=1) / np.sqrt(3)
@@ -92,7 +95,7 @@ def test_aggregates_are_the_seeds_mean_sd_and_t_interval(outputs):
 
 def test_every_pair_is_compared_paired_on_shared_images_best_first(outputs):
     params, strong, weak = outputs
-    pairs = A.run(params)["comparisons"]
+    pairs = A.run(params_of(params))["comparisons"]
     assert set(pairs) == {
         "onet-pretrained vs onet-random",
         "onet-pretrained vs mobilenet-random",
@@ -114,9 +117,9 @@ def test_every_pair_is_compared_paired_on_shared_images_best_first(outputs):
     assert got["significant"] and got["seeds"] == 3 and got["images"] == 300
     shared = pairs["onet-random vs mobilenet-random"]  # the same answers on 150 shared images
     assert shared["images"] == 150 and shared["difference"] == 0 and not shared["significant"]
-    saved = json.loads(A.COMPARISONS_FILE.read_text())
+    saved = json.loads(paths.COMPARISONS_FILE.read_text())
     assert saved == json.loads(json.dumps(pairs))
-    table = A.TABLES_FILE.read_text()
+    table = paths.TABLES_FILE.read_text()
     assert "| onet-pretrained vs onet-random | 300 | 3 |" in table and "| yes | yes |" in table
     assert "| not distinguishable | no |" in table
 
@@ -133,13 +136,13 @@ def with_finetune(outputs):
     tuned = rng.random((3, len(PRIVATE))) < 0.85
     _write_run("onet-pretrained-finetune", tuned, PRIVATE)
     for seed, last in zip(SEEDS, ("11-12", "6-10", "11-15")):  # early stopping: unequal
-        run_id = P.run_id("onet-pretrained-finetune", seed)
+        run_id = paths.run_id("onet-pretrained-finetune", seed)
         study = _study(seed)
         for rate in ("MCR", "MOFR"):
             for metric in ("accuracy", "loss"):
                 if last != "6-10":
                     study[rate][metric][last] = 0.5
-        write_json(P.study_file(run_id), study)
+        write_json(paths.study_file(run_id), study)
     fer_right = rng.random(300) < 0.55
     save_npz(
         A.OUTSIDE_PROBABILITIES,
@@ -155,7 +158,7 @@ def test_versus_a_fixed_model_counts_the_runs_seeds_and_the_images():
     rng = np.random.default_rng(5)
     run = rng.random((3, 400)) < np.array([[0.60], [0.66], [0.72]])  # seeds that differ
     fixed = rng.random(400) < 0.5
-    d = A.versus_fixed(run, fixed)
+    d = ranking.versus_fixed(run, fixed)
     per_seed = run.mean(axis=1)
     assert d.difference == pytest.approx(per_seed.mean() - fixed.mean())
     seed_var = per_seed.var(ddof=1) / 3  # the run's alone: the fixed side contributes 0
@@ -172,9 +175,9 @@ def test_versus_a_fixed_model_counts_the_runs_seeds_and_the_images():
         pytest.approx(d.difference + half),
     )
     assert half > 1.96 * d.image_se  # wider than the images alone would make it
-    same = A.versus_fixed(np.tile(run[0], (3, 1)), fixed)  # seeds that agree: images only
+    same = ranking.versus_fixed(np.tile(run[0], (3, 1)), fixed)  # seeds that agree: images only
     assert same.seed_se == 0 and same.df is None
-    one = A.versus_fixed(run[:1], fixed)  # one seed: paired bootstrap and McNemar
+    one = ranking.versus_fixed(run[:1], fixed)  # one seed: paired bootstrap and McNemar
     expected = paired_difference(run[0], fixed)
     assert (one.p_value, one.low, one.high) == (expected.p_value, expected.low, expected.high)
 
@@ -183,14 +186,14 @@ def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
     from statsmodels.stats.proportion import proportion_confint
 
     params, strong, tuned, fer_right = with_finetune
-    result = A.run(params)
-    rank = json.loads(A.RANKING_FILE.read_text())
+    result = A.run(params_of(params))
+    rank = json.loads(paths.RANKING_FILE.read_text())
     assert rank == json.loads(json.dumps(result["ranking"]))
     accuracies = [e["accuracy"] for e in rank["rows"]]
     assert accuracies == sorted(accuracies, reverse=True)
     rows = {e["name"]: e for e in rank["rows"]}
     runs = ["onet-random", "onet-pretrained", "mobilenet-random", "onet-pretrained-finetune"]
-    assert set(rows) == {*runs, A.FER_NAME, *(p["name"] for p in A.PUBLISHED)}
+    assert set(rows) == {*runs, ranking.FER_NAME, *(p["name"] for p in ranking.PUBLISHED)}
     assert rank["privatetest_images"] == 100 and rank["not_ranked"] == {}
     finetuned = rows["onet-pretrained-finetune"]
     assert (finetuned["mode"], finetuned["images"], finetuned["seeds"]) == ("fine-tuned", 100, 3)
@@ -203,34 +206,34 @@ def test_ranking_on_privatetest_with_fer_and_published_figures(with_finetune):
     subset = rows["mobilenet-random"]  # every other row: 50 PrivateTest images
     assert subset["images"] == 50
     assert subset["scored_on"] == "PrivateTest rows of its test split"
-    expected = A.versus_fixed(strong[:, PRIVATE], fer_right[PRIVATE]).as_dict()
+    expected = ranking.versus_fixed(strong[:, PRIVATE], fer_right[PRIVATE]).as_dict()
     for key in ("difference", "low", "high", "p_value", "seed_se", "image_se"):
         assert study["minus_fer"][key] == pytest.approx(expected[key]), key
     p_values = [rows[r]["minus_fer"]["p_value"] for r in runs]
     holm_expected = multipletests(p_values, method="holm")[1]
     assert [rows[r]["minus_fer"]["p_holm"] for r in runs] == pytest.approx(list(holm_expected))
     assert finetuned["minus_fer"]["significant"] and finetuned["minus_fer"]["significant_holm"]
-    fer = rows[A.FER_NAME]  # every PrivateTest image, a Wilson interval over the images
+    fer = rows[ranking.FER_NAME]  # every PrivateTest image, a Wilson interval over the images
     right = int(fer_right[PRIVATE].sum())
     assert (fer["images"], fer["seeds"], fer["minus_fer"]) == (100, None, None)
     assert fer["accuracy"] == pytest.approx(right / 100)
     assert (fer["low"], fer["high"]) == pytest.approx(
         proportion_confint(right, 100, method="wilson")
     )
-    for published in A.PUBLISHED:  # quoted, not measured: flagged, no interval
+    for published in ranking.PUBLISHED:  # quoted, not measured: flagged, no interval
         row = rows[published["name"]]
         assert row["measured_here"] is False and row["low"] is None
         assert row["accuracy"] == published["accuracy"] and row["images"] == 3589
-    assert {p["accuracy"] for p in A.PUBLISHED} == {0.7328, 0.7414}
-    table = A.TABLES_FILE.read_text()
+    assert {p["accuracy"] for p in ranking.PUBLISHED} == {0.7328, 0.7414}
+    table = paths.TABLES_FILE.read_text()
     assert "| onet-pretrained-finetune (fine-tuned) | all of PrivateTest | " in table
     assert "arXiv:2105.03588" in table and "10.1109/ICPR48806.2021.9411919" in table
 
 
 def test_finetuned_runs_are_aggregated_and_compared_on_shared_images(with_finetune):
     params, strong, tuned, _ = with_finetune
-    result = A.run(params)
-    agg = json.loads(P.aggregate_file("onet-pretrained-finetune").read_text())
+    result = A.run(params_of(params))
+    agg = json.loads(paths.aggregate_file("onet-pretrained-finetune").read_text())
     assert agg["test_accuracy"]["mean"] == pytest.approx(tuned.mean(axis=1).mean())
     # seeds that stopped at 12, 10 and 15 epochs: only the windows all three have
     assert list(agg["MCR"]["accuracy"]) == ["1-5", "6-10"]
@@ -248,43 +251,43 @@ def test_pairs_sharing_fewer_than_two_images_are_listed_not_compared(outputs):
     rows = np.r_[0, np.arange(1, 300, 2)]  # odd rows and row 0: one image shared, too few
     _write_run("mobilenet-random-finetune", np.c_[weak[:, :1], weak[:, 1::2]], rows)
     params = {**params, "finetune": {"runs": ["mobilenet-random"]}}
-    pairs = A.run(params)["comparisons"]
+    pairs = A.run(params_of(params))["comparisons"]
     apart = {"mobilenet-random", "mobilenet-random-finetune"}
     assert all({c["a"], c["b"]} != apart for c in pairs.values()) and len(pairs) == 5
     assert (
         "- mobilenet-random and mobilenet-random-finetune: fewer than 2 shared test images, "
-        "not compared." in A.TABLES_FILE.read_text()
+        "not compared." in paths.TABLES_FILE.read_text()
     )
 
 
 def test_seeds_scored_on_different_images_are_refused(outputs):
     params, *_ = outputs
-    run_id = P.run_id("onet-random", 2)
+    run_id = paths.run_id("onet-random", 2)
     save_npz(
-        P.eval_dir(run_id) / "test_probabilities.npz",
+        paths.eval_dir(run_id) / "test_probabilities.npz",
         rows=np.arange(1, 301),
         probabilities=np.zeros((300, 7), np.float32),
     )
     with pytest.raises(Exception, match="seeds were scored on different test images"):
-        A.run(params)
+        A.run(params_of(params))
 
 
 def test_pretrained_features_are_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    P.DATASET_FILE.parent.mkdir(parents=True)
-    P.DATASET_FILE.write_bytes(b"dataset")
-    P.SPLIT_FILE.write_bytes(b"split")
+    paths.DATASET_FILE.parent.mkdir(parents=True)
+    paths.DATASET_FILE.write_bytes(b"dataset")
+    paths.SPLIT_FILE.write_bytes(b"split")
     settings = {"backbone": "onet", "precision": "fp32"}
     recipe = F.recipe_digest(settings)
     assert F.recipe_digest(settings) == recipe  # deterministic
     assert F.recipe_digest({**settings, "precision": "bf16"}) != recipe
-    sibling = P.features_dir(P.run_id("onet-pretrained", 42))
-    write_json(sibling / F.META, {"recipe": recipe})
-    here = P.features_dir(P.run_id("onet-pretrained", 43))
+    sibling = paths.features_dir(paths.run_id("onet-pretrained", 42))
+    write_json(sibling / feature_cache.META, {"recipe": recipe})
+    here = paths.features_dir(paths.run_id("onet-pretrained", 43))
     assert F.reusable_sibling("onet-pretrained", recipe, here) == sibling
     assert F.reusable_sibling("onet-pretrained", recipe, sibling) is None  # not itself
     assert F.reusable_sibling("onet-pretrained", "other", here) is None
-    P.DATASET_FILE.write_bytes(b"another dataset")  # the data changed: a new recipe
+    paths.DATASET_FILE.write_bytes(b"another dataset")  # the data changed: a new recipe
     assert F.reusable_sibling("onet-pretrained", F.recipe_digest(settings), here) is None
 
 
@@ -300,7 +303,7 @@ def test_recipe_modules_are_the_features_stages_code_deps():
 
 
 def test_mean_record_averages_numbers_lists_and_arrays():
-    from ferstudy.report import mean_record
+    from ferstudy.analysis.results import mean_record
 
     records = [
         {"a": 1, "b": [1.0, 2.0], "c": np.array([0.0, 2.0]), "d": "x", "e": True, "f": None},
@@ -315,7 +318,7 @@ def test_mean_record_averages_numbers_lists_and_arrays():
 
 def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
     """Adding a fine-tuned run leaves the study pairs' Holm-adjusted p values as they were."""
-    import ferstudy.aggregate as A
+    import ferstudy.stages.aggregate as A
 
     rng = np.random.default_rng(0)
     labels = np.zeros(400, int)
@@ -328,8 +331,8 @@ def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
     rows = np.arange(400)
     monkeypatch.setattr(A, "seed_correctness", lambda run, seeds, labels: (rows, right[run][None]))
     study_runs = ["a-random", "b-random", "c-random"]
-    study = A.comparisons(study_runs, [1], labels)
-    both = A.comparisons([*study_runs, "a-random-finetune"], [1], labels)
+    study = ranking.comparisons(study_runs, [1], labels)
+    both = ranking.comparisons([*study_runs, "a-random-finetune"], [1], labels)
     for name, pair in study.items():
         assert both[name]["p_holm"] == pytest.approx(pair["p_holm"])
         assert both[name]["family"] == "study"

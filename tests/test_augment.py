@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferstudy.augment import Augmentation, affine_transforms, augment
+from ferstudy.data.augment import Augmentation, affine_transforms, augment
 
 NONE = Augmentation(flip=False, shift=0.0, rotation=0.0, scale=0.0)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
-from ferstudy.errors import FerError
-from ferstudy.transfer import build_classifier, split_frozen_tail
+from ferstudy.core.errors import FerError
+from ferstudy.models.registry import REGISTRY, build_backbone, get_backbone
+from ferstudy.models.transfer import build_classifier, split_frozen_tail
 
 
 def _same(a, b):
@@ -131,7 +131,7 @@ def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatc
     into the project's OpenFace (L2 dropped) layer by layer."""
     from deepface.models.facial_recognition.tf import OpenFace
 
-    from ferstudy.backbones import _deepface_without_weights
+    from ferstudy.models.registry import _deepface_without_weights
 
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
     with _deepface_without_weights():
@@ -151,7 +151,7 @@ def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatc
 
 
 def test_a_weights_file_of_another_shape_is_refused(tmp_path):
-    from ferstudy.backbones import copy_weights
+    from ferstudy.models.registry import copy_weights
 
     small = build_backbone("mobilenet", "random", 32, seed=0)
     other = build_backbone("resnet50", "random", 32, seed=0)

@@ -6,8 +6,8 @@ import json
 import tensorflow as tf
 from conftest import synthetic_images, write_zip
 
-from ferstudy.bench import matmul_gflops, tail_training_flops
 from ferstudy.cli import main
+from ferstudy.tools.bench import matmul_gflops, tail_training_flops
 
 keras = tf.keras
 L = keras.layers

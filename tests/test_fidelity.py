@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferstudy import metrics as M
-from ferstudy.backbones import build_backbone, get_backbone
-from ferstudy.health import degenerate_reason, feature_health, health_summary
-from ferstudy.transfer import (
+from ferstudy.analysis import fidelity, rates
+from ferstudy.analysis.health import degenerate_reason, feature_health, health_summary
+from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.models.transfer import (
     build_classifier,
     flatten_boundary,
     frozen_batchnorm_layers,
@@ -115,9 +115,9 @@ def _curves(train_acc, val_acc):
 
 def test_metric0_readings():
     curves = _curves([0.1, 0.3, 0.4, 0.6, 0.7], [0.1, 0.2, 0.2, 0.3, 0.3])
-    untrained = M.run_metrics(curves, window=2)
+    untrained = rates.run_metrics(curves, window=2)
     assert untrained["MCR"]["accuracy"] == {"1-2": 0.15, "3-4": 0.15}
-    epoch1 = M.run_metrics(curves, window=2, metric0="epoch1")
+    epoch1 = rates.run_metrics(curves, window=2, metric0="epoch1")
     assert epoch1["MCR"]["accuracy"] == {"1-2": 0.05, "3-4": 0.15}  # (0 + 0.1) / 2
     assert epoch1["MOFR"]["accuracy"] == {"1-2": 0.05, "3-4": 0.1}  # gaps .1 .1 .2 .3 .4
     assert epoch1["untrained_val_accuracy"] == 0.1  # the epoch-0 log itself is kept
@@ -137,7 +137,7 @@ def test_fidelity_counts_signs_with_a_zero_band_and_rmse():
         {"table": 3, "backbone": "onet", "init": "random", "epochs": "1-5", "value": -0.1},
         {"table": 3, "backbone": "onet", "init": "random", "epochs": "6-10", "value": -0.1},
     ]
-    f = M.fidelity(rows, paper)
+    f = fidelity.fidelity(rows, paper)
     run = f["runs"]["onet-random"]
     assert run["table2"]["signs_agree"] == 2 and run["table2"]["rates"] == 3
     assert run["table3"] == {"rates": 1, "signs_agree": 1, "sign_agreement": 1.0, "rmse": 0.1}
@@ -148,7 +148,7 @@ def test_fidelity_counts_signs_with_a_zero_band_and_rmse():
 
 def test_the_committed_variant_reproduces_the_issues_count():
     """The earlier reference run (inference BN, fc7 cut): 25 of 64 signs, as measured."""
-    from ferstudy.protocol_report import load_variants
+    from ferstudy.reporting.protocol import load_variants
 
     old = {v["label"]: v for v in load_variants()}["inference-BN, fc7"]
     assert old["fidelity"]["untrained"]["random"]["signs_agree"] == 25

@@ -15,15 +15,17 @@ import pytest
 import yaml
 from conftest import synthetic_images, write_zip
 
-from ferstudy import params as P
+from ferstudy.analysis.rates import read_curves
 from ferstudy.cli import main
-from ferstudy.errors import FerError
-from ferstudy.finetune import class_weights, learning_rate, predict_images, settings, split_rows
-from ferstudy.io import load_dataset, read_json
-from ferstudy.metrics import read_curves
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import load_dataset, read_json
+from ferstudy.core.params import load_params, validate_params
+from ferstudy.models.transfer import predict_images
+from ferstudy.stages.finetune import class_weights, learning_rate, settings, split_rows
 
 RUN = "onet-random"
-TUNED = P.finetune_run(RUN)
+TUNED = paths.finetune_run(RUN)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,7 +53,7 @@ def _project(root: Path, mp: pytest.MonkeyPatch, **finetune) -> Path:
 
 def _generated(root: Path) -> np.ndarray:
     images, labels = synthetic_images(per_class=24, seed=2)
-    ids = load_dataset(root / P.DATASET_FILE).ids
+    ids = load_dataset(root / paths.DATASET_FILE).ids
     return np.array([labels[int(re.search(r"_(\d+)\.png$", str(i)).group(1))] for i in ids])
 
 
@@ -67,11 +69,11 @@ def tuned(tmp_path_factory):
 
 
 def test_learns_far_above_chance_on_its_own_test_split(tuned):
-    run_id = P.run_id(TUNED, 42)
-    result = read_json(tuned / P.eval_file(run_id))
-    with np.load(tuned / P.eval_dir(run_id) / "test_probabilities.npz") as npz:
+    run_id = paths.run_id(TUNED, 42)
+    result = read_json(tuned / paths.eval_file(run_id))
+    with np.load(tuned / paths.eval_dir(run_id) / "test_probabilities.npz") as npz:
         rows, probabilities = npz["rows"], npz["probabilities"]
-    usage = load_dataset(tuned / P.DATASET_FILE).usage
+    usage = load_dataset(tuned / paths.DATASET_FILE).usage
     assert set(usage[rows]) == {"PrivateTest"}  # finetune.split: usage
     truth = _generated(tuned)[rows]
     accuracy = float(np.mean(probabilities.argmax(1) == truth))
@@ -81,11 +83,11 @@ def test_learns_far_above_chance_on_its_own_test_split(tuned):
 
 
 def test_config_and_curves_of_a_finetuned_run(tuned):
-    run_id = P.run_id(TUNED, 42)
-    config = read_json(tuned / P.model_dir(run_id) / "config.json")
+    run_id = paths.run_id(TUNED, 42)
+    config = read_json(tuned / paths.model_dir(run_id) / "config.json")
     assert config["mode"] == "finetune" and config["trainable_layers"] == "all"
     assert config["split"] == {"kind": "usage"}
-    curves = read_curves(tuned / P.live_dir(run_id))
+    curves = read_curves(tuned / paths.live_dir(run_id))
     assert len(curves["val/accuracy"]) == config["epochs_run"] + 1  # epoch 0 is untrained
     best = int(np.argmax(curves["val/accuracy"][1:])) + 1
     assert config["best_epoch"] == best
@@ -96,13 +98,13 @@ def test_saved_weights_are_the_best_epochs(tuned):
     """The model keeps the best validation epoch: rescoring it gives that epoch's accuracy."""
     import os
 
-    from ferstudy.backbones import get_backbone
-    from ferstudy.model_store import load_model
-    from ferstudy.transfer import image_transform
+    from ferstudy.models.registry import get_backbone
+    from ferstudy.models.store import load_model
+    from ferstudy.models.transfer import image_transform
 
     os.chdir(tuned)
-    loaded = load_model(P.model_dir(P.run_id(TUNED, 42)))
-    dataset = load_dataset(P.DATASET_FILE)
+    loaded = load_model(paths.model_dir(paths.run_id(TUNED, 42)))
+    dataset = load_dataset(paths.DATASET_FILE)
     val = split_rows(dataset, loaded.config["split"])["val"]
     transform = image_transform(get_backbone("onet").preprocess, 48)
     probabilities = predict_images(loaded.model, transform, dataset.images[val])
@@ -114,22 +116,22 @@ def test_stops_early_when_validation_stalls(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         _project(tmp_path, mp, lr=1e-12, epochs=20, patience=2)
         assert main(["finetune", RUN]) == 0
-        config = read_json(P.model_dir(P.run_id(TUNED, 42)) / "config.json")
+        config = read_json(paths.model_dir(paths.run_id(TUNED, 42)) / "config.json")
     assert config["epochs_run"] == config["best_epoch"] + 2 < 20
 
 
 def _weights(root: Path) -> bytes:
-    return (root / P.model_dir(P.run_id(TUNED, 42)) / "weights.h5").read_bytes()
+    return (root / paths.model_dir(paths.run_id(TUNED, 42)) / "weights.h5").read_bytes()
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
-    import ferstudy.finetune as F
+    import ferstudy.stages.finetune as F
 
     whole = tmp_path / "whole"
     with pytest.MonkeyPatch.context() as mp:
         _project(whole, mp, epochs=4)
         assert main(["finetune", RUN]) == 0
-        config = read_json(P.model_dir(P.run_id(TUNED, 42)) / "config.json")
+        config = read_json(paths.model_dir(paths.run_id(TUNED, 42)) / "config.json")
     killed = tmp_path / "killed"
     with pytest.MonkeyPatch.context() as mp:
         _project(killed, mp, epochs=4)
@@ -144,11 +146,11 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
         dies_in_epoch_3.__wrapped__ = F.log_epoch
         mp.setattr(F, "log_epoch", dies_in_epoch_3)
         with pytest.raises(KeyboardInterrupt):
-            F.run(P.load_params(), "onet", "random", 42)
+            F.run(load_params(), "onet", "random", 42)
         mp.undo()
         mp.chdir(killed)
         assert main(["finetune", RUN]) == 0
-        resumed = read_json(P.model_dir(P.run_id(TUNED, 42)) / "config.json")
+        resumed = read_json(paths.model_dir(paths.run_id(TUNED, 42)) / "config.json")
     assert _weights(killed) == _weights(whole)
     assert resumed["val_accuracy"] == config["val_accuracy"]
     assert resumed["best_epoch"] == config["best_epoch"]
@@ -175,18 +177,18 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 def test_a_frozen_only_backbone_or_missing_size_is_refused():
     with pytest.raises(FerError, match="dlib"):
-        P.validate_params({**_params(), "finetune": {"runs": ["dlib-pretrained"]}})
+        validate_params({**_params(), "finetune": {"runs": ["dlib-pretrained"]}})
     with pytest.raises(FerError, match="finetune.input_size.resnet50"):
-        P.validate_params({**_params(), "finetune": {"runs": ["resnet50-random"]}})
+        validate_params({**_params(), "finetune": {"runs": ["resnet50-random"]}})
     with pytest.raises(FerError, match="warmup_epochs"):
-        P.validate_params({**_params(), "finetune": {"epochs": 3, "warmup_epochs": 3}})
+        validate_params({**_params(), "finetune": {"epochs": 3, "warmup_epochs": 3}})
 
 
 def test_keeps_the_best_validation_epoch_not_the_last(tmp_path):
     """Validation accuracies scripted to peak at epoch 2 of 4: the saved weights are the
     weights validation saw at epoch 2."""
-    import ferstudy.finetune as F
-    from ferstudy.model_store import load_model
+    import ferstudy.stages.finetune as F
+    from ferstudy.models.store import load_model
 
     scripted = iter([0.2, 0.1, 0.3, 0.8, 0.5, 0.4])  # train 0, val 0, val 1..4
     seen: list[list[np.ndarray]] = []  # the model's weights at each prediction
@@ -200,8 +202,8 @@ def test_keeps_the_best_validation_epoch_not_the_last(tmp_path):
         _project(tmp_path, mp, epochs=4)
         mp.setattr(F, "predict_images", predict)
         mp.setattr(F, "loss_and_accuracy", lambda probabilities, labels: (1.0, next(scripted)))
-        F.run(P.load_params(), "onet", "random", 42)
-        loaded = load_model(P.model_dir(P.run_id(TUNED, 42)))
+        F.run(load_params(), "onet", "random", 42)
+        loaded = load_model(paths.model_dir(paths.run_id(TUNED, 42)))
     assert loaded.config["best_epoch"] == 2 and loaded.config["val_accuracy"] == 0.8
     at_epoch_2, last = seen[3], seen[5]
     saved = loaded.model.get_weights()
@@ -210,14 +212,14 @@ def test_keeps_the_best_validation_epoch_not_the_last(tmp_path):
 
 
 def test_predictor_on_a_finetuned_run_equals_its_evaluation(tuned, monkeypatch):
-    from ferstudy.predict import EmotionClassifier
+    from ferstudy.tools.predict import EmotionClassifier
 
     monkeypatch.chdir(tuned)
-    run_id = P.run_id(TUNED, 42)
-    with np.load(P.eval_dir(run_id) / "test_probabilities.npz") as npz:
+    run_id = paths.run_id(TUNED, 42)
+    with np.load(paths.eval_dir(run_id) / "test_probabilities.npz") as npz:
         rows, expected = npz["rows"], npz["probabilities"]
-    classifier = EmotionClassifier(P.model_dir(run_id))
-    predicted = classifier(load_dataset(P.DATASET_FILE).images[rows])
+    classifier = EmotionClassifier(paths.model_dir(run_id))
+    predicted = classifier(load_dataset(paths.DATASET_FILE).images[rows])
     assert np.allclose(predicted, expected, atol=1e-5)
     assert classifier.name == run_id
 
@@ -230,18 +232,20 @@ def test_predict_picks_the_highest_validation_accuracy(tuned, tmp_path, monkeypa
 
     from conftest import saved_model
 
-    from ferstudy.io import write_json
-    from ferstudy.predict import best_model
+    from ferstudy.core.files import write_json
+    from ferstudy.tools.predict import best_model
 
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(tuned / P.model_dir(P.run_id(TUNED, 42)), P.model_dir(P.run_id(TUNED, 42)))
-    study = P.run_id("mobilenet-random", 42)
-    saved_model(P.model_dir(study))
-    write_json(P.live_dir(study) / "metrics.json", {"val": {"accuracy": study_val}})
-    tuned_val = read_json(P.model_dir(P.run_id(TUNED, 42)) / "config.json")["val_accuracy"]
+    shutil.copytree(
+        tuned / paths.model_dir(paths.run_id(TUNED, 42)), paths.model_dir(paths.run_id(TUNED, 42))
+    )
+    study = paths.run_id("mobilenet-random", 42)
+    saved_model(paths.model_dir(study))
+    write_json(paths.live_dir(study) / "metrics.json", {"val": {"accuracy": study_val}})
+    tuned_val = read_json(paths.model_dir(paths.run_id(TUNED, 42)) / "config.json")["val_accuracy"]
     assert 0.2 < tuned_val < 0.99
-    expected = study if study_val > tuned_val else P.run_id(TUNED, 42)
-    assert best_model() == P.MODELS_DIR / expected
+    expected = study if study_val > tuned_val else paths.run_id(TUNED, 42)
+    assert best_model() == paths.MODELS_DIR / expected
 
 
 def test_only_evaluate_takes_a_finetuned_run_name(capsys):
@@ -253,7 +257,7 @@ def test_only_evaluate_takes_a_finetuned_run_name(capsys):
 def _scripted_run(root: Path, accuracies: list[float], die_at_log: int | None = None) -> None:
     """Run the fine-tuning stage with validation accuracies taken from ``accuracies`` (in call
     order) and, optionally, killed at the ``die_at_log``-th epoch log."""
-    import ferstudy.finetune as F
+    import ferstudy.stages.finetune as F
 
     scripted, logs = iter(accuracies), []
     real_log = F.log_epoch
@@ -269,7 +273,7 @@ def _scripted_run(root: Path, accuracies: list[float], die_at_log: int | None = 
         mp.setenv("FERSTUDY_CHECKPOINT_SECONDS", "0")
         mp.setattr(F, "loss_and_accuracy", lambda probabilities, labels: (1.0, next(scripted)))
         mp.setattr(F, "log_epoch", log)
-        F.run(P.load_params(), "onet", "random", 42)
+        F.run(load_params(), "onet", "random", 42)
 
 
 def test_a_resumed_run_remembers_its_best_epoch(tmp_path):
@@ -284,7 +288,7 @@ def test_a_resumed_run_remembers_its_best_epoch(tmp_path):
         _scripted_run(tmp_path / "killed", train0_val0_val1 + later, die_at_log=3)
     _scripted_run(tmp_path / "killed", later)
     configs = [
-        read_json(root / P.model_dir(P.run_id(TUNED, 42)) / "config.json")
+        read_json(root / paths.model_dir(paths.run_id(TUNED, 42)) / "config.json")
         for root in (tmp_path / "whole", tmp_path / "killed")
     ]
     assert configs[0]["best_epoch"] == configs[1]["best_epoch"] == 1

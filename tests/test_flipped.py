@@ -9,10 +9,9 @@ import pytest
 import yaml
 from conftest import synthetic_images, write_zip
 
-from ferstudy import params as P
 from ferstudy.cli import main
-from ferstudy.features import CachedFeatures
-from ferstudy.flipped import flipped_dir, load_flipped
+from ferstudy.core import paths
+from ferstudy.data.feature_cache import CachedFeatures, flipped_dir, load_flipped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +36,9 @@ def test_flipped_features_are_the_features_of_mirrored_images(tmp_path, run, pre
     images, labels = synthetic_images(per_class=12, seed=4)
     _pipeline(tmp_path / "a", images, labels, run, precision)
     _pipeline(tmp_path / "b", np.flip(images, axis=2), labels, run, precision)  # left-right
-    run_id = P.run_id(run, 42)
-    a = CachedFeatures(tmp_path / "a" / P.features_dir(run_id))
-    b = CachedFeatures(tmp_path / "b" / P.features_dir(run_id))
+    run_id = paths.run_id(run, 42)
+    a = CachedFeatures(tmp_path / "a" / paths.features_dir(run_id))
+    b = CachedFeatures(tmp_path / "b" / paths.features_dir(run_id))
     assert np.array_equal(a.rows["train"], b.rows["train"])  # same split: same labels
     stored_a = np.load(tmp_path / "a" / flipped_dir(run_id) / "train.npy")
     assert stored_a.dtype == b.array("train").dtype
@@ -51,7 +50,7 @@ def test_flipped_features_decode_like_the_cached_ones(tmp_path, monkeypatch):
     images, labels = synthetic_images(per_class=12, seed=4)
     _pipeline(tmp_path / "a", images, labels, "onet-random", "bf16")
     monkeypatch.chdir(tmp_path / "a")
-    run_id = P.run_id("onet-random", 42)
-    cache = CachedFeatures(P.features_dir(run_id))
+    run_id = paths.run_id("onet-random", 42)
+    cache = CachedFeatures(paths.features_dir(run_id))
     flipped = load_flipped(run_id, cache)
     assert flipped.dtype == np.float32 and flipped.shape == cache.array("train").shape

@@ -7,14 +7,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import params_of
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ferstudy import heads as H
-from ferstudy import params as P
-from ferstudy.errors import FerError
-from ferstudy.io import SPLITS, save_npz, write_json
-from ferstudy.stats import paired_difference
+from ferstudy.analysis import ranking
+from ferstudy.analysis.stats import paired_difference
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import SPLITS, save_npz, write_json
+from ferstudy.core.params import validate_params
+from ferstudy.stages import heads as H
 
 RUN = "onet-pretrained"
 SIZES = {"train": 350, "val": 70, "test": 140}
@@ -32,7 +35,7 @@ def _features(seed: int = 0) -> tuple[dict, dict]:
 
 
 def _write_folder(run_id: str, x: dict, y: dict) -> None:
-    folder = P.features_dir(run_id)
+    folder = paths.features_dir(run_id)
     folder.mkdir(parents=True)
     offset = 0
     rows = {}
@@ -53,9 +56,9 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     x, y = _features()
     usage = np.array(["Training"] * 420 + ["PrivateTest"] * 70 + ["PublicTest"] * 70)
-    save_npz(P.DATASET_FILE, usage=usage, labels=np.concatenate([y[n] for n in SPLITS]))
+    save_npz(paths.DATASET_FILE, usage=usage, labels=np.concatenate([y[n] for n in SPLITS]))
     for seed in (1, 2):
-        _write_folder(P.run_id(RUN, seed), x, y)
+        _write_folder(paths.run_id(RUN, seed), x, y)
     params = {
         "seeds": [1, 2],
         "heads": {
@@ -72,8 +75,8 @@ def project(tmp_path, monkeypatch):
 
 def test_heads_are_chosen_on_validation_and_scored_like_scikit_learn(project):
     params, x, y = project
-    result = H.run(params, RUN, 1)
-    saved = json.loads(H.heads_file(P.run_id(RUN, 1)).read_text())
+    result = H.run(params_of(params), RUN, 1)
+    saved = json.loads(paths.heads_file(paths.run_id(RUN, 1)).read_text())
     assert saved == json.loads(json.dumps({k: v for k, v in result.items() if k != "seconds"}))
     logistic = result["logistic"]
     assert set(logistic["val_accuracy_by_C"]) == {"0.001", "1"}
@@ -89,7 +92,7 @@ def test_heads_are_chosen_on_validation_and_scored_like_scikit_learn(project):
     assert result["linear_svm"]["test_accuracy"] > 0.5
     private = logistic["privatetest"]  # test rows 420..489 are PrivateTest
     assert private["images"] == 70
-    with np.load(H.predictions_file(P.run_id(RUN, 1), "logistic")) as npz:
+    with np.load(paths.predictions_file(paths.run_id(RUN, 1), "logistic")) as npz:
         assert len(npz["predicted"]) == SIZES["test"]
         assert np.mean(npz["predicted"] == y["test"]) == pytest.approx(expected)
 
@@ -107,20 +110,20 @@ def test_heads_are_compared_with_the_dense_head_paired(project):
     rng = np.random.default_rng(3)
     dense = []
     for seed in (1, 2):
-        H.run(params, RUN, seed)
+        H.run(params_of(params), RUN, seed)
         right = rng.random(SIZES["test"]) < 0.3  # a weak dense head
         dense.append(right)
         predicted = np.where(right, y["test"], (y["test"] + 1) % 7)
         save_npz(
-            P.eval_dir(P.run_id(RUN, seed)) / "test_probabilities.npz",
+            paths.eval_dir(paths.run_id(RUN, seed)) / "test_probabilities.npz",
             rows=np.arange(420, 560),
             probabilities=np.eye(7, dtype=np.float32)[predicted],
         )
     labels = np.concatenate([y[n] for n in SPLITS])
-    out = H.compare_with_dense(RUN, [1, 2], ["logistic"], labels)
+    out = ranking.compare_with_dense(RUN, [1, 2], ["logistic"], labels)
     heads_right = []
     for seed in (1, 2):
-        with np.load(H.predictions_file(P.run_id(RUN, seed), "logistic")) as npz:
+        with np.load(paths.predictions_file(paths.run_id(RUN, seed), "logistic")) as npz:
             heads_right.append(npz["predicted"] == y["test"])
     expected = paired_difference(np.array(heads_right), np.array(dense), paired_seeds=True)
     got = out["logistic"]["minus_dense"]
@@ -133,7 +136,7 @@ def test_heads_are_compared_with_the_dense_head_paired(project):
 def test_heads_need_runs_of_the_matrix():
 
     with pytest.raises(FerError, match="heads.runs: openface-pretrained is not in runs"):
-        P.validate_params(
+        validate_params(
             {
                 "lr": 1e-4,
                 "runs": ["onet-pretrained"],
@@ -146,17 +149,18 @@ def test_heads_need_runs_of_the_matrix():
 def test_flip_adds_the_mirrored_training_features(project):
     """heads.flip: the head is fitted on the cached training features and the flipped stage's
     features of the mirrored images, with the labels repeated."""
-    from ferstudy.flipped import META, TRAIN, flipped_dir
+    from ferstudy.data.feature_cache import FLIPPED_TRAIN, flipped_dir
+    from ferstudy.stages.flipped import META
 
     params, x, y = project
     mirrored = np.random.default_rng(5).normal(0, 1.0, x["train"].shape).astype(np.float32)
     mirrored[np.arange(len(y["train"])), y["train"]] += 1.5
-    folder = flipped_dir(P.run_id(RUN, 1))
+    folder = flipped_dir(paths.run_id(RUN, 1))
     folder.mkdir(parents=True)
-    np.save(folder / TRAIN, mirrored)
+    np.save(folder / FLIPPED_TRAIN, mirrored)
     write_json(folder / META, {"of": {"dtype": "float32"}})
     params["heads"].update(kinds=["logistic"], C=[1.0], flip=True)
-    result = H.run(params, RUN, 1)
+    result = H.run(params_of(params), RUN, 1)
     assert result["flip"] and result["train_images"] == 2 * SIZES["train"]
     both = np.concatenate([x["train"], mirrored])
     scaler = StandardScaler().fit(both)
@@ -166,4 +170,4 @@ def test_flip_adds_the_mirrored_training_features(project):
     assert result["logistic"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
     write_json(folder / META, {"of": {"dtype": "float32", "seed": 3}})  # other features
     with pytest.raises(FerError, match="computed from other features"):
-        H.run(params, RUN, 1)
+        H.run(params_of(params), RUN, 1)

@@ -6,19 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_log
+from conftest import params_of, write_log
 
-from ferstudy import metrics as M
-from ferstudy import params as P
-from ferstudy.errors import FerError
-from ferstudy.io import read_json
-from ferstudy.metrics import (
+from ferstudy.analysis import fidelity, rates
+from ferstudy.analysis.rates import (
     mean_convergence_rate,
     mean_overfitting_rate,
     run_metrics,
     study_table_rows,
     windows,
 )
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import read_json
+from ferstudy.reporting import tables
+from ferstudy.stages import rates as M
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,31 +115,33 @@ def test_finetuned_runs_get_rates_but_stay_out_of_the_study_tables_and_fidelity(
     study = {seed: curves(*rng.random((2, 11))) for seed in (1, 2)}  # 10 epochs each
     tuned = {1: curves(*rng.random((2, 13))), 2: curves(*rng.random((2, 8)))}  # 12 and 7
     for seed in (1, 2):
-        write_log(P.live_dir(P.run_id("mobilenet-random", seed)), study[seed])
-        write_log(P.live_dir(P.run_id("mobilenet-random-finetune", seed)), tuned[seed])
-    per_id = M.run({"window": 5}, ["mobilenet-random", "mobilenet-random-finetune"], [1, 2])
+        write_log(paths.live_dir(paths.run_id("mobilenet-random", seed)), study[seed])
+        write_log(paths.live_dir(paths.run_id("mobilenet-random-finetune", seed)), tuned[seed])
+    per_id = M.run(
+        params_of({"window": 5, "seeds": [1, 2], "finetune": {"runs": ["mobilenet-random"]}})
+    )
     for seed, own in ((1, ["1-5", "6-10", "11-12"]), (2, ["1-5", "6-7"])):
-        run_id = P.run_id("mobilenet-random-finetune", seed)
+        run_id = paths.run_id("mobilenet-random-finetune", seed)
         assert per_id[run_id] == run_metrics(tuned[seed], 5)
         assert list(per_id[run_id]["MCR"]["accuracy"]) == own
-        assert read_json(P.study_file(run_id)) == json.loads(json.dumps(per_id[run_id]))
+        assert read_json(paths.study_file(run_id)) == json.loads(json.dumps(per_id[run_id]))
     only = {"mobilenet-random": [run_metrics(study[s], 5) for s in (1, 2)]}
     rows = study_table_rows(only)
-    assert (P.METRICS_DIR / "study_tables.md").read_text() == M.markdown_tables(rows)
-    assert len((P.METRICS_DIR / "study_tables.csv").read_text().splitlines()) == 1 + len(rows)
-    fidelity = read_json(M.FIDELITY_FILE)
-    assert set(fidelity["runs"]) == {"mobilenet-random"} and fidelity["total"]["rates"] == 8
-    expected = M.fidelity_of_logs(
-        {"mobilenet-random": [study[1], study[2]]}, 5, M.load_paper_tables()
+    assert (paths.METRICS_DIR / "study_tables.md").read_text() == tables.markdown_tables(rows)
+    assert len((paths.METRICS_DIR / "study_tables.csv").read_text().splitlines()) == 1 + len(rows)
+    written = read_json(paths.FIDELITY_FILE)
+    assert set(written["runs"]) == {"mobilenet-random"} and written["total"]["rates"] == 8
+    expected = fidelity.fidelity_of_logs(
+        {"mobilenet-random": [study[1], study[2]]}, 5, fidelity.load_paper_tables()
     )
-    assert fidelity["by_metric0"] == json.loads(json.dumps(expected))
+    assert written["by_metric0"] == json.loads(json.dumps(expected))
 
 
 def test_rates_across_seeds_of_unequal_length_use_the_windows_every_seed_has():
     long = run_metrics(curves(*np.random.default_rng(4).random((2, 13))), window=5)  # 12 epochs
     short = run_metrics(curves(*np.random.default_rng(5).random((2, 8))), window=5)  # 7
-    assert M.common_windows([long, short], "MCR", "accuracy") == ["1-5"]
-    assert M.common_windows([long, long], "MOFR", "loss") == ["1-5", "6-10", "11-12"]
+    assert rates.common_windows([long, short], "MCR", "accuracy") == ["1-5"]
+    assert rates.common_windows([long, long], "MOFR", "loss") == ["1-5", "6-10", "11-12"]
     rows = study_table_rows({"mobilenet-random-finetune": [long, short]})
     assert {r["epochs"] for r in rows} == {"1-5"} and {r["seeds"] for r in rows} == {2}
     row = next(r for r in rows if (r["rate"], r["metric"]) == ("MCR", "accuracy"))

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import saved_model
 
-from ferstudy.errors import FerError
-from ferstudy.model_store import load_model
+from ferstudy.core.errors import FerError
+from ferstudy.models.store import load_model
 
 
 def test_round_trip(tmp_path):
@@ -22,9 +22,9 @@ def test_round_trip(tmp_path):
 
 def test_loaded_model_equals_the_saved_model(tmp_path):
     """Every weight array (by layer name) and the outputs, against the model that was saved."""
-    from ferstudy.backbones import build_backbone
-    from ferstudy.model_store import save_model
-    from ferstudy.transfer import build_classifier
+    from ferstudy.models.registry import build_backbone
+    from ferstudy.models.store import save_model
+    from ferstudy.models.transfer import build_classifier
 
     saved = build_classifier(build_backbone("mobilenet", "random", 32, seed=3))
     # move every array (BatchNormalization statistics, zero biases included) away from what

@@ -13,16 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_log
+from conftest import params_of, write_log
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from ferstudy import CLASSES
-from ferstudy import metrics as M
-from ferstudy import params as P
-from ferstudy import split as S
-from ferstudy.errors import FerError
-from ferstudy.evaluate import privatetest_scores, scores
-from ferstudy.io import Dataset, load_split, read_json, save_dataset
+from ferstudy.analysis import fidelity, rates
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import Dataset, load_split, read_json, save_dataset
+from ferstudy.core.params import _expectations, _one_of, load_params, validate_params
+from ferstudy.data import splits as S
+from ferstudy.reporting import tables
+from ferstudy.stages import rates as M
+from ferstudy.stages import split as split_stage
+from ferstudy.stages.evaluate import privatetest_scores, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,31 +66,31 @@ def study_dir(tmp_path, monkeypatch):
 
 
 def test_windows_of_one_epoch_and_bad_arguments():
-    assert M.windows(1, 1) == [(1, 1)]
-    assert M.windows(2, 1) == [(1, 1), (2, 2)]
+    assert rates.windows(1, 1) == [(1, 1)]
+    assert rates.windows(2, 1) == [(1, 1), (2, 2)]
     for epochs, window in ((0, 5), (5, 0)):
         with pytest.raises(FerError, match="^epochs and window must be at least 1$"):
-            M.windows(epochs, window)
+            rates.windows(epochs, window)
 
 
 def test_unknown_metric0_reading_is_refused_by_name():
     with pytest.raises(FerError, match=r"one of untrained, epoch1 \(got 'epoch0'\)"):
-        M.with_metric0(THIRDS, "epoch0")
+        rates.with_metric0(THIRDS, "epoch0")
 
 
 def test_run_of_one_epoch_is_scored_and_of_none_refused():
     one = _curves([0.1, 0.4], [0.1, 0.3], [2.0, 1.5], [2.0, 1.7])
-    result = M.run_metrics(one, window=5)
+    result = rates.run_metrics(one, window=5)
     assert result["epochs"] == 1
     assert result["MCR"]["accuracy"] == {"1-1": 0.3}
     with pytest.raises(FerError, match="^a run needs at least one trained epoch$"):
-        M.run_metrics(_curves([0.1], [0.1], [2.0], [2.0]), window=5)
+        rates.run_metrics(_curves([0.1], [0.1], [2.0], [2.0]), window=5)
 
 
 def test_run_metrics_records_reading_epochs_and_first_epoch_values_to_6_decimals():
-    result = M.run_metrics(THIRDS, window=2)
+    result = rates.run_metrics(THIRDS, window=2)
     assert result["metric0"] == "untrained"
-    assert M.run_metrics(THIRDS, window=2, metric0="epoch1")["metric0"] == "epoch1"
+    assert rates.run_metrics(THIRDS, window=2, metric0="epoch1")["metric0"] == "epoch1"
     assert result["epochs"] == 3
     assert result["MCR"]["accuracy"] == {"1-2": 0.25, "3-3": round(1 / 6, 6)}
     assert result["MCR"]["loss"]["3-3"] == round(-1 / 3, 6)
@@ -103,7 +107,7 @@ def test_run_metrics_records_reading_epochs_and_first_epoch_values_to_6_decimals
 
 def test_untrained_value_is_rounded_to_6_decimals():
     curves = _curves([0.1, 0.2], [1 / 3, 0.5], [2.0, 1.9], [2.0, 1.8])
-    assert M.run_metrics(curves, window=5)["untrained_val_accuracy"] == round(1 / 3, 6)
+    assert rates.run_metrics(curves, window=5)["untrained_val_accuracy"] == round(1 / 3, 6)
 
 
 @pytest.mark.parametrize(
@@ -111,12 +115,17 @@ def test_untrained_value_is_rounded_to_6_decimals():
     [(0.0, 0), (0.0009, 0), (-0.0009, 0), (1e-3, 1), (-1e-3, -1), (0.5, 1), (-0.5, -1)],
 )
 def test_sign_with_zero_band(value, expected):
-    assert M.sign(value) == expected
+    assert fidelity.sign(value) == expected
 
 
 def test_agreement_of_nothing_and_of_three_pairs():
-    assert M.agreement([]) == {"rates": 0, "signs_agree": 0, "sign_agreement": None, "rmse": None}
-    got = M.agreement([(0.1, 0.2), (-0.1, 0.2), (0.0, 0.0)])  # signs: agree, differ, agree
+    assert fidelity.agreement([]) == {
+        "rates": 0,
+        "signs_agree": 0,
+        "sign_agreement": None,
+        "rmse": None,
+    }
+    got = fidelity.agreement([(0.1, 0.2), (-0.1, 0.2), (0.0, 0.0)])  # signs: agree, differ, agree
     assert got["rates"] == 3 and got["signs_agree"] == 2
     assert got["sign_agreement"] == 0.6667
     assert got["rmse"] == round(float(np.sqrt((0.01 + 0.09) / 3)), 6)
@@ -128,7 +137,7 @@ def test_fidelity_total_of_a_run():
         {"table": 2, "backbone": "onet", "init": "random", "epochs": "1-5", "value": 0.03},
         {"table": 3, "backbone": "onet", "init": "random", "epochs": "1-5", "value": 0.1},
     ]
-    total = M.fidelity(rows, paper)["runs"]["onet-random"]["total"]
+    total = fidelity.fidelity(rows, paper)["runs"]["onet-random"]["total"]
     assert total == {
         "rates": 2,
         "signs_agree": 1,
@@ -139,7 +148,7 @@ def test_fidelity_total_of_a_run():
 
 def test_read_curves_from_a_dvclive_log(tmp_path):
     write_log(tmp_path, THIRDS)
-    curves = M.read_curves(tmp_path)
+    curves = rates.read_curves(tmp_path)
     assert set(curves) == {"train/accuracy", "train/loss", "val/accuracy", "val/loss"}
     for key, values in THIRDS.items():
         np.testing.assert_array_equal(curves[key], values)
@@ -147,13 +156,13 @@ def test_read_curves_from_a_dvclive_log(tmp_path):
 
 def test_read_curves_refuses_a_missing_file_and_epochs_out_of_order(tmp_path):
     with pytest.raises(FerError, match="accuracy.tsv: missing; run the train stage first"):
-        M.read_curves(tmp_path)
+        rates.read_curves(tmp_path)
     write_log(tmp_path, THIRDS)
     path = tmp_path / "plots" / "metrics" / "val" / "loss.tsv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
     with pytest.raises(FerError, match=r"loss.tsv: epochs are not 0..N in order"):
-        M.read_curves(tmp_path)
+        rates.read_curves(tmp_path)
 
 
 def test_markdown_tables_by_hand():
@@ -163,7 +172,7 @@ def test_markdown_tables_by_hand():
         {"table": 2, "backbone": "vggface", "init": "pretrained", "epochs": "1-5", "value": 0.5},
         {"table": 5, "backbone": "onet", "init": "random", "epochs": "1-5", "value": 1 / 3},
     ]
-    assert M.markdown_tables(rows) == (
+    assert tables.markdown_tables(rows) == (
         "**Table 2: MCR of accuracy**\n"
         "\n"
         "| model | init | 1-5 | 6-10 |\n"
@@ -177,27 +186,30 @@ def test_markdown_tables_by_hand():
         "|---|---|---:|\n"
         "| onet | random | 0.333333 |\n"
     )
-    assert M.markdown_tables([]) == ""
+    assert tables.markdown_tables([]) == ""
     seeded = [{**rows[0], "half_width": 0.0125}]
-    assert "| onet | random | 0.100000 ± 0.012500 |" in M.markdown_tables(seeded)
+    assert "| onet | random | 0.100000 ± 0.012500 |" in tables.markdown_tables(seeded)
 
 
 def test_study_table_rows_are_seed_means_with_their_interval():
     per_seed = [
-        {"MCR": {m: {"1-5": v} for m in M.METRICS}, "MOFR": {m: {"1-5": 0.0} for m in M.METRICS}}
+        {
+            "MCR": {m: {"1-5": v} for m in rates.METRICS},
+            "MOFR": {m: {"1-5": 0.0} for m in rates.METRICS},
+        }
         for v in (0.1, 0.2, 0.3)
     ]
-    rows = M.study_table_rows({"onet-random": per_seed})
+    rows = rates.study_table_rows({"onet-random": per_seed})
     (row,) = [r for r in rows if r["table"] == 2]
     half = 0.1 * 4.302652729911275 / np.sqrt(3)  # sd 0.1, t(0.975, 2 df), by hand
     assert row["value"] == pytest.approx(0.2) and row["seeds"] == 3
     assert row["half_width"] == pytest.approx(half, abs=1e-6)
-    one = M.study_table_rows({"onet-random": per_seed[:1]})
+    one = rates.study_table_rows({"onet-random": per_seed[:1]})
     assert [r["half_width"] for r in one] == [None] * 4 and one[0]["seeds"] == 1
 
 
 def test_load_paper_tables_reads_the_committed_csv():
-    paper = M.load_paper_tables(ROOT / "reference" / "paper_tables.csv")
+    paper = fidelity.load_paper_tables(ROOT / "reference" / "paper_tables.csv")
     assert len(paper) == 128
     assert paper[(2, "mobilenet", "pretrained", "1-5")] == 0.039937
     assert all(table in (2, 3, 4, 5) for table, *_ in paper)
@@ -216,7 +228,7 @@ def test_load_paper_tables_refuses_a_bad_file_in_one_line(tmp_path, text):
     if text is not None:
         path.write_text(text)
     with pytest.raises(FerError, match=r"paper.csv: cannot read the study's tables \(") as info:
-        M.load_paper_tables(path)
+        fidelity.load_paper_tables(path)
     assert "\n" not in str(info.value)
 
 
@@ -231,13 +243,13 @@ def test_write_csv_with_rows_and_without(tmp_path):
 
 
 def test_fidelity_of_logs_under_each_metric0_reading():
-    paper = M.load_paper_tables(ROOT / "reference" / "paper_tables.csv")
+    paper = fidelity.load_paper_tables(ROOT / "reference" / "paper_tables.csv")
     curves = {"mobilenet-random": [LONG]}
-    both = M.fidelity_of_logs(curves, 5, paper)
+    both = fidelity.fidelity_of_logs(curves, 5, paper)
     assert list(both) == ["untrained", "epoch1"]
-    for metric0 in M.METRIC0:
-        rows = M.study_table_rows({"mobilenet-random": [M.run_metrics(LONG, 5, metric0)]})
-        assert both[metric0] == M.fidelity(rows, paper)
+    for metric0 in rates.METRIC0:
+        rows = rates.study_table_rows({"mobilenet-random": [rates.run_metrics(LONG, 5, metric0)]})
+        assert both[metric0] == fidelity.fidelity(rows, paper)
         assert both[metric0]["total"]["rates"] == 8  # 2 windows x 4 tables
     assert both["untrained"] != both["epoch1"]
 
@@ -249,7 +261,7 @@ def test_variant_record_of_logged_runs(study_dir):
     write_log(logs / "mobilenet-random" / "seed1", LONG)
     write_log(logs / "mobilenet-random" / "seed2", {k: v[::-1] for k, v in LONG.items()})
     (logs / "not-a-run").mkdir()
-    record = M.variant_record(logs, "label", "what changed", window=2)
+    record = fidelity.variant_record(logs, "label", "what changed", window=2)
     assert record["label"] == "label" and record["description"] == "what changed"
     assert record["runs"] == ["mobilenet-random", "vggface-pretrained"]
     assert record["epochs"] == {"mobilenet-random": 10, "vggface-pretrained": 9}
@@ -258,12 +270,12 @@ def test_variant_record_of_logged_runs(study_dir):
         "mobilenet-random": [LONG, {k: v[::-1] for k, v in LONG.items()}],
         "vggface-pretrained": [shorter],
     }
-    assert record["fidelity"] == M.fidelity_of_logs(curves, 2, M.load_paper_tables())
-    default = M.variant_record(logs, "label", "what changed")  # window 5
-    assert default["fidelity"] == M.fidelity_of_logs(curves, 5, M.load_paper_tables())
+    assert record["fidelity"] == fidelity.fidelity_of_logs(curves, 2, fidelity.load_paper_tables())
+    default = fidelity.variant_record(logs, "label", "what changed")  # window 5
+    assert default["fidelity"] == fidelity.fidelity_of_logs(curves, 5, fidelity.load_paper_tables())
     assert default["fidelity"]["untrained"]["total"]["rates"] == 8 + 4  # 9 epochs: 1-5 only
     with pytest.raises(FerError, match="no run logs"):
-        M.variant_record(logs / "not-a-run", "label", "")
+        fidelity.variant_record(logs / "not-a-run", "label", "")
 
 
 @pytest.mark.parametrize(
@@ -280,27 +292,27 @@ def test_metrics_stage_writes_each_runs_rates_tables_and_fidelity(
     }
     flipped = {k: 1 - v for k, v in LONG.items()}  # a second seed of mobilenet-random
     for run, c in curves.items():
-        write_log(P.live_dir(P.run_id(run, 1)), c)
-        write_log(P.live_dir(P.run_id(run, 2)), flipped if run == "mobilenet-random" else c)
-    per_id = M.run(params, runs, [1, 2])
+        write_log(paths.live_dir(paths.run_id(run, 1)), c)
+        write_log(paths.live_dir(paths.run_id(run, 2)), flipped if run == "mobilenet-random" else c)
+    per_id = M.run(params_of({**params, "runs": runs, "seeds": [1, 2]}))
     seeds = {
         run: [curves[run], flipped if run == "mobilenet-random" else curves[run]] for run in runs
     }
-    expected = {run: [M.run_metrics(c, window, metric0) for c in seeds[run]] for run in runs}
+    expected = {run: [rates.run_metrics(c, window, metric0) for c in seeds[run]] for run in runs}
     assert per_id == {
-        P.run_id(run, seed): expected[run][i] for run in runs for i, seed in enumerate([1, 2])
+        paths.run_id(run, seed): expected[run][i] for run in runs for i, seed in enumerate([1, 2])
     }
     for run in runs:
-        assert read_json(P.METRICS_DIR / "study" / run / "seed2.json") == expected[run][1]
-    rows = M.study_table_rows(expected)
-    csv_text = (P.METRICS_DIR / "study_tables.csv").read_text()
+        assert read_json(paths.METRICS_DIR / "study" / run / "seed2.json") == expected[run][1]
+    rows = rates.study_table_rows(expected)
+    csv_text = (paths.METRICS_DIR / "study_tables.csv").read_text()
     assert csv_text.splitlines()[0] == (
         "table,metric,rate,backbone,init,epochs,value,seeds,half_width"
     )
     assert len(csv_text.splitlines()) == 1 + len(rows)
-    assert (P.METRICS_DIR / "study_tables.md").read_text() == M.markdown_tables(rows)
-    both = M.fidelity_of_logs(seeds, window, M.load_paper_tables())
-    saved = read_json(M.FIDELITY_FILE)
+    assert (paths.METRICS_DIR / "study_tables.md").read_text() == tables.markdown_tables(rows)
+    both = fidelity.fidelity_of_logs(seeds, window, fidelity.load_paper_tables())
+    saved = read_json(paths.FIDELITY_FILE)
     assert saved == json.loads(
         json.dumps({"metric0": metric0, "seeds": 2, **both[metric0], "by_metric0": both})
     )
@@ -349,10 +361,13 @@ def _dataset_file(tmp_path: Path) -> tuple[Path, np.ndarray]:
         ({}, (0.2, 0.1, 42)),
     ],
 )
-def test_split_stage_writes_the_split_and_its_summary(tmp_path, params, fractions):
+def test_split_stage_writes_the_split_and_its_summary(tmp_path, monkeypatch, params, fractions):
     dataset_file, labels = _dataset_file(tmp_path)
-    split_file, summary_file = tmp_path / "split.npz", tmp_path / "split.json"
-    summary = S.run(params, dataset_file, split_file, summary_file)
+    monkeypatch.chdir(tmp_path)
+    paths.DATASET_FILE.parent.mkdir()
+    dataset_file.rename(paths.DATASET_FILE)
+    split_file, summary_file = paths.SPLIT_FILE, paths.SPLIT_SUMMARY
+    summary = split_stage.run(params_of(params))
     test_size, val_size, seed = fractions
     expected = S.stratified_split(labels, test_size=test_size, val_size=val_size, random_state=seed)
     saved = load_split(split_file)
@@ -421,42 +436,42 @@ def test_privatetest_scores_without_privatetest_images():
 
 
 def test_run_folders():
-    run_id = P.run_id("onet-random", 43)
-    assert run_id == "onet-random/seed43" and P.parse_run_id(run_id) == ("onet-random", 43)
-    assert P.features_dir(run_id) == Path("data/features/onet-random/seed43")
-    assert P.model_dir(run_id) == Path("models/onet-random/seed43")
-    assert P.live_dir(run_id) == Path("metrics/train/onet-random/seed43")
-    assert P.eval_file(run_id) == Path("metrics/eval/onet-random/seed43.json")
-    assert P.eval_dir(run_id) == Path("metrics/eval/onet-random/seed43")
-    assert P.speed_file(run_id) == Path("metrics/speed/onet-random/seed43.json")
-    assert P.study_file(run_id) == Path("metrics/study/onet-random/seed43.json")
-    assert P.aggregate_file("onet-random") == Path("metrics/aggregate/onet-random.json")
-    assert P.seeds({}) == [42] and P.seeds({"seeds": [7, 3]}) == [7, 3]
+    run_id = paths.run_id("onet-random", 43)
+    assert run_id == "onet-random/seed43" and paths.parse_run_id(run_id) == ("onet-random", 43)
+    assert paths.features_dir(run_id) == Path("data/features/onet-random/seed43")
+    assert paths.model_dir(run_id) == Path("models/onet-random/seed43")
+    assert paths.live_dir(run_id) == Path("metrics/train/onet-random/seed43")
+    assert paths.eval_file(run_id) == Path("metrics/eval/onet-random/seed43.json")
+    assert paths.eval_dir(run_id) == Path("metrics/eval/onet-random/seed43")
+    assert paths.speed_file(run_id) == Path("metrics/speed/onet-random/seed43.json")
+    assert paths.study_file(run_id) == Path("metrics/study/onet-random/seed43.json")
+    assert paths.aggregate_file("onet-random") == Path("metrics/aggregate/onet-random.json")
+    assert params_of({}).seeds == [42] and params_of({"seeds": [7, 3]}).seeds == [7, 3]
     for bad in ("onet-random", "onet-random/seedx", "onet-bar/seed1"):
         with pytest.raises(FerError, match="is not a run"):
-            P.parse_run_id(bad)
+            paths.parse_run_id(bad)
 
 
 def test_parse_run_name_splits_at_the_last_dash_and_refuses_other_names():
-    assert P.parse_run_name("my-net-random") == ("my-net", "random")
+    assert paths.parse_run_name("my-net-random") == ("my-net", "random")
     for name in ("onet-bar", "onet"):
         with pytest.raises(FerError, match=f"'{name}' is not a run name of the form"):
-            P.parse_run_name(name)
+            paths.parse_run_name(name)
 
 
 def test_descriptions_of_every_key():
-    table = P._expectations()
+    table = _expectations()
     assert table["optimizer"] == "one of adam, sgd, rmsprop"
     assert table["backbone.*"] == "a mapping of input_size, fraction, descriptor"
     assert table["backbone.*.fraction"] == "a number in (0, 1]"
     assert table["data.test_size"] == "a number in (0, 1)"
     assert all(table.values())
-    assert P._one_of(("a", "b")) == "one of a, b"
+    assert _one_of(("a", "b")) == "one of a, b"
 
 
 def _message(raw) -> str:
     with pytest.raises(FerError) as info:
-        P.validate_params(raw)
+        validate_params(raw)
     return str(info.value)
 
 
@@ -511,15 +526,15 @@ def test_long_values_are_cut_to_80_characters():
 def test_load_params_errors_name_the_file_and_the_problem(tmp_path):
     missing = tmp_path / "none.yaml"
     with pytest.raises(FerError, match=f"^{missing}: parameter file not found$"):
-        P.load_params(missing)
+        load_params(missing)
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [1, 2\n")
     with pytest.raises(FerError) as info:
-        P.load_params(bad)
+        load_params(bad)
     text = str(info.value)
     assert text.startswith(f"{bad}: not valid YAML (while parsing a flow sequence")
     assert "\n" not in text
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("5\n")
     with pytest.raises(FerError, match=f"^{scalar}: expected a mapping of parameters$"):
-        P.load_params(scalar)
+        load_params(scalar)

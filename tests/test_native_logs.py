@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ferstudy.native_logs import keep, split_lines
+from ferstudy.core.native_logs import keep, split_lines
 
 NATIVE = [
     b"E0000 00:00:1795920508.552752    1577 cuda_platform.cc:52] failed call to cuInit: X",
@@ -43,7 +43,7 @@ def test_progress_bars_split_at_carriage_returns():
 
 SCRIPT = """
 import os, sys
-from ferstudy.native_logs import filter_native_logs
+from ferstudy.core.native_logs import filter_native_logs
 filter_native_logs()
 os.write(2, b"I1129 03:02:03.123456   42 port.cc:153] oneDNN custom operations are on.\\n")
 print("kept line", file=sys.stderr)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferstudy.errors import FerError
-from ferstudy.onet import build_onet, load_onet_pretrained, mtcnn_onet, onet_preprocess
+from ferstudy.core.errors import FerError
+from ferstudy.models.onet import build_onet, load_onet_pretrained, mtcnn_onet, onet_preprocess
 
 
 def _mtcnn_trunk_and_heads(crops: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

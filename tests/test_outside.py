@@ -17,9 +17,10 @@ import pytest
 from conftest import SHARED_FER
 from PIL import Image
 
-from ferstudy import CLASSES, outside
-from ferstudy.errors import FerError
-from ferstudy.io import Dataset, file_sha256
+from ferstudy import CLASSES
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import Dataset, file_sha256
+from ferstudy.stages import outside
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ def test_fer_is_also_scored_on_every_private_test_row_and_its_probabilities_save
 ):
     """``privatetest_all``: every PrivateTest row of the dataset, not only the test split's;
     the probabilities of the union of both, sorted, in CLASSES order."""
-    from ferstudy.io import read_json, save_dataset, save_npz
+    from ferstudy.core.files import read_json, save_dataset, save_npz
 
     happy, sad = CLASSES.index("happy"), CLASSES.index("sad")
     labels = np.array([happy, sad] * 10)

@@ -9,9 +9,10 @@ import pytest
 import yaml
 from conftest import run_ferstudy
 
-from ferstudy import params as P
 from ferstudy.cli import main
-from ferstudy.errors import FerError
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -37,11 +38,12 @@ def _holds(loaded, written, key=""):
 
 
 def test_committed_params_load_with_their_values():
-    params = P.load_params(ROOT / "params.yaml")
+    typed = load_params(ROOT / "params.yaml")
+    params = typed.model_dump()
     _holds(params, COMMITTED)
-    assert params["lr"] == pytest.approx(1e-4) and params["data"]["test_size"] == 0.2
-    for run in P.runs(params):  # every run's backbone has its settings
-        assert P.require(params, f"backbone.{P.parse_run_name(run)[0]}")["input_size"] >= 32
+    assert typed.lr == pytest.approx(1e-4) and typed.data.test_size == 0.2
+    for run in typed.runs:  # every run's backbone has its settings
+        assert typed.backbone_settings(paths.parse_run_name(run)[0]).input_size >= 32
     for entry in params["backbone"].values():  # defaults filled in
         assert set(entry) == {"input_size", "fraction", "descriptor"}
     for key in ("frozen_bn", "bn_calibration_images", "metric0", "precision", "window"):
@@ -51,19 +53,19 @@ def test_committed_params_load_with_their_values():
 def test_defaults_are_filled_and_keys_without_default_stay_missing(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("data:\n  source: kaggle\n")
-    params = P.load_params(path)
-    assert params["epochs"] == 20 and params["seeds"] == [42] and params["window"] == 5
-    assert params["data"]["max_image_pixels"] == 40_000_000
-    assert "lr" not in params
+    params = load_params(path)
+    assert params.epochs == 20 and params.seeds == [42] and params.window == 5
+    assert params.data.max_image_pixels == 40_000_000
+    assert params.lr is None
     with pytest.raises(FerError, match="missing parameter 'lr'"):
-        P.require(params, "lr")
+        params.need("lr")
 
 
 def test_numeric_string_lr_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("lr: 1e-4\n")  # PyYAML (YAML 1.1) reads this as the string '1e-4'
     assert yaml.safe_load(path.read_text())["lr"] == "1e-4"
-    assert P.load_params(path)["lr"] == pytest.approx(1e-4)
+    assert load_params(path).lr == pytest.approx(1e-4)
 
 
 def _set(key: str, value):
@@ -129,7 +131,7 @@ def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, case):
     change(params)
     path = _write(tmp_path, params)
     with pytest.raises(FerError) as info:
-        P.load_params(path)
+        load_params(path)
     text = str(info.value)
     assert text.startswith(f"{path}: ")
     assert message in text
@@ -158,7 +160,7 @@ def test_more_bad_values(tmp_path, change, message):
     params = copy.deepcopy(COMMITTED)
     change(params)
     with pytest.raises(FerError) as info:
-        P.load_params(_write(tmp_path, params))
+        load_params(_write(tmp_path, params))
     assert message in str(info.value)
 
 
@@ -168,7 +170,7 @@ def test_new_keys_and_fifth_backbone_are_accepted(tmp_path):
     params["runs"] = ["vggface-random", "onet-pretrained"]
     params["backbone"]["onet"] = {"input_size": 48}
     params["backbone"]["vggface"]["descriptor"] = "fc7"
-    loaded = P.load_params(_write(tmp_path, params))
+    loaded = load_params(_write(tmp_path, params)).model_dump()
     assert loaded["backbone"]["onet"] == {"input_size": 48, "fraction": 1.0, "descriptor": None}
     assert loaded["backbone"]["vggface"]["descriptor"] == "fc7"
     assert (loaded["frozen_bn"], loaded["metric0"]) == ("inference", "epoch1")
@@ -177,7 +179,7 @@ def test_new_keys_and_fifth_backbone_are_accepted(tmp_path):
 def test_several_errors_are_joined_on_one_line(tmp_path):
     params = {**COMMITTED, "lr": "abc", "seeds": [-5]}
     with pytest.raises(FerError) as info:
-        P.load_params(_write(tmp_path, params))
+        load_params(_write(tmp_path, params))
     text = str(info.value)
     assert "lr: expected a number > 0 (got 'abc'); seeds: expected a non-empty list" in text
 

@@ -121,14 +121,14 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
 
 PREDICT_VS_EVALUATE = """
 import json, numpy as np, ferstudy
-from ferstudy import params as P
-from ferstudy.io import load_dataset
-from ferstudy.predict import EmotionClassifier
-images = load_dataset(P.DATASET_FILE).images
+from ferstudy.core import paths
+from ferstudy.core.files import load_dataset
+from ferstudy.tools.predict import EmotionClassifier
+images = load_dataset(paths.DATASET_FILE).images
 out = {}
 for run in ("openface-random", "mobilenet-random"):
     evaluated = np.load(f"metrics/eval/{run}/seed42/test_probabilities.npz")
-    classifier = EmotionClassifier(P.model_dir(f"{run}/seed42"))
+    classifier = EmotionClassifier(paths.model_dir(f"{run}/seed42"))
     predicted = classifier(images[evaluated["rows"]])
     expected = evaluated["probabilities"].tolist()
     out[run] = [classifier.config["precision"], expected, predicted.tolist()]

@@ -14,8 +14,8 @@ from conftest import fer_faces, run_ferstudy, saved_model
 from PIL import Image
 
 from ferstudy import CLASSES
-from ferstudy.images import decode_fer48
-from ferstudy.predict import EmotionClassifier, analyze
+from ferstudy.data.images import decode_fer48
+from ferstudy.tools.predict import EmotionClassifier, analyze
 
 KEYS = {"file", "status", "face", "box", "confidence", "probabilities", "emotion"}
 

@@ -18,9 +18,9 @@ from conftest import run_ferstudy, synthetic_images, write_zip
 from PIL import Image
 
 from ferstudy import CLASSES
-from ferstudy import params as P
 from ferstudy.cli import main
-from ferstudy.io import load_dataset
+from ferstudy.core import paths
+from ferstudy.core.files import load_dataset
 
 
 @pytest.fixture(scope="module", params=["onet-random", "onet-pretrained"])
@@ -42,18 +42,16 @@ def evaluated(request, tmp_path_factory):
 
 def test_predict_cli_equals_evaluate(evaluated, tmp_path):
     run, root = evaluated
-    with np.load(root / P.eval_dir(f"{run}/seed42") / "test_probabilities.npz") as npz:
+    with np.load(root / paths.eval_dir(f"{run}/seed42") / "test_probabilities.npz") as npz:
         rows, expected = npz["rows"], npz["probabilities"]
-    images = load_dataset(root / P.DATASET_FILE).images[rows]
+    images = load_dataset(root / paths.DATASET_FILE).images[rows]
     folder = tmp_path / "faces"
     folder.mkdir()
     for row, img in zip(rows, images):
         Image.fromarray(img).save(folder / f"row_{row}.png")
     out = tmp_path / "results.jsonl"
-    proc = run_ferstudy(
-        "predict", str(folder), "--model", str(root / P.model_dir(f"{run}/seed42")), "--no-detect",
-        "--out", str(out),
-    )  # fmt: skip
+    model = str(root / paths.model_dir(f"{run}/seed42"))
+    proc = run_ferstudy("predict", str(folder), "--model", model, "--no-detect", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == len(rows) > 0

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from ferstudy import CLASSES
-from ferstudy import protocol_report as PR
-from ferstudy.aggregate import aggregate_run
-from ferstudy.findings import choice, findings, pareto_front
-from ferstudy.metrics import METRIC0, TABLES, load_paper_tables
-from ferstudy.report_tables import side_by_side
-from ferstudy.stats import paired_difference
+from ferstudy.analysis.fidelity import load_paper_tables
+from ferstudy.analysis.findings import choice, findings, pareto_front
+from ferstudy.analysis.ranking import aggregate_run
+from ferstudy.analysis.rates import METRIC0, TABLES
+from ferstudy.analysis.stats import paired_difference
+from ferstudy.reporting import protocol as PR
+from ferstudy.reporting.tables import side_by_side
 
 WINDOWS = ("1-5", "6-10", "11-15", "16-20")
 PAPER_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
@@ -505,7 +506,7 @@ def test_disagreements():
 
 
 def test_page_highlights_flags_in_red_and_real_differences_in_green():
-    from ferstudy.html_page import markdown_to_html
+    from ferstudy.reporting.html import markdown_to_html
 
     page = markdown_to_html(
         "| a | b |\n|---|---|\n| **yes**: degenerate | **real** |\n| no | not distinguishable |\n"
@@ -516,7 +517,7 @@ def test_page_highlights_flags_in_red_and_real_differences_in_green():
 
 
 def test_page_aligns_columns_as_the_markdown_says():
-    from ferstudy.html_page import markdown_to_html
+    from ferstudy.reporting.html import markdown_to_html
 
     page = markdown_to_html("| run | acc | note |\n|---|---:|:---:|\n| a | 0.5 | x |\n")
     assert '<th class="l">run</th><th class="r">acc</th><th class="c">note</th>' in page
@@ -524,7 +525,7 @@ def test_page_aligns_columns_as_the_markdown_says():
 
 
 def test_comparisons_table_marks_only_intervals_that_exclude_zero():
-    from ferstudy.report_tables import comparisons_table
+    from ferstudy.reporting.tables import comparisons_table
 
     pairs = {
         **comparison("a-random", "b-random", AHEAD, CLEAR),

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_images, write_log
+from conftest import params_of, synthetic_images, write_log
 
-from ferstudy import aggregate, metrics, report
-from ferstudy import params as P
-from ferstudy.evaluate import privatetest_scores, scores
-from ferstudy.features import health_file
-from ferstudy.io import Dataset, save_dataset, save_npz, write_json
-from ferstudy.outside import OUTSIDE_PROBABILITIES
+from ferstudy.core import paths
+from ferstudy.core.files import Dataset, save_dataset, save_npz, write_json
+from ferstudy.core.paths import OUTSIDE_PROBABILITIES, health_file
+from ferstudy.stages import aggregate, report
+from ferstudy.stages import rates as metrics
+from ferstudy.stages.evaluate import privatetest_scores, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]
@@ -38,37 +38,39 @@ HEALTH = {
 def write_run(run, rows, accuracy, epochs, dataset, rng, health=True) -> None:
     """Every file the train/finetune and evaluate stages write for one run, per seed."""
     for seed, n in zip(SEEDS, epochs):
-        run_id = P.run_id(run, seed)
+        run_id = paths.run_id(run, seed)
         truth = dataset.labels[rows]
         predicted = np.where(rng.random(len(rows)) < accuracy, truth, (truth + 1) % 7)
         probabilities = np.full((len(rows), 7), 0.02, np.float32)
         probabilities[np.arange(len(rows)), predicted] = 0.88
         save_npz(
-            P.eval_dir(run_id) / "test_probabilities.npz", rows=rows, probabilities=probabilities
+            paths.eval_dir(run_id) / "test_probabilities.npz",
+            rows=rows,
+            probabilities=probabilities,
         )
         result = scores(truth, predicted)
         result["test_images"] = len(rows)
         result["privatetest"] = privatetest_scores(dataset.usage[rows], truth, predicted)
-        write_json(P.eval_file(run_id), result)
+        write_json(paths.eval_file(run_id), result)
         write_json(
-            P.speed_file(run_id),
+            paths.speed_file(run_id),
             {
                 "parameters": 400_000,
-                "trainable_parameters": 400_000 if P.is_finetune(run) else 9_000,
+                "trainable_parameters": 400_000 if paths.is_finetune(run) else 9_000,
                 "size_mb": 1.6,
                 "ms_per_image_batch1": 2.0,
-                "images_per_second_batch64": 3000.0 if P.is_finetune(run) else 2500.0,
+                "images_per_second_batch64": 3000.0 if paths.is_finetune(run) else 2500.0,
                 "device": "cpu",
                 "precision": "fp32",
             },
         )
         config = {"precision": "fp32", "fraction": 1.0}
-        if P.is_finetune(run):
+        if paths.is_finetune(run):
             config |= {"mode": "finetune", "trainable_layers": "all", "split": {"kind": "usage"}}
-        write_json(P.model_dir(run_id) / "config.json", config)
+        write_json(paths.model_dir(run_id) / "config.json", config)
         up = np.linspace(0.15, accuracy, n + 1) + rng.normal(0, 0.01, n + 1)
         write_log(
-            P.live_dir(run_id),
+            paths.live_dir(run_id),
             {
                 "train/accuracy": up,
                 "val/accuracy": up - 0.05,
@@ -93,7 +95,7 @@ def project(tmp_path_factory):
         images, labels = synthetic_images(per_class=20)
         usage = np.array(["PrivateTest", "PublicTest", "Training", "Training"] * 35)
         dataset = Dataset(images, labels, np.array([str(i) for i in range(140)]), usage)
-        save_dataset(P.DATASET_FILE, dataset)
+        save_dataset(paths.DATASET_FILE, dataset)
         rng = np.random.default_rng(0)
         test_rows = np.arange(0, 140, 3)
         private = np.flatnonzero(usage == "PrivateTest")
@@ -114,10 +116,10 @@ def project(tmp_path_factory):
             "heads": {"runs": [], "kinds": ["logistic"]},
             "finetune": {"runs": ["onet-pretrained"]},
         }
-        runs = P.all_runs(params)
-        metrics.run(params, runs, SEEDS)
+        params = params_of(params)
+        metrics.run(params)
         aggregate.run(params)
-        info = report.run(params, runs)
+        info = report.run(params)
     return folder, info
 
 
@@ -143,16 +145,16 @@ def test_the_ranking_section_comes_first_and_says_what_each_row_is_scored_on(pro
         f"{TUNED} (fine-tuned)",
         "onet-pretrained",
         "onet-random",
-        aggregate.FER_NAME,
-        *(f"{p['name']} (published)" for p in aggregate.PUBLISHED),
+        ranking.FER_NAME,
+        *(f"{p['name']} (published)" for p in ranking.PUBLISHED),
     }
     cells = {line.split(" | ")[1]: line.split(" | ") for line in rows}
     assert cells[f"{TUNED} (fine-tuned)"][2:3] == ["all of PrivateTest"]
     assert cells[f"{TUNED} (fine-tuned)"][5] == "35"
     assert cells["onet-pretrained"][2] == "PrivateTest rows of its test split"
     assert cells["onet-pretrained"][5] == "12"
-    assert cells[aggregate.FER_NAME][5] == "35"
-    for published in aggregate.PUBLISHED:
+    assert cells[ranking.FER_NAME][5] == "35"
+    for published in ranking.PUBLISHED:
         assert f"{published['accuracy']:.4f}" in " ".join(cells[f"{published['name']} (published)"])
     html = (folder / "reports" / "report.html").read_text()
     top = html[html.index("Ranking on FER2013") : html.index("<h2>Runs</h2>")]
@@ -189,4 +191,4 @@ def test_the_study_sections_keep_to_the_study_runs(project):
     assert "| onet-pretrained |" in health and "| onet-random |" in health
     study = section(md, "## Findings of the study, checked")
     assert "**onet: pretrained against random**" in study
-    assert not (folder / health_file(P.run_id(TUNED, 1))).exists()
+    assert not (folder / health_file(paths.run_id(TUNED, 1))).exists()

@@ -14,7 +14,7 @@ from sklearn.metrics import (
 )
 
 from ferstudy import CLASSES
-from ferstudy.evaluate import scores
+from ferstudy.stages.evaluate import scores
 
 # 10 test images of the first four classes; sad, surprise and neutral never occur.
 #        angry    disgust fear happy

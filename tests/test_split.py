@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from ferstudy import CLASSES
-from ferstudy.errors import FerError
-from ferstudy.split import split_summary, stratified_split
+from ferstudy.core.errors import FerError
+from ferstudy.data.splits import split_summary, stratified_split
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_invalid_fractions_and_too_few_images():
 
 
 def test_usage_split_is_fer2013s_own_protocol():
-    from ferstudy.usage_split import usage_split
+    from ferstudy.data.splits import usage_split
 
     usage = np.array(["Training", "PrivateTest", "PublicTest", "Training", "PrivateTest"])
     split = usage_split(usage)
@@ -74,16 +74,16 @@ def test_usage_split_is_fer2013s_own_protocol():
 def test_split_stage_with_usage(tmp_path, monkeypatch):
     from conftest import synthetic_images, write_zip
 
-    from ferstudy import params as P
     from ferstudy.cli import main
-    from ferstudy.io import load_dataset, load_split
+    from ferstudy.core import paths
+    from ferstudy.core.files import load_dataset, load_split
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(10))))
     (tmp_path / "params.yaml").write_text("data: {source: kaggle, split: usage}\n")
     assert main(["acquire"]) == 0 and main(["split"]) == 0
-    usage = load_dataset(P.DATASET_FILE).usage
-    split = load_split(P.SPLIT_FILE)
+    usage = load_dataset(paths.DATASET_FILE).usage
+    split = load_split(paths.SPLIT_FILE)
     for name, value in (("train", "Training"), ("val", "PublicTest"), ("test", "PrivateTest")):
         assert len(split[name]) and set(usage[split[name]]) == {value}
     assert sum(len(v) for v in split.values()) == len(usage)

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import binomtest
 from scipy.stats import t as scipy_t
 
-from ferstudy.stats import (
+from ferstudy.analysis.stats import (
     PairedDifference,
     Summary,
     holm,

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from ferstudy import CLASSES
-from ferstudy.backbones import build_backbone, get_backbone
-from ferstudy.features import extractor
-from ferstudy.transfer import build_classifier, image_transform, split_frozen_tail
+from ferstudy.data.feature_cache import extractor
+from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.models.transfer import build_classifier, image_transform, split_frozen_tail
 
 keras = tf.keras
 
@@ -74,7 +74,7 @@ def test_random_init_is_seeded():
 
 
 def test_bf16_falls_back_to_fp32_for_backbones_without_bf16_kernels(images):
-    from ferstudy import runtime
+    from ferstudy.core import runtime
 
     assert runtime.set_precision("bf16", bf16_supported=get_backbone("openface").bf16) == "fp32"
     cut = split_frozen_tail(build_classifier(build_backbone("openface", "random", 96, 0)), 4)

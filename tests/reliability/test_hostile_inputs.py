@@ -17,7 +17,7 @@ from conftest import LocalServer, png_bytes, run_ferstudy, saved_model, syntheti
 from PIL import Image
 
 from ferstudy.cli import main
-from ferstudy.predict import analyze
+from ferstudy.tools.predict import analyze
 
 NOISE = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
 
@@ -198,7 +198,7 @@ def test_predict_on_broken_and_unusual_images(tmp_path, model_dir, case):
 
 
 def test_16bit_image_keeps_its_brightness(tmp_path):
-    from ferstudy.images import decode_fer48
+    from ferstudy.data.images import decode_fer48
 
     face = synthetic_images(1)[0][3]
     buf = io.BytesIO()
@@ -222,7 +222,7 @@ def test_tampered_model_folder_is_refused_by_predict(tmp_path, model_dir):
 
 
 def test_checksum_helper_is_sha256(tmp_path):
-    from ferstudy.io import file_sha256
+    from ferstudy.core.files import file_sha256
 
     (tmp_path / "x").write_bytes(b"abc")
     assert file_sha256(tmp_path / "x") == hashlib.sha256(b"abc").hexdigest()

