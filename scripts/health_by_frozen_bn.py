@@ -22,7 +22,7 @@ import ferstudy  # noqa: F401  (before TensorFlow)
 from ferstudy.analysis.health import health_summary
 from ferstudy.core import paths
 from ferstudy.core.files import load_dataset, load_split, write_json
-from ferstudy.core.params import load_params
+from ferstudy.core.params import Params, load_params
 from ferstudy.data.feature_cache import extractor
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import (
@@ -35,15 +35,15 @@ from ferstudy.reporting.protocol import HEALTH_BY_FROZEN_BN
 from ferstudy.stages.features import calibrate, run_settings
 
 
-def measure(params: dict, run: str, images: np.ndarray, count: int) -> dict:
+def measure(params: Params, run: str, images: np.ndarray, count: int) -> dict:
     backbone, init = paths.parse_run_name(run)
     settings = run_settings(params, backbone)
-    seed = int(params["seed"])
+    seed = params.seeds[0]
     pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
     out = {}
     for mode in ("inference", "recalibrated"):
         model = build_backbone(backbone, init, settings["input_size"], seed, settings["descriptor"])
-        cut = split_frozen_tail(build_classifier(model), int(params["trainable_layers"]))
+        cut = split_frozen_tail(build_classifier(model), params.trainable_layers)
         transform = image_transform(get_backbone(backbone).preprocess, settings["input_size"])
         layers = len(frozen_batchnorm_layers(cut.frozen))
         calibration = None
@@ -52,8 +52,8 @@ def measure(params: dict, run: str, images: np.ndarray, count: int) -> dict:
                 cut.frozen,
                 transform,
                 images,
-                int(params["bn_calibration_images"]),
-                int(params["features_batch_size"]),
+                params.bn_calibration_images,
+                params.features_batch_size,
                 seed,
             )
         extract = extractor(cut.frozen, transform)

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--model", help="model folder (default: predict's own choice)")
     parser.add_argument("--out", default="bench/photo_check.json")
     args = parser.parse_args()
-    seed = int(load_params()["data"]["random_state"])
+    seed = load_params().data.random_state
     dataset = load_dataset(paths.DATASET_FILE)
     test = usage_split(dataset.usage)["test"]
     rng = np.random.default_rng(seed)

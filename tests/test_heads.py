@@ -149,8 +149,7 @@ def test_heads_need_runs_of_the_matrix():
 def test_flip_adds_the_mirrored_training_features(project):
     """heads.flip: the head is fitted on the cached training features and the flipped stage's
     features of the mirrored images, with the labels repeated."""
-    from ferstudy.data.feature_cache import FLIPPED_TRAIN, flipped_dir
-    from ferstudy.stages.flipped import META
+    from ferstudy.data.feature_cache import FLIPPED_TRAIN, META, flipped_dir
 
     params, x, y = project
     mirrored = np.random.default_rng(5).normal(0, 1.0, x["train"].shape).astype(np.float32)

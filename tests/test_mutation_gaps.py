@@ -20,7 +20,7 @@ from ferstudy import CLASSES
 from ferstudy.analysis import fidelity, rates
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import Dataset, load_split, read_json, save_dataset
+from ferstudy.core.files import Dataset, load_split, read_json, save_dataset, write_csv
 from ferstudy.core.params import _expectations, _one_of, load_params, validate_params
 from ferstudy.data import splits as S
 from ferstudy.reporting import tables
@@ -234,11 +234,11 @@ def test_load_paper_tables_refuses_a_bad_file_in_one_line(tmp_path, text):
 
 def test_write_csv_with_rows_and_without(tmp_path):
     rows = [{"table": 2, "value": 0.5}, {"table": 3, "value": -1.0}]
-    M.write_csv(tmp_path / "a.csv", rows)
+    write_csv(tmp_path / "a.csv", rows)
     assert (tmp_path / "a.csv").read_bytes() == b"table,value\n2,0.5\n3,-1.0\n"  # no \r
-    M.write_csv(tmp_path / "one.csv", rows[:1])
+    write_csv(tmp_path / "one.csv", rows[:1])
     assert (tmp_path / "one.csv").read_bytes() == b"table,value\n2,0.5\n"
-    M.write_csv(tmp_path / "b.csv", [])
+    write_csv(tmp_path / "b.csv", [])
     assert (tmp_path / "b.csv").read_bytes() == b"table\n"
 
 

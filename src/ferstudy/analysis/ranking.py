@@ -231,6 +231,63 @@ def _scored_on(images: int, total: int, own: str) -> str:
     return "all of PrivateTest" if images == total else own
 
 
+def _run_entry(run: str, rows: np.ndarray, correct: np.ndarray, total: int) -> dict[str, Any]:
+    """One run's ranking row: its mean PrivateTest accuracy with an interval for seeds +
+    images and the seeds' t interval alone."""
+    accuracy, low, high = accuracy_interval(correct)
+    return {
+        "name": run,
+        "kind": "run",
+        "mode": "fine-tuned" if paths.is_finetune(run) else "frozen",
+        "measured_here": True,
+        "accuracy": accuracy,
+        "low": low,
+        "high": high,
+        "interval": "95 %: seeds (t) + images (bootstrap)",
+        "across_seeds": summarize(correct.mean(axis=1)).as_dict(),
+        "images": int(len(rows)),
+        "scored_on": _scored_on(len(rows), total, "PrivateTest rows of its test split"),
+        "seeds": int(correct.shape[0]),
+        "minus_fer": None,
+    }
+
+
+def _fer_entry(fer: tuple[np.ndarray, np.ndarray], total: int) -> dict[str, Any]:
+    """fer's model's ranking row: every PrivateTest image it was scored on, Wilson interval."""
+    right, images = int(np.sum(fer[1])), int(len(fer[0]))
+    low, high = wilson(right, images)
+    return {
+        "name": FER_NAME,
+        "kind": "outside",
+        "measured_here": True,
+        "accuracy": right / images,
+        "low": low,
+        "high": high,
+        "interval": "95 % Wilson (images)",
+        "images": images,
+        "scored_on": _scored_on(images, total, "the PrivateTest images it was scored on"),
+        "seeds": None,
+        "minus_fer": None,
+    }
+
+
+def _published_entries() -> list[dict[str, Any]]:
+    return [
+        {
+            **published,
+            "kind": "published",
+            "measured_here": False,
+            "low": None,
+            "high": None,
+            "interval": None,
+            "scored_on": "published, not measured here",
+            "seeds": None,
+            "minus_fer": None,
+        }
+        for published in PUBLISHED
+    ]
+
+
 def ranking(
     runs: list[str],
     seeds: list[int],
@@ -257,24 +314,7 @@ def ranking(
                 f"set, fewer than {MIN_IMAGES}"
             )
             continue
-        accuracy, low, high = accuracy_interval(correct)
-        entries.append(
-            {
-                "name": run,
-                "kind": "run",
-                "mode": "fine-tuned" if paths.is_finetune(run) else "frozen",
-                "measured_here": True,
-                "accuracy": accuracy,
-                "low": low,
-                "high": high,
-                "interval": "95 %: seeds (t) + images (bootstrap)",
-                "across_seeds": summarize(correct.mean(axis=1)).as_dict(),
-                "images": int(len(rows)),
-                "scored_on": _scored_on(len(rows), total, "PrivateTest rows of its test split"),
-                "seeds": int(correct.shape[0]),
-                "minus_fer": None,
-            }
-        )
+        entries.append(_run_entry(run, rows, correct, total))
         if fer is not None:
             mine, theirs = shared_correctness(rows, correct, *fer)
             if mine.shape[-1] >= MIN_IMAGES:
@@ -289,38 +329,8 @@ def ranking(
                 "significant_holm": d.significant and p < 1 - CONFIDENCE,
             }
     if fer is not None and len(fer[0]):
-        right, images = int(np.sum(fer[1])), int(len(fer[0]))
-        low, high = wilson(right, images)
-        entries.append(
-            {
-                "name": FER_NAME,
-                "kind": "outside",
-                "measured_here": True,
-                "accuracy": right / images,
-                "low": low,
-                "high": high,
-                "interval": "95 % Wilson (images)",
-                "images": images,
-                "scored_on": _scored_on(images, total, "the PrivateTest images it was scored on"),
-                "seeds": None,
-                "minus_fer": None,
-            }
-        )
-    entries += [
-        {
-            **published,
-            "kind": "published",
-            "measured_here": False,
-            "low": None,
-            "high": None,
-            "interval": None,
-            "scored_on": "published, not measured here",
-            "seeds": None,
-            "minus_fer": None,
-        }
-        for published in PUBLISHED
-    ]
-    entries.sort(key=lambda e: -e["accuracy"])
+        entries.append(_fer_entry(fer, total))
+    entries = sorted(entries + _published_entries(), key=lambda e: -e["accuracy"])
     return {
         "measure": "accuracy on FER2013's PrivateTest images",
         "privatetest_images": total,

@@ -24,6 +24,10 @@ PAPER_TABLES = Path("reference/paper_tables.csv")
 FIDELITY_FILE = METRICS_DIR / "fidelity.json"
 COMPARISONS_FILE = METRICS_DIR / "comparisons.json"
 RANKING_FILE = METRICS_DIR / "ranking.json"
+#: One file per run with its headline numbers: the pipeline's declared metrics.
+HEADLINE_DIR = METRICS_DIR / "headline"
+#: Per-epoch curves of each run (mean over seeds), for ``dvc plots``.
+CURVES_DIR = PLOTS_DIR / "curves"
 #: The aggregate stage's tables.
 TABLES_FILE = METRICS_DIR / "aggregate.md"
 #: The ``outside`` stage's outputs: the scores, and fer's per-image probabilities.

@@ -23,8 +23,12 @@ from ferstudy.core.files import (
     SPLITS,
     read_json,
 )
+from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import (
+    FrozenTail,
+    build_classifier,
     flatten_boundary,
+    split_frozen_tail,
 )
 
 META = "meta.json"
@@ -117,3 +121,24 @@ def predict_features(
         for i in range(0, len(stored), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def rebuild_classifier(cache: CachedFeatures, seed: int) -> tuple[tf.keras.Model, FrozenTail]:
+    """The classifier whose frozen part computed the cached features, and its cut: the
+    backbone with the weights the features stage saved, a head initialised from ``seed``, cut
+    where the features were taken (refused when the cut does not match them)."""
+    meta = cache.meta
+    entry = get_backbone(meta["backbone"])
+    backbone = build_backbone(
+        entry.name, entry.architecture_init, meta["input_size"], seed, meta.get("descriptor")
+    )
+    backbone.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
+    tf.keras.utils.set_random_seed(seed)
+    classifier = build_classifier(backbone)
+    cut = split_frozen_tail(classifier, meta["trainable_layers"])
+    if cut.feature_size != meta["feature_size"]:
+        raise FerError(
+            f"{cache.folder}: features do not match the cut of {entry.name}-{meta['init']}; "
+            "rerun features"
+        )
+    return classifier, cut

@@ -29,7 +29,7 @@ import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from ferstudy.core.errors import FerError
 
 keras = tf.keras
-L = keras.layers
+layers = keras.layers
 
 NATIVE_INPUT_SIZE = 48
 MIN_INPUT_SIZE = 27  # smallest size whose feature maps stay non-empty
@@ -51,14 +51,14 @@ def build_onet(input_size: int = NATIVE_INPUT_SIZE) -> keras.Model:
     x = inputs
     blocks = ((32, 3, (3, "same")), (64, 3, (3, "valid")), (64, 3, (2, "same")), (128, 2, None))
     for i, (filters, kernel, pool) in enumerate(blocks, start=1):
-        x = L.Conv2D(filters, kernel, padding="valid", name=f"conv{i}")(x)
-        x = L.PReLU(shared_axes=[1, 2], name=f"prelu{i}")(x)
+        x = layers.Conv2D(filters, kernel, padding="valid", name=f"conv{i}")(x)
+        x = layers.PReLU(shared_axes=[1, 2], name=f"prelu{i}")(x)
         if pool is not None:
-            x = L.MaxPooling2D(pool[0], strides=2, padding=pool[1], name=f"pool{i}")(x)
-    x = L.Permute((2, 1, 3), name="permute")(x)
-    x = L.Flatten(name="flatten")(x)
-    x = L.Dense(256, name="fc5")(x)
-    x = L.PReLU(name="prelu5")(x)
+            x = layers.MaxPooling2D(pool[0], strides=2, padding=pool[1], name=f"pool{i}")(x)
+    x = layers.Permute((2, 1, 3), name="permute")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(256, name="fc5")(x)
+    x = layers.PReLU(name="prelu5")(x)
     return keras.Model(inputs, x, name="onet")
 
 

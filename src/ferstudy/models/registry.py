@@ -40,6 +40,7 @@ import tensorflow as tf
 
 import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ferstudy.core.errors import FerError
+from ferstudy.models import dlib_face, onet
 from ferstudy.models.specs import SPECS, BackboneSpec, get_spec
 
 keras = tf.keras
@@ -236,42 +237,6 @@ def _mobilenet_pretrained(model: keras.Model) -> None:
     _load_h5(model, path, "mobilenet")
 
 
-def _onet(size: int, descriptor: str | None) -> keras.Model:
-    from ferstudy.models.onet import build_onet
-
-    return build_onet(size)
-
-
-def _onet_pretrained(model: keras.Model) -> None:
-    from ferstudy.models.onet import load_onet_pretrained
-
-    load_onet_pretrained(model)
-
-
-def _onet_preprocess(x: tf.Tensor) -> tf.Tensor:
-    from ferstudy.models.onet import onet_preprocess
-
-    return onet_preprocess(x)
-
-
-def _dlib(size: int, descriptor: str | None) -> keras.Model:
-    from ferstudy.models.dlib_face import build_dlib
-
-    return build_dlib(size)
-
-
-def _dlib_pretrained(model: keras.Model) -> None:
-    from ferstudy.models.dlib_face import load_dlib_pretrained
-
-    load_dlib_pretrained(model)
-
-
-def _dlib_preprocess(x: tf.Tensor) -> tf.Tensor:
-    from ferstudy.models.dlib_face import dlib_preprocess
-
-    return dlib_preprocess(x)
-
-
 def _unit_scale(x: tf.Tensor) -> tf.Tensor:
     return x / 255.0
 
@@ -281,8 +246,16 @@ _BUILDERS: dict[str, tuple[Callable, Callable, Preprocess]] = {
     "openface": (_openface, _openface_pretrained, _unit_scale),
     "resnet50": (_resnet50, _resnet50_pretrained, keras.applications.resnet50.preprocess_input),
     "mobilenet": (_mobilenet, _mobilenet_pretrained, keras.applications.mobilenet.preprocess_input),
-    "onet": (_onet, _onet_pretrained, _onet_preprocess),
-    "dlib": (_dlib, _dlib_pretrained, _dlib_preprocess),
+    "onet": (
+        lambda size, _: onet.build_onet(size),
+        onet.load_onet_pretrained,
+        onet.onet_preprocess,
+    ),
+    "dlib": (
+        lambda size, _: dlib_face.build_dlib(size),
+        dlib_face.load_dlib_pretrained,
+        dlib_face.dlib_preprocess,
+    ),
 }
 REGISTRY: dict[str, Backbone] = {name: Backbone(SPECS[name], *_BUILDERS[name]) for name in SPECS}
 

@@ -12,15 +12,20 @@ every epoch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
 
+from ferstudy import CLASSES
 from ferstudy.core.errors import FerError
+from ferstudy.data.feature_cache import CachedFeatures
 
 keras = tf.keras
 
@@ -50,6 +55,25 @@ def log_epoch(live: Live, acc: float, loss: float, val_acc: float, val_loss: flo
     ):
         live.log_metric(name, round(float(value), 6))
     live.next_step()
+
+
+def start_log(
+    live_dir: Path,
+    done: int,
+    run_id: str,
+    untrained: Callable[[], tuple[float, float, float, float]],
+) -> Live:
+    """The run's dvclive log: resumed after checkpointed epoch ``done``, or new, with epoch 0
+    as the untrained model (``untrained()``: accuracy, loss, val accuracy, val loss)."""
+    live = Live(str(live_dir), resume=done > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+    if done:
+        print(f"resuming {run_id} after epoch {done}", flush=True)
+        return live
+    shutil.rmtree(live_dir / "plots", ignore_errors=True)
+    acc, loss, val_acc, val_loss = untrained()
+    log_epoch(live, acc, loss, val_acc, val_loss)
+    print(f"epoch 0 (untrained): accuracy {acc:.4f} val_accuracy {val_acc:.4f}", flush=True)
+    return live
 
 
 def _remove(folder: Path) -> None:
@@ -136,3 +160,46 @@ class Checkpoint:
     def clear(self) -> None:
         for folder in (self.dir, self._sibling(".tmp"), self._sibling(".old")):
             _remove(folder)
+
+
+class FeatureBatches(keras.utils.Sequence):
+    """Batches of (features, one-hot labels) from a memory-mapped feature file.
+
+    With ``seed``, the order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone,
+    so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        cache: CachedFeatures,
+        subset: str,
+        batch_size: int,
+        seed: int | None = None,
+        epoch: int = 0,
+    ):
+        super().__init__()
+        self.cache, self.stored = cache, cache.array(subset)
+        self.labels = cache.labels[subset]
+        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
+        self._order()
+
+    def _order(self) -> None:
+        n = len(self.labels)
+        self.order = (
+            np.arange(n)
+            if self.seed is None
+            else np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        x = self.cache.decode(self.stored[idx])
+        y = np.eye(len(CLASSES), dtype=np.float32)[self.labels[idx]]
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order()

@@ -30,22 +30,22 @@ from ferstudy import CLASSES
 from ferstudy.core.errors import FerError
 
 keras = tf.keras
-L = keras.layers
+layers = keras.layers
 
 #: Weightless layers that compute the same function in training and inference.
 STATELESS_LAYERS = (
-    L.ZeroPadding2D,
-    L.MaxPooling2D,
-    L.AveragePooling2D,
-    L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling2D,
-    L.Flatten,
-    L.Reshape,
-    L.Permute,
-    L.Activation,
-    L.ReLU,
-    L.Concatenate,
-    L.Add,
+    layers.ZeroPadding2D,
+    layers.MaxPooling2D,
+    layers.AveragePooling2D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalMaxPooling2D,
+    layers.Flatten,
+    layers.Reshape,
+    layers.Permute,
+    layers.Activation,
+    layers.ReLU,
+    layers.Concatenate,
+    layers.Add,
 )
 
 
@@ -53,8 +53,8 @@ def build_classifier(backbone: keras.Model) -> keras.Model:
     """Backbone -> [Flatten] -> Dense(7, softmax): the emotion classifier of the study."""
     x = backbone.output
     if len(x.shape) > 2:
-        x = L.Flatten(name="emotion_flatten")(x)
-    out = L.Dense(len(CLASSES), activation="softmax", dtype="float32", name="emotion")(x)
+        x = layers.Flatten(name="emotion_flatten")(x)
+    out = layers.Dense(len(CLASSES), activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(backbone.inputs, out, name=f"{backbone.name}_emotion")
 
 
@@ -91,7 +91,7 @@ def split_frozen_tail(classifier: keras.Model, trainable_layers: int) -> FrozenT
     body = [
         layer
         for layer in classifier.layers
-        if not isinstance(layer, L.InputLayer) and layer.name not in head
+        if not isinstance(layer, layers.InputLayer) and layer.name not in head
     ]
     if not 0 <= trainable_layers <= len(body):
         raise FerError(f"trainable_layers must be between 0 and {len(body)}")
@@ -129,7 +129,7 @@ def split_frozen_tail(classifier: keras.Model, trainable_layers: int) -> FrozenT
     features = keras.Input((sum(sizes),), name="features")
     parts = tf.split(features, sizes, axis=1) if len(sizes) > 1 else [features]
     tensor_map = {
-        id(t): L.Reshape(shape, name=f"boundary_{i}")(part)
+        id(t): layers.Reshape(shape, name=f"boundary_{i}")(part)
         for i, (t, shape, part) in enumerate(zip(boundary, shapes, parts))
     }
 
@@ -149,7 +149,7 @@ def split_frozen_tail(classifier: keras.Model, trainable_layers: int) -> FrozenT
 
 def frozen_batchnorm_layers(frozen: keras.Model) -> list[keras.layers.Layer]:
     """The BatchNormalization layers of a frozen part, in the model's layer order."""
-    return [layer for layer in frozen.layers if isinstance(layer, L.BatchNormalization)]
+    return [layer for layer in frozen.layers if isinstance(layer, layers.BatchNormalization)]
 
 
 def recalibrate_batchnorm(frozen: keras.Model, batches) -> int:
@@ -163,23 +163,23 @@ def recalibrate_batchnorm(frozen: keras.Model, batches) -> int:
     change; the layers stay frozen and run in inference mode afterwards. Returns the number
     of images seen.
     """
-    layers = frozen_batchnorm_layers(frozen)
-    if not layers:
+    bn_layers = frozen_batchnorm_layers(frozen)
+    if not bn_layers:
         return 0
-    saved = [(layer.trainable, layer.momentum) for layer in layers]
-    for layer in layers:
+    saved = [(layer.trainable, layer.momentum) for layer in bn_layers]
+    for layer in bn_layers:
         layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
         layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
         layer.trainable = True  # Keras runs a non-trainable BatchNormalization in inference mode
     seen = 0
     try:
         for step, batch in enumerate(batches, start=1):
-            for layer in layers:
+            for layer in bn_layers:
                 layer.momentum = 1.0 - 1.0 / step  # moving = running mean of batch statistics
             frozen(batch, training=True)
             seen += int(batch.shape[0])
     finally:
-        for layer, (trainable, momentum) in zip(layers, saved):
+        for layer, (trainable, momentum) in zip(bn_layers, saved):
             layer.trainable, layer.momentum = trainable, momentum
     return seen
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from ferstudy.analysis.headline import headline
 from ferstudy.analysis.ranking import (
     aggregate_run,
     comparisons,
@@ -40,7 +41,14 @@ from ferstudy.analysis.ranking import (
     seed_records,
 )
 from ferstudy.core import paths
-from ferstudy.core.files import load_labels, load_usage, write_json, write_text
+from ferstudy.core.files import (
+    atomic_path,
+    load_labels,
+    load_usage,
+    read_json,
+    write_json,
+    write_text,
+)
 from ferstudy.core.params import Params
 from ferstudy.core.paths import (
     COMPARISONS_FILE,
@@ -54,9 +62,12 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     """The ``aggregate`` stage."""
     runs, seeds = params.all_runs, params.seeds
     aggregates = {}
-    for name in runs:
-        aggregates[name] = aggregate_run(seed_records(name, seeds), seeds)
-        write_json(paths.aggregate_file(name), aggregates[name])
+    with atomic_path(paths.HEADLINE_DIR, directory=True) as headlines:
+        for name in runs:
+            aggregates[name] = aggregate_run(seed_records(name, seeds), seeds)
+            write_json(paths.aggregate_file(name), aggregates[name])
+            speeds = [read_json(paths.speed_file(paths.run_id(name, s))) for s in seeds]
+            write_json(headlines / f"{name}.json", headline(aggregates[name], speeds))
     labels, usage = load_labels(paths.DATASET_FILE), load_usage(paths.DATASET_FILE)
     pairs = comparisons(runs, seeds, labels)
     compared = {frozenset((c["a"], c["b"])) for c in pairs.values()}

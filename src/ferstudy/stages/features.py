@@ -23,8 +23,6 @@ compute exactly what was cached. Pretrained backbones keep their own statistics.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from ferstudy.core.files import (
     SPLITS,
     atomic_path,
     file_sha256,
+    json_sha256,
     load_dataset,
     load_split,
     read_json,
@@ -94,7 +93,7 @@ def recipe_digest(settings: dict[str, Any]) -> str:
             for file in import_closure(__name__)
         },
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return json_sha256(parts)
 
 
 def reusable_sibling(run: str, recipe: str, exclude: Path) -> Path | None:
@@ -129,69 +128,83 @@ def calibrate(
     return {"images": recalibrate_batchnorm(frozen, batches)}
 
 
+def subset_rows(
+    split: dict[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Dataset rows of each subset, a stratified ``fraction`` of the split's (all when 1)."""
+    return {name: stratified_subset(split[name], labels, fraction, seed) for name in SPLITS}
+
+
+def calibrated(
+    params: Params, init: str, frozen: tf.keras.Model, transform, images: np.ndarray, seed: int
+) -> dict[str, Any] | None:
+    """AdaBN on a *random* backbone's frozen BatchNormalization under ``frozen_bn:
+    recalibrated`` (:func:`calibrate`); None when nothing was recalibrated."""
+    bn_layers = len(frozen_batchnorm_layers(frozen))
+    if init != "random" or params.frozen_bn != "recalibrated" or not bn_layers:
+        return None
+    calibration = calibrate(
+        frozen, transform, images, params.bn_calibration_images, params.features_batch_size, seed
+    )
+    print(
+        f"recalibrated {bn_layers} frozen BatchNormalization layers on "
+        f"{calibration['images']} training images"
+    )
+    return calibration
+
+
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``features`` stage for one run (``<backbone>-<init>``) under one seed."""
     backbone, init = paths.parse_run_name(run)
+    entry = get_backbone(backbone)
     settings = run_settings(params, backbone)
-    trainable = get_backbone(backbone).trainable_layers(params.trainable_layers)
+    trainable = entry.trainable_layers(params.trainable_layers)
     batch_size = params.features_batch_size
-    frozen_bn = params.frozen_bn
     sample_seed = params.data.random_state  # subsets and health: the same every seed
     runtime.configure(seed, deterministic=False)  # inference only; keep the fast kernels
-    entry = get_backbone(backbone)
     precision = runtime.set_precision(
-        params.precision,
-        bf16_supported=entry.bf16,
-        bf16_auto=entry.bf16_auto,
+        params.precision, bf16_supported=entry.bf16, bf16_auto=entry.bf16_auto
     )
     run_id = paths.run_id(run, seed)
     out_dir = paths.features_dir(run_id)
     recipe = None
-    if init == "pretrained":
-        recipe_settings = {
-            **settings,
-            "backbone": backbone,
-            "precision": precision,
-            "trainable_layers": trainable,
-            "features_batch_size": batch_size,
-            "sample_seed": sample_seed,
-        }
-        recipe = recipe_digest(recipe_settings)
+    if init == "pretrained":  # the same features for every seed: reuse a sibling's
+        recipe = recipe_digest(
+            {
+                **settings,
+                "backbone": backbone,
+                "precision": precision,
+                "trainable_layers": trainable,
+                "features_batch_size": batch_size,
+                "sample_seed": sample_seed,
+            }
+        )
         sibling = reusable_sibling(run, recipe, out_dir)
         if sibling is not None:
             return reuse(sibling, out_dir, run_id)
     dataset = load_dataset(paths.DATASET_FILE)
-    split = load_split(paths.SPLIT_FILE)
-    rows = {
-        name: stratified_subset(split[name], dataset.labels, settings["fraction"], sample_seed)
-        for name in SPLITS
-    }
+    rows = subset_rows(
+        load_split(paths.SPLIT_FILE), dataset.labels, settings["fraction"], sample_seed
+    )
     start = time.perf_counter()
     model = build_backbone(backbone, init, settings["input_size"], seed, settings["descriptor"])
     cut = split_frozen_tail(build_classifier(model), trainable)
-    transform = image_transform(get_backbone(backbone).preprocess, settings["input_size"])
-    bn_layers = len(frozen_batchnorm_layers(cut.frozen))
-    calibration = None
-    if init == "random" and frozen_bn == "recalibrated" and bn_layers:
-        count = params.bn_calibration_images
-        calibration = calibrate(
-            cut.frozen, transform, dataset.images[rows["train"]], count, batch_size, seed
-        )
-        print(
-            f"recalibrated {bn_layers} frozen BatchNormalization layers on "
-            f"{calibration['images']} training images"
-        )
+    transform = image_transform(entry.preprocess, settings["input_size"])
+    calibration = calibrated(
+        params, init, cut.frozen, transform, dataset.images[rows["train"]], seed
+    )
     extract = extractor(cut.frozen, transform)
-    speeds = {}
     with atomic_path(out_dir, directory=True) as tmp:
-        for name in SPLITS:
-            speeds[name] = extract_to_file(
+        speeds = {
+            name: extract_to_file(
                 extract,
                 dataset.images[rows[name]],
                 tmp / f"{name}.npy",
                 batch_size,
-                f"{backbone}-{init} {name}",
+                f"{run} {name}",
             )
+            for name in SPLITS
+        }
         np.savez(
             tmp / LABELS,
             **{f"{n}_labels": dataset.labels[rows[n]] for n in SPLITS},
@@ -205,10 +218,8 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             "seed": seed if recipe is None else None,  # pretrained: the same for every seed
             "recipe": recipe,
             "precision": precision,
-            "input_size": settings["input_size"],
-            "fraction": settings["fraction"],
-            "descriptor": settings["descriptor"],
-            "frozen_bn": frozen_bn if calibration else "inference",
+            **settings,
+            "frozen_bn": params.frozen_bn if calibration else "inference",
             "bn_calibration_images": calibration["images"] if calibration else 0,
             "trainable_layers": trainable,
             "trainable_layer_names": cut.trainable_layer_names,
@@ -218,13 +229,13 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             "counts": {n: int(len(rows[n])) for n in SPLITS},
         }
         write_json(tmp / META, meta)
+        bn_layers = len(frozen_batchnorm_layers(cut.frozen))
         health = measure_health(tmp, meta, init, bn_layers, calibration, sample_seed)
     write_json(health_file(run_id), health)
-    seconds = time.perf_counter() - start
     return {
         **meta,
         "health": health,
-        "seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1),
         "images_per_second": {k: round(v, 1) for k, v in speeds.items()},
     }
 

@@ -21,8 +21,6 @@ checkpointed and resumes exactly as ``train`` does (same folder layout and timin
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -30,18 +28,17 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from dvclive import Live
 
 from ferstudy import CLASSES
 from ferstudy.core import paths, runtime
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import load_dataset, read_json
+from ferstudy.core.files import json_sha256, load_dataset, read_json
 from ferstudy.core.params import Params
 from ferstudy.data.augment import Augmentation, augment
 from ferstudy.data.splits import split_rows
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.store import save_model
-from ferstudy.models.training import Checkpoint, log_epoch
+from ferstudy.models.training import Checkpoint, log_epoch, start_log
 from ferstudy.models.transfer import build_classifier, image_transform, predict_images
 
 keras = tf.keras
@@ -198,6 +195,22 @@ def _train_step(
     return step
 
 
+def _train_epoch(
+    step, images: np.ndarray, labels: np.ndarray, s: FinetuneSettings, epoch: int
+) -> tuple[float, float]:
+    """One epoch in the order drawn from ``(seed, epoch)``: mean accuracy and loss."""
+    order = np.random.default_rng([s.seed, epoch]).permutation(len(labels))
+    total_loss = total_correct = 0.0
+    for b in range(math.ceil(len(labels) / s.batch_size)):
+        idx = order[b * s.batch_size : (b + 1) * s.batch_size]
+        loss, correct = step(
+            images[idx], labels[idx], tf.constant([s.seed, epoch * SEED_STRIDE + b], tf.int64)
+        )
+        total_loss += float(loss)
+        total_correct += float(correct)
+    return total_correct / len(labels), total_loss / len(labels)
+
+
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``finetune`` stage for one run (``<backbone>-<init>``) under one seed."""
     backbone, init = paths.parse_run_name(run)
@@ -224,45 +237,32 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     )
 
     live_dir = paths.live_dir(run_id)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {"settings": s.as_dict(), "train": [len(train_y), int(rows["train"].sum())]},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    fingerprint = json_sha256(
+        {"settings": s.as_dict(), "train": [len(train_y), int(rows["train"].sum())]}
+    )
     checkpoint = Checkpoint(run_id, fingerprint, state, optimizer, live_dir)
     done = checkpoint.restore()
-    live = Live(str(live_dir), resume=done > 0, save_dvc_exp=False, dvcyaml=None, report=None)
-    if done == 0:
-        loss0, acc0 = loss_and_accuracy(predict_images(classifier, transform, train_x), train_y)
-        val_loss0, val_acc0 = loss_and_accuracy(predict_images(classifier, transform, val_x), val_y)
-        log_epoch(live, acc0, loss0, val_acc0, val_loss0)
-        print(f"epoch 0 (untrained): accuracy {acc0:.4f} val_accuracy {val_acc0:.4f}", flush=True)
-    else:
-        print(f"resuming {run_id} after epoch {done}", flush=True)
+
+    def untrained() -> tuple[float, float, float, float]:
+        loss, acc = loss_and_accuracy(predict_images(classifier, transform, train_x), train_y)
+        val_loss, val_acc = loss_and_accuracy(predict_images(classifier, transform, val_x), val_y)
+        return acc, loss, val_acc, val_loss
+
+    live = start_log(live_dir, done, run_id, untrained)
 
     epoch = done
     stopped = done - int(state.best_epoch.numpy()) >= s.patience if done else False
     while epoch < s.epochs and not stopped:
         epoch += 1
         began = time.perf_counter()
-        order = np.random.default_rng([s.seed, epoch]).permutation(len(train_y))
-        total_loss = total_correct = 0.0
-        for b in range(steps):
-            idx = order[b * s.batch_size : (b + 1) * s.batch_size]
-            loss, correct = step(
-                train_x[idx], train_y[idx], tf.constant([s.seed, epoch * SEED_STRIDE + b], tf.int64)
-            )
-            total_loss += float(loss)
-            total_correct += float(correct)
+        acc, loss = _train_epoch(step, train_x, train_y, s, epoch)
         val_loss, val_acc = loss_and_accuracy(predict_images(classifier, transform, val_x), val_y)
-        log_epoch(live, total_correct / len(train_y), total_loss / len(train_y), val_acc, val_loss)
+        log_epoch(live, acc, loss, val_acc, val_loss)
         improved = state.keep_if_best(epoch, val_acc)
         stopped = epoch - int(state.best_epoch.numpy()) >= s.patience
         print(
-            f"epoch {epoch}/{s.epochs}: accuracy {total_correct / len(train_y):.4f} "
-            f"val_accuracy {val_acc:.4f}{' (best)' if improved else ''}; "
-            f"{time.perf_counter() - began:.0f} s",
+            f"epoch {epoch}/{s.epochs}: accuracy {acc:.4f} val_accuracy {val_acc:.4f}"
+            f"{' (best)' if improved else ''}; {time.perf_counter() - began:.0f} s",
             flush=True,
         )
         if checkpoint.due() and epoch < s.epochs and not stopped:

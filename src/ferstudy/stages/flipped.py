@@ -20,18 +20,17 @@ from ferstudy.core.errors import FerError
 from ferstudy.core.files import atomic_path, load_dataset, write_json
 from ferstudy.core.params import Params
 from ferstudy.data.feature_cache import (
-    BACKBONE_WEIGHTS,
     FLIPPED_TRAIN,
+    META,
     CachedFeatures,
     extract_to_file,
     extractor,
     flipped_dir,
     mirror,
+    rebuild_classifier,
 )
-from ferstudy.models.registry import build_backbone, get_backbone
-from ferstudy.models.transfer import build_classifier, image_transform, split_frozen_tail
-
-META = "meta.json"
+from ferstudy.models.registry import get_backbone
+from ferstudy.models.transfer import image_transform
 
 
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -49,13 +48,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             f"{cache.folder}: cached at {meta['precision']}, this machine runs {precision}"
         )
     start = time.perf_counter()
-    backbone = build_backbone(
-        meta["backbone"], entry.architecture_init, meta["input_size"], seed, meta["descriptor"]
-    )
-    backbone.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
-    cut = split_frozen_tail(build_classifier(backbone), meta["trainable_layers"])
-    if cut.feature_size != meta["feature_size"]:
-        raise FerError(f"{cache.folder}: features do not match the {run_id} cut; rerun features")
+    _, cut = rebuild_classifier(cache, seed)
     extract = extractor(cut.frozen, image_transform(entry.preprocess, meta["input_size"]))
     images = mirror(load_dataset(paths.DATASET_FILE).images[cache.rows["train"]])
     out_dir = flipped_dir(run_id)

@@ -31,35 +31,41 @@ happened to train longer (which would select on how training went).
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ferstudy.analysis.fidelity import (
     fidelity_of_logs,
     load_paper_tables,
 )
 from ferstudy.analysis.rates import (
+    METRICS,
     read_curves,
     run_metrics,
     study_table_rows,
 )
+from ferstudy.analysis.results import common_curves, mean_record
 from ferstudy.core import paths
-from ferstudy.core.files import write_json, write_text
+from ferstudy.core.files import atomic_path, write_csv, write_json, write_text
 from ferstudy.core.params import Params
 from ferstudy.core.paths import FIDELITY_FILE
 from ferstudy.reporting.tables import markdown_tables
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(rows[0]) if rows else ["table"], lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+def write_curves(folder: Path, run: str, seed_curves: list[dict[str, np.ndarray]]) -> None:
+    """``<folder>/accuracy/<run>.csv`` and ``<folder>/loss/<run>.csv``: per epoch, the train
+    and validation value averaged over the seeds (on the epochs every seed has)."""
+    mean = mean_record(common_curves(seed_curves))
+    for metric in METRICS:
+        rows = [
+            {"epoch": epoch, "train": round(float(train), 6), "validation": round(float(val), 6)}
+            for epoch, (train, val) in enumerate(
+                zip(mean[f"train/{metric}"], mean[f"val/{metric}"])
+            )
+        ]
+        write_csv(folder / metric / f"{run}.csv", rows)
 
 
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -77,6 +83,9 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         for seed, result in zip(seeds, per_run[run]):
             per_id[paths.run_id(run, seed)] = result
             write_json(paths.study_file(paths.run_id(run, seed)), result)
+    with atomic_path(paths.CURVES_DIR, directory=True) as folder:
+        for run in runs:
+            write_curves(folder, run, curves[run])
     study = [run for run in runs if not paths.is_finetune(run)]  # compared with the paper
     rows = study_table_rows({run: per_run[run] for run in study})
     write_csv(paths.METRICS_DIR / "study_tables.csv", rows)
@@ -90,9 +99,11 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
 
 
 def describe(result: dict[str, Any]) -> str:
-    return "\n".join(
-        f"{run_id}: initial val accuracy {r['initial']['val_accuracy']:.4f}, "
-        f"final {r['final_val_accuracy']:.4f}, best {r['best_val_accuracy']:.4f} "
-        f"(epoch {r['best_epoch']})"
-        for run_id, r in result.items()
-    )
+    lines = []
+    for run_id, rates in result.items():
+        initial, final = rates["initial"]["val_accuracy"], rates["final_val_accuracy"]
+        lines.append(
+            f"{run_id}: initial val accuracy {initial:.4f}, final {final:.4f}, "
+            f"best {rates['best_val_accuracy']:.4f} (epoch {rates['best_epoch']})"
+        )
+    return "\n".join(lines)

@@ -18,72 +18,27 @@ its Adam state are 1.4 GB); ``0`` checkpoints every epoch.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import shutil
 import time
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from dvclive import Live
 
-from ferstudy import CLASSES
 from ferstudy.core import paths, runtime
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import read_json
+from ferstudy.core.files import json_sha256, read_json
 from ferstudy.core.params import Params
-from ferstudy.data.feature_cache import BACKBONE_WEIGHTS, CachedFeatures
-from ferstudy.models.registry import build_backbone, get_backbone
+from ferstudy.data.feature_cache import CachedFeatures, rebuild_classifier
 from ferstudy.models.store import save_model
-from ferstudy.models.training import Checkpoint, log_epoch, make_optimizer
-from ferstudy.models.transfer import build_classifier, split_frozen_tail
+from ferstudy.models.training import (
+    Checkpoint,
+    FeatureBatches,
+    log_epoch,
+    make_optimizer,
+    start_log,
+)
 
 keras = tf.keras
-
-
-class FeatureBatches(keras.utils.Sequence):
-    """Batches of (features, one-hot labels) from a memory-mapped feature file.
-
-    With ``seed``, the order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone,
-    so a resumed run sees exactly the batches an uninterrupted one would.
-    """
-
-    def __init__(
-        self,
-        cache: CachedFeatures,
-        subset: str,
-        batch_size: int,
-        seed: int | None = None,
-        epoch: int = 0,
-    ):
-        super().__init__()
-        self.cache, self.stored = cache, cache.array(subset)
-        self.labels = cache.labels[subset]
-        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
-        self._order()
-
-    def _order(self) -> None:
-        n = len(self.labels)
-        self.order = (
-            np.arange(n)
-            if self.seed is None
-            else np.random.default_rng([self.seed, self.epoch]).permutation(n)
-        )
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
-        x = self.cache.decode(self.stored[idx])
-        y = np.eye(len(CLASSES), dtype=np.float32)[self.labels[idx]]
-        return x, y
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order()
 
 
 def training_settings(params: Params, seed: int) -> dict[str, Any]:
@@ -127,47 +82,31 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     runtime.set_precision("fp32")  # the tail trains in fp32 (bf16 cost accuracy: README, Speed)
     start = time.perf_counter()
 
-    backbone_model = build_backbone(
-        backbone,
-        get_backbone(backbone).architecture_init,
-        meta["input_size"],
-        settings["seed"],
-        meta.get("descriptor"),
-    )
-    backbone_model.load_weights(str(cache.folder / BACKBONE_WEIGHTS))
-    keras.utils.set_random_seed(settings["seed"])
-    classifier = build_classifier(backbone_model)
-    cut = split_frozen_tail(classifier, meta["trainable_layers"])
-    if cut.feature_size != meta["feature_size"]:
-        raise FerError(f"{cache.folder}: features do not match the {run_id} cut; rerun features")
+    classifier, cut = rebuild_classifier(cache, settings["seed"])
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
     optimizer.build(cut.tail.trainable_variables)  # slots exist before a checkpoint restores them
     cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
     live_dir = paths.live_dir(run_id)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "settings": settings,
-                "meta": meta,
-                "features": (cache.folder / "train.npy").stat().st_size,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    fingerprint = json_sha256(
+        {
+            "settings": settings,
+            "meta": meta,
+            "features": (cache.folder / "train.npy").stat().st_size,
+        }
+    )
     checkpoint = Checkpoint(run_id, fingerprint, cut.tail, optimizer, live_dir)
     val = FeatureBatches(cache, "val", settings["batch_size"])
     done = checkpoint.restore()
-    live = Live(str(live_dir), resume=done > 0, save_dvc_exp=False, dvcyaml=None, report=None)
-    if done == 0:
-        shutil.rmtree(live_dir / "plots", ignore_errors=True)
-        train_eval = FeatureBatches(cache, "train", settings["batch_size"])
-        loss0, acc0 = cut.tail.evaluate(train_eval, verbose=0)
-        val_loss0, val_acc0 = cut.tail.evaluate(val, verbose=0)
-        log_epoch(live, acc0, loss0, val_acc0, val_loss0)  # epoch 0: the untrained model
-        print(f"epoch 0 (untrained): accuracy {acc0:.4f} val_accuracy {val_acc0:.4f}")
-    else:
-        print(f"resuming {run_id} after epoch {done}")
+
+    def untrained() -> tuple[float, float, float, float]:
+        loss, acc = cut.tail.evaluate(
+            FeatureBatches(cache, "train", settings["batch_size"]), verbose=0
+        )
+        val_loss, val_acc = cut.tail.evaluate(val, verbose=0)
+        return acc, loss, val_acc, val_loss
+
+    live = start_log(live_dir, done, run_id, untrained)
     if done < settings["epochs"]:
         train = FeatureBatches(
             cache, "train", settings["batch_size"], seed=settings["seed"], epoch=done

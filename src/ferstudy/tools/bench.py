@@ -30,13 +30,14 @@ from ferstudy.analysis.stats import Summary, paired_difference, summarize
 from ferstudy.core import paths, runtime
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import SPLITS, load_dataset, load_split, write_json
+from ferstudy.core.params import Params
 from ferstudy.data.feature_cache import LABELS, META, CachedFeatures, extract_to_file, extractor
 from ferstudy.data.splits import stratified_subset
 from ferstudy.models.registry import REGISTRY, build_backbone, get_backbone
 from ferstudy.models.transfer import build_classifier, image_transform, split_frozen_tail
 
 keras = tf.keras
-L = keras.layers
+layers = keras.layers
 #: The matmul of MobileNet's tail at 224x224 and batch 64: 64 x 7 x 7 rows, 1,024 channels.
 MATMUL_SHAPE = (3136, 1024, 1024)
 #: Epochs of tail training timed, after one untimed epoch that traces the training step.
@@ -189,9 +190,9 @@ def matmul_gflops(
 
 def _forward_flops(layer: keras.layers.Layer, output_shape: tf.TensorShape) -> float:
     """FLOPs of one image through a Dense, Conv2D or DepthwiseConv2D layer (0 for others)."""
-    if isinstance(layer, L.DepthwiseConv2D):
+    if isinstance(layer, layers.DepthwiseConv2D):
         kernel = layer.depthwise_kernel
-    elif isinstance(layer, (L.Conv2D, L.Dense)):
+    elif isinstance(layer, (layers.Conv2D, layers.Dense)):
         kernel = layer.kernel
     else:
         return 0.0
@@ -241,10 +242,10 @@ def _random_features(folder: Path, images: int, size: int) -> CachedFeatures:
 
 
 def tail_and_checkpoint(
-    params: dict[str, Any], backbone: str, images: int, train_images: int
+    params: Params, backbone: str, images: int, train_images: int
 ) -> dict[str, Any]:
     """Train ``backbone``'s tail (native input size, fp32) as the train stage does (Keras
-    ``fit`` on :class:`ferstudy.stages.train.FeatureBatches` of a memory-mapped feature file) on
+    ``fit`` on :class:`ferstudy.stages.training.FeatureBatches` of a memory-mapped feature file) on
     ``images`` random features (its time does not depend on their values) for
     ``TAIL_EPOCHS`` epochs; then write its :class:`ferstudy.models.training.Checkpoint` with the
     optimizer state twice, in a scratch folder. The epoch time on ``train_images`` is the
@@ -252,22 +253,19 @@ def tail_and_checkpoint(
     and under the train stage's schedule no sooner than its interval and
     ``CHECKPOINT_COST_FACTOR`` times a write after the previous one."""
     from ferstudy.models import training
-    from ferstudy.stages import train
 
     entry = get_backbone(backbone)
-    batch_size = int(params.get("batch_size", 64))
+    batch_size = params.batch_size
     runtime.set_precision("fp32")
     keras.utils.set_random_seed(0)
     cut = _cut(backbone, entry.native_input_size)
-    optimizer = training.make_optimizer(
-        str(params.get("optimizer", "adam")), float(params.get("lr", 1e-4))
-    )
+    optimizer = training.make_optimizer(params.optimizer, params.need("lr"))
     optimizer.build(cut.tail.trainable_variables)
     cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     flops = tail_training_flops(cut.tail)
     with _workdir_with_data():
         cache = _random_features(Path("features"), images, cut.feature_size)
-        batches = train.FeatureBatches(cache, "train", batch_size, seed=0)
+        batches = training.FeatureBatches(cache, "train", batch_size, seed=0)
         cut.tail.fit(batches, epochs=1, shuffle=False, verbose=0)  # traces the training step
         start = time.perf_counter()
         cut.tail.fit(batches, epochs=TAIL_EPOCHS, shuffle=False, verbose=0)
@@ -310,7 +308,7 @@ def tail_and_checkpoint(
 
 
 def floors(
-    params: dict[str, Any],
+    params: Params,
     comparison: dict[str, Any],
     tail_backbone: str,
     tail_images: int,
@@ -344,25 +342,23 @@ def floors(
 BF16_TOLERANCE = -0.01
 
 
-def seed_correctness_at(params: dict[str, Any], run: str, seeds: list[int]) -> np.ndarray:
+def seed_correctness_at(params: Params, run: str, seeds: list[int]) -> np.ndarray:
     """Train and evaluate ``run`` under each seed in a scratch folder; per seed, which test
     images it classified right."""
     from ferstudy.stages import evaluate, features, train
 
-    backbone, init = paths.parse_run_name(run)
     labels = load_dataset(paths.DATASET_FILE).labels
     correct = []
     with _workdir_with_data():
         for seed in seeds:
-            features.run(params, backbone, init, seed)
-            train.run(params, backbone, init, seed)
-            evaluate.run(paths.run_id(run, seed))
+            for stage in (features, train, evaluate):
+                stage.run(params, run, seed)
             with np.load(paths.eval_dir(paths.run_id(run, seed)) / paths.TEST_PROBABILITIES) as npz:
                 correct.append(npz["probabilities"].argmax(axis=1) == labels[npz["rows"]])
     return np.array(correct)
 
 
-def precision_effect(params: dict[str, Any], runs: list[str], seeds: list[int]) -> dict[str, Any]:
+def precision_effect(params: Params, runs: list[str], seeds: list[int]) -> dict[str, Any]:
     """Test accuracy of each run with its features in bf16 minus fp32, paired on the same test
     images and on the same seeds (a seed decides the same head, data order and random
     backbone under both precisions: :func:`ferstudy.analysis.stats.paired_difference` with
@@ -373,7 +369,9 @@ def precision_effect(params: dict[str, Any], runs: list[str], seeds: list[int]) 
         correct, record = {}, {}
         for precision in ("fp32", "bf16"):
             start = time.perf_counter()
-            correct[precision] = seed_correctness_at({**params, "precision": precision}, run, seeds)
+            correct[precision] = seed_correctness_at(
+                params.model_copy(update={"precision": precision}), run, seeds
+            )
             record[precision] = {
                 "test_accuracy": summarize(correct[precision].mean(axis=1)).as_dict(),
                 "per_seed": [round(float(a), 6) for a in correct[precision].mean(axis=1)],
@@ -408,7 +406,7 @@ def precision_table(result: dict[str, Any]) -> str:
 
 
 def run(
-    params: dict[str, Any],
+    params: Params,
     *,
     subset: int,
     epochs: int,
@@ -444,8 +442,8 @@ def run(
         dataset.labels[rows],
         backbone,
         epochs,
-        int(params.get("batch_size", 64)),
-        float(params.get("lr", 1e-4)),
+        params.batch_size,
+        params.need("lr"),
     )
     print(f"cached vs naive: {result['cached_vs_naive']}", flush=True)
     result["floors"] = floors(
