@@ -10,7 +10,7 @@ import pytest
 
 from ferstudy import CLASSES
 from ferstudy.analysis.fidelity import load_paper_tables
-from ferstudy.analysis.findings import choice, findings, pareto_front
+from ferstudy.analysis.findings import FASTER_BY, choice, findings, pareto_front
 from ferstudy.analysis.ranking import aggregate_run
 from ferstudy.analysis.rates import METRIC0, TABLES
 from ferstudy.analysis.stats import paired_difference
@@ -24,6 +24,33 @@ PAPER_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.cs
 def test_pareto_front():
     points = {"a": (0.60, 10.0), "b": (0.55, 100.0), "c": (0.50, 50.0), "d": (0.65, 5.0)}
     assert pareto_front(points) == ["b", "a", "d"]  # c is beaten by b on both
+
+
+def test_pareto_front_counts_speeds_within_the_noise_as_equal():
+    """ONet random at 3,875 img/s against ONet pretrained at 3,865 (the same network): not
+    faster beyond the noise, so the more accurate one beats it."""
+    points = {"random": (0.41, 3875.0), "pretrained": (0.53, 3865.0), "small": (0.30, 5000.0)}
+    assert pareto_front(points) == ["small", "random", "pretrained"]
+    assert pareto_front(points, FASTER_BY) == ["small", "pretrained"]
+    assert FASTER_BY == 1.2
+
+
+def test_a_speed_pick_needs_a_difference_beyond_the_noise():
+    results = {
+        "onet-pretrained": result("onet", "pretrained", 0.533),
+        "onet-random": result("onet", "random", 0.413),
+    }
+    results["onet-pretrained"]["speed"]["images_per_second_batch64"] = 3865.0
+    results["onet-random"]["speed"]["images_per_second_batch64"] = 3875.0
+    pairs = comparison("onet-pretrained", "onet-random", AHEAD, CLEAR)
+    lines = choice(results, pairs)
+    assert not any(line.startswith("When speed matters") for line in lines)  # say nothing
+    assert lines[0].endswith("fastest first): onet-pretrained (0.533, 3865 img/s)")
+    results["onet-random"]["speed"]["images_per_second_batch64"] = 4638.0  # 1.2 x 3865
+    assert choice(results, pairs)[-1] == (
+        "When speed matters: **onet-random** (4638 img/s on this machine, at least 20 % faster "
+        "than any other run; test accuracy 0.413)."
+    )
 
 
 def rates(values) -> dict[str, float]:
@@ -283,6 +310,11 @@ def test_choice_names_a_best_run_only_when_it_beats_every_other():
     assert "no single most accurate run" in line and "openface-random" in line
     del pairs["openface-random vs onet-pretrained"]  # not compared: no claim either
     assert "no single most accurate run" in choice(results, pairs)[1]
+    pairs.update(comparison("onet-pretrained", "openface-random", AHEAD, CLEAR))
+    assert choice(results, pairs)[1].startswith("When accuracy matters: **onet-pretrained**")
+    pairs["onet-pretrained vs openface-random"]["significant_holm"] = False  # one of many
+    line = choice(results, pairs)[1]
+    assert "not ahead at 95 % after Holm of openface-random" in line
 
 
 def test_a_finetuned_run_never_stands_in_for_the_study_run_of_its_backbone_and_init():
@@ -522,6 +554,20 @@ def test_page_aligns_columns_as_the_markdown_says():
     page = markdown_to_html("| run | acc | note |\n|---|---:|:---:|\n| a | 0.5 | x |\n")
     assert '<th class="l">run</th><th class="r">acc</th><th class="c">note</th>' in page
     assert '<td class="l">a</td><td class="r">0.5</td><td class="c">x</td>' in page
+
+
+def test_page_renders_captions_links_and_heading_anchors():
+    from ferstudy.reporting.html import markdown_to_html
+
+    page = markdown_to_html(
+        "## Ranking on FER2013's PrivateTest\n\n"
+        "*Figure 1. Test accuracy; method: [statistics](../docs/statistics.md#seeds).*\n"
+    )
+    assert '<h2 id="ranking-on-fer2013s-privatetest">' in page
+    assert (
+        '<p><em>Figure 1. Test accuracy; method: <a href="../docs/statistics.md#seeds">'
+        "statistics</a>.</em></p>"
+    ) in page
 
 
 def test_comparisons_table_marks_only_intervals_that_exclude_zero():

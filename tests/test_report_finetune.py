@@ -1,6 +1,7 @@
 """A fine-tuned run through the metrics, aggregate and report stages, on generated outputs:
 no feature-health file, seeds that stopped at different epochs, a test set of its own
-(every PrivateTest image), ranked against fer's model and kept out of the study's sections."""
+(every PrivateTest image), ranked against fer's model and kept out of the study's sections.
+No saved model either: the report reads the metrics, never the models folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import params_of, synthetic_images, write_log
 
+from ferstudy.analysis.ranking import FER_NAME, PUBLISHED
 from ferstudy.core import paths
 from ferstudy.core.files import Dataset, save_dataset, save_npz, write_json
 from ferstudy.core.paths import OUTSIDE_PROBABILITIES, health_file
@@ -64,10 +66,6 @@ def write_run(run, rows, accuracy, epochs, dataset, rng, health=True) -> None:
                 "precision": "fp32",
             },
         )
-        config = {"precision": "fp32", "fraction": 1.0}
-        if paths.is_finetune(run):
-            config |= {"mode": "finetune", "trainable_layers": "all", "split": {"kind": "usage"}}
-        write_json(paths.model_dir(run_id) / "config.json", config)
         up = np.linspace(0.15, accuracy, n + 1) + rng.normal(0, 0.01, n + 1)
         write_log(
             paths.live_dir(run_id),
@@ -84,10 +82,13 @@ def write_run(run, rows, accuracy, epochs, dataset, rng, health=True) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    return generated_project(tmp_path_factory.mktemp("report-finetune"))
+
+
+def generated_project(folder: Path) -> tuple[Path, dict]:
     """Two study runs (a 1-in-3 test split: 12 of its 47 rows are PrivateTest), one
     fine-tuned run (every PrivateTest image: 35; its seeds stopped at 6 and 4 epochs), fer's
-    probabilities; then the metrics, aggregate and report stages."""
-    folder = tmp_path_factory.mktemp("report-finetune")
+    probabilities; then the metrics, aggregate and report stages, in ``folder``."""
     shutil.copytree(ROOT / "reference", folder / "reference")
     shutil.rmtree(folder / "reference" / "protocol_variants", ignore_errors=True)
     with pytest.MonkeyPatch.context() as mp:
@@ -130,14 +131,25 @@ def section(text: str, heading: str) -> str:
     return text[start : end if end >= 0 else None]
 
 
-def test_the_ranking_section_comes_first_and_says_what_each_row_is_scored_on(project):
+def test_the_ranking_section_follows_the_main_results_and_says_what_each_row_is_scored_on(
+    project,
+):
     folder, _ = project
     md = (folder / "reports" / "report.md").read_text()
-    assert md.index("## Ranking on FER2013's PrivateTest") < md.index("## Runs")
+    order = [
+        "## Findings",
+        "## Results of every run",
+        "## Differences that are real",
+        "## Ranking on FER2013's PrivateTest",
+        "## Appendix A: every pair of runs",
+    ]
+    assert [md.index(h) for h in order] == sorted(md.index(h) for h in order)
+    assert not (folder / "models").exists()  # the report never needed a saved model
     ranking = section(md, "## Ranking on FER2013's PrivateTest")
-    assert "No model below was trained on the rows it is scored on" in ranking
-    assert "a run whose test set holds only part of it" in ranking
-    assert "paired on the PrivateTest images both scored" in ranking
+    assert "published rows are quoted, not measured here" in ranking
+    assert "A study run is scored on the PrivateTest rows of its test split only" in ranking
+    assert "`minus fer` is paired on the images both scored" in ranking
+    assert "(../docs/fer-baseline.md)" in ranking
     rows = [line for line in ranking.splitlines() if line.startswith("| ")][1:]
     names = [line.split(" | ")[1] for line in rows]
     assert names[0] == f"{TUNED} (fine-tuned)"  # 0.95 on its 35 images: first
@@ -145,32 +157,35 @@ def test_the_ranking_section_comes_first_and_says_what_each_row_is_scored_on(pro
         f"{TUNED} (fine-tuned)",
         "onet-pretrained",
         "onet-random",
-        ranking.FER_NAME,
-        *(f"{p['name']} (published)" for p in ranking.PUBLISHED),
+        FER_NAME,
+        *(f"{p['name']} (published)" for p in PUBLISHED),
     }
     cells = {line.split(" | ")[1]: line.split(" | ") for line in rows}
     assert cells[f"{TUNED} (fine-tuned)"][2:3] == ["all of PrivateTest"]
     assert cells[f"{TUNED} (fine-tuned)"][5] == "35"
     assert cells["onet-pretrained"][2] == "PrivateTest rows of its test split"
     assert cells["onet-pretrained"][5] == "12"
-    assert cells[ranking.FER_NAME][5] == "35"
-    for published in ranking.PUBLISHED:
+    assert cells[FER_NAME][5] == "35"
+    for published in PUBLISHED:
         assert f"{published['accuracy']:.4f}" in " ".join(cells[f"{published['name']} (published)"])
     html = (folder / "reports" / "report.html").read_text()
-    top = html[html.index("Ranking on FER2013") : html.index("<h2>Runs</h2>")]
+    start = html.index('<h2 id="ranking-on-fer2013s-privatetest">')
+    top = html[start : html.index("<h2", start + 1)]
     assert '<td class="l real"><b>real</b></td>' in top  # fine-tuned minus fer: highlighted
 
 
 def test_the_finetuned_run_is_marked_compared_and_drawn(project):
     folder, info = project
     md = (folder / "reports" / "report.md").read_text()
-    runs = section(md, "## Runs")
+    runs = section(md, "## Results of every run")
     (line,) = [x for x in runs.splitlines() if x.startswith(f"| {TUNED} |")]
     assert line.startswith(f"| {TUNED} | **fine-tuned** | 2 | 6/4 (")  # epochs per seed
     assert "| onet-pretrained | frozen | 2 | 4/4 (" in runs
-    assert TUNED in section(md, "## Which differences are real")
+    assert line.split(" | ")[4:6] == ["1", "fp32"]  # data: all of it; precision: its speed's
+    assert TUNED in section(md, "## Differences that are real")
+    assert TUNED in section(md, "## Appendix A: every pair of runs")
     assert TUNED in section(md, "## Test F1 per emotion")
-    assert f"| {TUNED} |" in section(md, "## Speed and the backbone choice")
+    assert f"| {TUNED} |" in section(md, "## Appendix E: speed")
     assert any(f.startswith(f"Fine-tuning end to end ({TUNED})") for f in info["findings"])
     figures = folder / "plots" / "figures"
     for name in ("curves_finetune.png", f"confusion_{TUNED}.png", "curves_onet.png"):
@@ -182,13 +197,13 @@ def test_the_study_sections_keep_to_the_study_runs(project):
     folder, _ = project
     md = (folder / "reports" / "report.md").read_text()
     for heading in (
-        "## Feature health",  # no health file for the fine-tuned run: none asked for
-        "## Which protocol did the study run?",
-        "## The study's Tables 2-5 beside this project's",
+        "## Appendix B: feature health",  # no health file for the fine-tuned run: none asked for
+        "## Appendix C: fidelity and protocol variants",
+        "## Appendix D: the study's Tables 2-5 beside this project's",
     ):
         assert "finetune" not in section(md, heading), heading
-    health = section(md, "## Feature health")
+    health = section(md, "## Appendix B: feature health")
     assert "| onet-pretrained |" in health and "| onet-random |" in health
-    study = section(md, "## Findings of the study, checked")
+    study = section(md, "## Pretrained against random, and the training curves")
     assert "**onet: pretrained against random**" in study
     assert not (folder / health_file(paths.run_id(TUNED, 1))).exists()

@@ -118,6 +118,22 @@ def _study_claim(start: str, diffs: dict[str, SeedDifference], higher: bool, see
     )
 
 
+def pretrained_wins(
+    results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
+) -> tuple[dict[str, PairedDifference | None], list[str]]:
+    """Per backbone with both a pretrained and a random run in ``results`` (the study's runs):
+    pretrained minus random test accuracy, paired (None when not compared); and the backbones
+    where pretrained is ahead with a 95 % interval above 0."""
+    by = {(r["backbone"], r["init"]) for r in results.values()}
+    pairs = sorted(b for b, i in by if i == "pretrained" and (b, "random") in by)
+    paired = {
+        b: comparison_of(comparisons, paths.run_name(b, "pretrained"), paths.run_name(b, "random"))
+        for b in pairs
+    }
+    wins = [b for b, c in paired.items() if c and c.significant and c.low > 0]
+    return paired, wins
+
+
 def pretrained_findings(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
 ) -> list[str]:
@@ -129,9 +145,7 @@ def pretrained_findings(
             "Pretrained vs random cannot be compared: no backbone has both runs here "
             "(pretrained weights need a download; see the README)."
         ]
-    name = {b: (paths.run_name(b, "pretrained"), paths.run_name(b, "random")) for b in pairs}
-    paired = {b: comparison_of(comparisons, *name[b]) for b in pairs}
-    wins = [b for b in pairs if paired[b] and paired[b].significant and paired[b].low > 0]
+    paired, wins = pretrained_wins(results, comparisons)
     out = [
         f"Pretrained beats random initialisation (test accuracy, paired 95 % interval above 0) "
         f"for {len(wins)} of {len(pairs)} backbones ({', '.join(wins) or 'none'}); the study: all."
@@ -271,60 +285,127 @@ def _mean_mcr(r: dict[str, Any]) -> float:
     return float(np.mean(list(r["study"]["MCR"]["accuracy"].values())))
 
 
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Runs not beaten on both (accuracy, speed) by another run, fastest first."""
+#: One run counts as faster than another only when its images/s are at least this many times
+#: the other's: speeds vary from one measurement to the next (``docs/performance.md``).
+FASTER_BY = 1.2
+
+
+def pareto_front(points: dict[str, tuple[float, float]], faster_by: float = 1.0) -> list[str]:
+    """Runs that no other run beats on (accuracy, speed), fastest first.
+
+    ``o`` beats ``r`` when it is at least as accurate (more accurate, or as accurate and
+    faster) and ``r`` is not faster than it by more than a factor ``faster_by``; with
+    ``faster_by`` 1, the plain Pareto front of the two measures."""
+
+    def beats(o: tuple[float, float], r: tuple[float, float]) -> bool:
+        (a_o, s_o), (a_r, s_r) = o, r
+        return s_o * faster_by >= s_r and (a_o > a_r or (a_o == a_r and s_o > s_r))
+
     front = [
-        r
-        for r, (acc, speed) in points.items()
-        if not any(
-            a >= acc and s >= speed and (a, s) != (acc, speed)
-            for o, (a, s) in points.items()
-            if o != r
-        )
+        r for r, p in points.items() if not any(beats(q, p) for o, q in points.items() if o != r)
     ]
     return sorted(front, key=lambda r: -points[r][1])
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The run with the highest mean accuracy, and whether it is ahead of every other run at
+    95 %, after Holm, on the test images they share (``tied``: the runs it is not ahead of)."""
+
+    run: str
+    accuracy: float
+    runner_up: str | None
+    versus_runner_up: PairedDifference | None
+    tied: list[str]
+
+    @property
+    def ahead(self) -> bool:
+        return self.runner_up is not None and not self.tied
+
+
+def real_after_holm(comparisons: dict[str, dict[str, Any]], a: str, b: str) -> bool:
+    """Whether the stored comparison of ``a`` and ``b`` (either way round) is real after
+    Holm's adjustment over its family; False when the two were not compared."""
+    stored = comparisons.get(f"{a} vs {b}") or comparisons.get(f"{b} vs {a}")
+    return bool(stored and stored["significant_holm"])
+
+
+def accuracy_leader(
+    results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
+) -> Leader:
+    """The most accurate of ``results`` by mean test accuracy, checked against every other
+    one with the paired comparisons: ahead of one where the interval is above 0 and the
+    difference stays real after Holm's adjustment (the claim ranks many runs at once); a
+    pair not compared counts as not ahead."""
+    ranked = sorted(results, key=lambda r: -_accuracy(results[r]))
+    best = ranked[0]
+    versus = {r: comparison_of(comparisons, best, r) for r in ranked[1:]}
+    tied = [
+        r
+        for r, c in versus.items()
+        if c is None or not (c.significant and c.low > 0 and real_after_holm(comparisons, best, r))
+    ]
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    return Leader(best, _accuracy(results[best]), runner_up, versus.get(runner_up), tied)
+
+
+def _speed(r: dict[str, Any]) -> float:
+    return r["speed"]["images_per_second_batch64"]
+
+
+def fastest_beyond_noise(results: dict[str, dict[str, Any]]) -> str | None:
+    """The fastest run when it is at least :data:`FASTER_BY` times as fast as every other;
+    None when the fastest runs are within the noise of each other (or only one run)."""
+    ranked = sorted(results, key=lambda r: -_speed(results[r]))
+    if len(ranked) < 2 or _speed(results[ranked[0]]) < FASTER_BY * _speed(results[ranked[1]]):
+        return None
+    return ranked[0]
 
 
 def choice(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]] | None = None
 ) -> list[str]:
-    """The backbone choice: the most accurate (if it is distinguishably so) and the fastest.
+    """The backbone choice: the Pareto front, the most accurate run (if it is distinguishably
+    so) and the fastest (if it is faster beyond the noise of the measurements; otherwise no
+    line).
 
     Every run is a candidate under its own name: a fine-tuned run beside, never in place of,
     the study run of the same backbone and init."""
     comparisons = comparisons or {}
-    points = {
-        r: (_accuracy(v), v["speed"]["images_per_second_batch64"]) for r, v in results.items()
-    }
-    front = pareto_front(points)
-    ranked = sorted(points, key=lambda r: -points[r][0])
-    best, fastest = ranked[0], front[0]
+    points = {r: (_accuracy(v), _speed(v)) for r, v in results.items()}
+    front = pareto_front(points, FASTER_BY)
     tuned = any(paths.is_finetune(r) for r in results)
+    noise = f"{100 * (FASTER_BY - 1):.0f} %"
     lines = [
         "Pareto front (mean test accuracy on each run's own test set"
         + (", for a fine-tuned run its own split's," if tuned else "")
-        + " vs images/s, fastest first): "
+        + f" vs images/s, speeds within {noise} of each other counted as equal, fastest "
+        "first): "
         + ", ".join(f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)" for r in front),
     ]
-    versus = {r: comparison_of(comparisons, best, r) for r in ranked[1:]}
-    if not versus:
+    leader = accuracy_leader(results, comparisons)
+    best = leader.run
+    if leader.runner_up is None:
         lines.append(f"When accuracy matters: **{best}** (the only run).")
-    elif all(c is not None and c.significant and c.low > 0 for c in versus.values()):
-        runner_up = ranked[1]
+    elif leader.ahead:
         lines.append(
-            f"When accuracy matters: **{best}** (test accuracy {points[best][0]:.3f}): ahead "
-            f"of every other run on the test images they share, of the runner-up {runner_up} "
-            f"by {versus[runner_up].describe()}."
+            f"When accuracy matters: **{best}** (test accuracy {leader.accuracy:.3f}): ahead "
+            f"at 95 % after Holm of every other run on the test images they share, of the "
+            "runner-up "
+            f"{leader.runner_up} by {leader.versus_runner_up.describe()}."
         )
     else:
-        tied = [r for r, c in versus.items() if c is None or not (c.significant and c.low > 0)]
         lines.append(
             f"When accuracy matters: {best} has the highest mean test accuracy "
-            f"({points[best][0]:.3f}) but is not ahead at 95 % of {', '.join(tied)} on the "
-            "test images they share: no single most accurate run."
+            f"({leader.accuracy:.3f}) but is not ahead at 95 % after Holm of "
+            f"{', '.join(leader.tied)} on the test images they share: no single most accurate "
+            "run."
         )
-    lines.append(
-        f"When speed matters: **{fastest}** ({points[fastest][1]:.0f} img/s on this machine, "
-        f"test accuracy {points[fastest][0]:.3f})."
-    )
+    fastest = fastest_beyond_noise(results)
+    if fastest is not None:
+        lines.append(
+            f"When speed matters: **{fastest}** ({points[fastest][1]:.0f} img/s on this "
+            f"machine, at least {noise} faster than any other run; test accuracy "
+            f"{points[fastest][0]:.3f})."
+        )
     return lines

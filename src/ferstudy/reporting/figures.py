@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ferstudy import CLASSES  # noqa: E402
-from ferstudy.analysis.findings import pareto_front  # noqa: E402
+from ferstudy.analysis.findings import FASTER_BY, pareto_front  # noqa: E402
 from ferstudy.analysis.stats import seeds_text, summarize  # noqa: E402
 from ferstudy.core.files import Dataset, atomic_path  # noqa: E402
 
@@ -169,12 +169,14 @@ def plot_confusion(run: str, matrix: list[list[float]], out: Path) -> Path:
 
 
 def plot_accuracy_speed(results: dict, out: Path) -> Path:
-    """Mean test accuracy (95 % interval across seeds) against measured inference speed."""
+    """Mean test accuracy (95 % interval across seeds) against measured inference speed, and
+    the Pareto front that :func:`ferstudy.analysis.findings.choice` states (speeds closer than
+    :data:`~ferstudy.analysis.findings.FASTER_BY` count as equal)."""
     points = {
         r: (v["eval"]["accuracy"], v["speed"]["images_per_second_batch64"])
         for r, v in results.items()
     }
-    front = pareto_front(points)
+    front = pareto_front(points, FASTER_BY)
     fig, ax = plt.subplots(figsize=(6, 4))
     for run, (acc, speed) in points.items():
         hw = summarize([e["accuracy"] for e in results[run]["seed_eval"]]).half_width
@@ -192,7 +194,7 @@ def plot_accuracy_speed(results: dict, out: Path) -> Path:
         [points[r][0] for r in front],
         ":",
         color="tab:red",
-        label="Pareto front (means)",
+        label=f"Pareto front (means; speeds within {100 * (FASTER_BY - 1):.0f} % equal)",
     )
     ax.set_xscale("log")
     ax.set_xlabel("images per second (batch 64, this machine)")

@@ -1,8 +1,10 @@
 """The report as one self-contained HTML page: just enough Markdown, embedded figures, style.
 
 The report is written once as Markdown (``reports/report.md``); this turns the same text
-into a page: headings, paragraphs (a paragraph right before a table reads as its caption),
-lists, tables with a header row, images embedded as data URIs, bold and code. A table cell
+into a page: headings (with the anchors GitHub gives them, so the report's links to its own
+sections work), paragraphs (a paragraph right before a table reads as its caption), lists,
+tables with a header row, images embedded as data URIs (the italic line after one is its
+caption), bold, italics, code and links. A table cell
 that starts with **yes** (a flag, e.g. degenerate features) is highlighted in red, one that
 starts with **real** (a difference whose 95 % interval excludes 0) in green.
 """
@@ -13,6 +15,8 @@ import base64
 import html
 import re
 from pathlib import Path
+
+from ferstudy.reporting.markdown import slug
 
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
@@ -35,6 +39,7 @@ td.real{background:#dafbe1 !important;color:#116329;text-align:left}
 code{background:#eff1f3;padding:0 .3em;border-radius:4px;font-size:92%}
 ul{padding-left:1.4em}li{margin:.25em 0}
 img{max-width:100%;border:1px solid #d0d7de;border-radius:4px;margin:.4em 0}
+img+p{color:#57606a;font-size:13px;margin-top:0}
 """
 
 
@@ -68,12 +73,15 @@ def _alignments(rows: list[list[str]]) -> list[str]:
 
 
 def markdown_to_html(text: str, title: str = "FER backbone comparison") -> str:
-    """Just enough Markdown for this report: headings, lists, tables, images, bold, code."""
+    """Just enough Markdown for this report: headings, lists, tables, images, bold, italics,
+    code, links."""
 
     def inline(s: str) -> str:
         s = html.escape(s)
         s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+        s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+        s = re.sub(r"\*(.+?)\*", r"<em>\1</em>", s)
+        return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', s)
 
     out, table, in_list = [], [], False
     for line in text.splitlines() + [""]:
@@ -108,7 +116,8 @@ def markdown_to_html(text: str, title: str = "FER backbone comparison") -> str:
             out.append(img_html(Path(line[6:-2])))
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+            text = line[level:].strip()
+            out.append(f'<h{level} id="{slug(text)}">{inline(text)}</h{level}>')
         elif line.strip():
             out.append(f"<p>{inline(line)}</p>")
     return (

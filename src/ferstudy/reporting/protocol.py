@@ -45,12 +45,15 @@ def health_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def health_caption() -> str:
+def health_caption(images: int | None = None) -> str:
+    """What the feature-health table shows and when a run is flagged (``images``: how many
+    training images the features stage measured them on)."""
+    on = f"on {images:,} training images" if images else "on training images"
     return (
-        f"Measured by the features stage on 512 training images. A run is flagged when its "
-        f"features move across images by less than {MIN_STD:g} on average, or by less than "
-        f"{100 * MIN_RELATIVE_STD:g} % of their RMS: the tail then has (almost) nothing to "
-        "learn from, and its curves measure the optimiser, not the backbone."
+        f"Frozen features of each study run {on} (first seed; the flag counts every seed). "
+        f"Flagged: they vary across images by under {MIN_STD:g} on average or under "
+        f"{100 * MIN_RELATIVE_STD:g} % of their RMS, leaving the tail almost nothing to "
+        "learn from"
     )
 
 
@@ -167,7 +170,7 @@ def disagreements(
 
 def fidelity_caption(metric0: str) -> str:
     return (
-        f"Signs of the study's rates that this project's agree with, out of the rates both "
-        f"have, and the RMSE in brackets; a rate with |value| < {ZERO_BAND:g} counts as 0. "
-        f"Metric[0] read as `{metric0}` (params `metric0`)."
+        "Each study run against the study's Tables 2-5 (seed means): signs that agree, out of "
+        f"the rates both have, and the RMSE in brackets; |value| < {ZERO_BAND:g} counts as 0; "
+        f"Metric[0] read as `{metric0}` (`metric0` in params.yaml)"
     )

@@ -44,7 +44,8 @@ def _epochs(r: dict) -> str:
 
 def runs_table(results: dict) -> str:
     """Scores of every run: mean ± half-width across its seeds; the study's runs first, then
-    the fine-tuned ones (``mode``)."""
+    the fine-tuned ones (``mode``). ``data``: the run's ``fraction``; precision: the one its
+    speed was measured at (its features')."""
     head = (
         "| run | mode | seeds | epochs run (best) | data | precision | initial val acc "
         "| final val acc | best val acc | test acc | macro-F1 | PrivateTest acc (images) "
@@ -57,8 +58,8 @@ def runs_table(results: dict) -> str:
         images = f" ({private['images']:,.0f})" if private.get("images") else ""
         mode = "**fine-tuned**" if paths.is_finetune(run) else "frozen"
         lines.append(
-            f"| {run} | {mode} | {a['n']} | {_epochs(r)} | {r['config'].get('fraction', 1.0):g} | "
-            f"{r['config']['precision']} | {pm(a['initial_val_accuracy'])} | "
+            f"| {run} | {mode} | {a['n']} | {_epochs(r)} | {r['fraction']:g} | "
+            f"{sp['precision']} | {pm(a['initial_val_accuracy'])} | "
             f"{pm(a['final_val_accuracy'])} | {pm(a['best_val_accuracy'])} | "
             f"{pm(a['test_accuracy'])} | {pm(a['macro_f1'])} | "
             f"{pm(a.get('privatetest_accuracy'))}{images} | {sp['parameters']:,} | "
@@ -229,7 +230,7 @@ def outside_table(results: dict, outside: dict[str, Any] | None) -> str:
     if outside and outside["private_test"]["images"]:
         ref = outside["private_test"]
         lines.append(
-            f"| `fer` mini-Xception (outside reference) | "
+            "| `fer` mini-Xception, the study's test split only (not the ranking's image set) | "
             f"{cells(ref['accuracy'], ref['images'], '—')} |"
         )
     for run, r in sorted(results.items()):

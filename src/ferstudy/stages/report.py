@@ -9,12 +9,19 @@ therefore stays in the DVC cache, not in git. Tables: :mod:`ferstudy.reporting.t
 conclusions: :mod:`ferstudy.analysis.findings`. Every run is read across its seeds: numbers are seed
 means with a 95 % interval, and a difference is claimed only where its interval excludes 0.
 
+The page answers first (:mod:`ferstudy.reporting.markdown`): a summary of a few lines, the
+findings and the backbone choice, the table of every run, the differences that are real, then
+one section per topic with its own figures, and the appendices last.
+
 Fine-tuned runs (``<run>-finetune``) appear where they compare like any model: the ranking on
 FER2013's PrivateTest (``metrics/ranking.json``), the runs table (marked fine-tuned), the
 pairwise comparisons, per-emotion F1, speed, the backbone choice and the confusion matrices,
 plus a curves figure of their own. The sections about the study itself (feature health, the
 study's tables and fidelity, pretrained against random, curves per backbone) keep to the
 study's runs: a fine-tuned run has no cached features and no counterpart in the paper.
+
+The report reads metrics, never the saved models: a run's ``data`` share is its backbone's
+``fraction`` in params (:func:`data_fraction`), its precision the one its speed was timed at.
 """
 
 from __future__ import annotations
@@ -62,13 +69,26 @@ def _health(run_ids: list[str]) -> dict[str, Any]:
     }
 
 
-def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+def data_fraction(params: Params, run: str) -> float:
+    """Share of every split a run used: its backbone's ``fraction`` for a study run, all of
+    it for a fine-tuned run (the finetune stage trains on the whole split)."""
+    if paths.is_finetune(run):
+        return 1.0
+    backbone, _ = paths.parse_run_name(run)
+    return params.backbone_settings(backbone).fraction
+
+
+def load_results(
+    runs: list[str], seeds: list[int], fractions: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
     """Everything the earlier stages wrote for each run, across its seeds: ``study`` and
     ``eval`` are seed means, ``seed_study``/``seed_eval``/``seed_curves`` each seed's own,
-    ``aggregate`` the aggregate stage's intervals; speed and config are the first seed's,
-    feature health too, flagged degenerate when any seed's features are. A fine-tuned run
-    (``finetune`` true) has no feature health (None); its seeds may have stopped at different
-    epochs, so ``study`` and ``curves`` average only the windows and epochs every seed has."""
+    ``aggregate`` the aggregate stage's intervals; speed is the first seed's, feature health
+    too, flagged degenerate when any seed's features are; ``fraction`` from ``fractions``
+    (1 for a run not in it). A fine-tuned run (``finetune`` true) has no feature health
+    (None); its seeds may have stopped at different epochs, so ``study`` and ``curves``
+    average only the windows and epochs every seed has."""
+    fractions = fractions or {}
     results = {}
     for run in runs:
         backbone, init = paths.parse_run_name(run)
@@ -91,7 +111,7 @@ def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]
             "curves": mean_record(common_curves(curves)),
             "aggregate": read_json(paths.aggregate_file(run)),
             "speed": read_json(paths.speed_file(ids[0])),
-            "config": read_json(paths.model_dir(ids[0]) / "config.json"),
+            "fraction": fractions.get(run, 1.0),
             "health": None if tuned else _health(ids),
             "test_rows": rows,
             "test_probabilities": probabilities.mean(axis=0),
@@ -160,7 +180,8 @@ def draw_figures(results: dict[str, dict[str, Any]], dataset) -> list[tuple[str,
 
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``report`` stage."""
-    results = load_results(params.all_runs, params.seeds)
+    runs = params.all_runs
+    results = load_results(runs, params.seeds, {r: data_fraction(params, r) for r in runs})
     paper = load_paper_tables()
     fidelity = read_json(FIDELITY_FILE)
     comparisons = read_json(COMPARISONS_FILE)
