@@ -47,6 +47,7 @@ def _write_run(run: str, correct: np.ndarray, rows: np.ndarray) -> None:
             paths.eval_file(run_id),
             {"accuracy": accuracy, "macro_f1": accuracy / 2, "privatetest": {"images": 0}},
         )
+        write_json(paths.speed_file(run_id), {"images_per_second_batch64": 100.0 + seed})
         labels = LABELS[rows]
         predicted = np.where(right, labels, (labels + 1) % 7)
         save_npz(
@@ -92,6 +93,11 @@ def test_aggregates_are_the_seeds_mean_sd_and_t_interval(outputs):
     assert initial["mean"] == pytest.approx(0.32) and initial["sd"] == pytest.approx(0.01)
     assert agg["MCR"]["accuracy"]["6-10"]["mean"] == pytest.approx(1.02)
     assert "privatetest_accuracy" not in agg  # no PrivateTest image: no such measure
+    top = json.loads((paths.HEADLINE_DIR / "onet-pretrained.json").read_text())
+    assert top["test_acc"] == round(accuracies.mean(), 4) and top["seeds"] == 3
+    assert top["test_acc_hw"] == round(half, 4) and top["private_acc"] is None
+    assert top["img_per_s"] == 102  # mean of 101, 102, 103 images per second
+    assert sorted(p.stem for p in paths.HEADLINE_DIR.iterdir()) == sorted(params["runs"])
 
 
 def test_every_pair_is_compared_paired_on_shared_images_best_first(outputs):

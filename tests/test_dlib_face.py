@@ -146,4 +146,4 @@ def test_params_refuse_dlib_random() -> None:
         "params.yaml: runs: dlib-random: dlib has no random initialisation; use dlib-pretrained"
     )
     ok = validate_params({"runs": ["dlib-pretrained"], "backbone": backbone})
-    assert ok["runs"] == ["dlib-pretrained"]
+    assert ok.runs == ["dlib-pretrained"]

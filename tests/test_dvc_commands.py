@@ -23,7 +23,12 @@ pytestmark = pytest.mark.dvc
 
 def _dvc(*args: str, cwd: Path = ROOT) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=DVC, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=DVC,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -146,7 +146,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
         dies_in_epoch_3.__wrapped__ = F.log_epoch
         mp.setattr(F, "log_epoch", dies_in_epoch_3)
         with pytest.raises(KeyboardInterrupt):
-            F.run(load_params(), "onet", "random", 42)
+            F.run(load_params(), RUN, 42)
         mp.undo()
         mp.chdir(killed)
         assert main(["finetune", RUN]) == 0
@@ -166,7 +166,9 @@ def test_class_weights_balanced_as_scikit_learn():
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    s = settings(_params(epochs=10, warmup_epochs=2, lr=0.01), "onet", "random", 42)
+    s = settings(
+        validate_params(_params(epochs=10, warmup_epochs=2, lr=0.01)), "onet", "random", 42
+    )
     lr = learning_rate(s, steps_per_epoch=5)
     assert float(lr(0)) == pytest.approx(0.0)
     assert float(lr(5)) == pytest.approx(0.005)
@@ -202,7 +204,7 @@ def test_keeps_the_best_validation_epoch_not_the_last(tmp_path):
         _project(tmp_path, mp, epochs=4)
         mp.setattr(F, "predict_images", predict)
         mp.setattr(F, "loss_and_accuracy", lambda probabilities, labels: (1.0, next(scripted)))
-        F.run(load_params(), "onet", "random", 42)
+        F.run(load_params(), RUN, 42)
         loaded = load_model(paths.model_dir(paths.run_id(TUNED, 42)))
     assert loaded.config["best_epoch"] == 2 and loaded.config["val_accuracy"] == 0.8
     at_epoch_2, last = seen[3], seen[5]
@@ -273,7 +275,7 @@ def _scripted_run(root: Path, accuracies: list[float], die_at_log: int | None = 
         mp.setenv("FERSTUDY_CHECKPOINT_SECONDS", "0")
         mp.setattr(F, "loss_and_accuracy", lambda probabilities, labels: (1.0, next(scripted)))
         mp.setattr(F, "log_epoch", log)
-        F.run(load_params(), "onet", "random", 42)
+        F.run(load_params(), RUN, 42)
 
 
 def test_a_resumed_run_remembers_its_best_epoch(tmp_path):
