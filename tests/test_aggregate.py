@@ -13,6 +13,7 @@ from scipy.stats import t as scipy_t
 from statsmodels.stats.multitest import multipletests
 
 from ferstudy.analysis import ranking
+from ferstudy.analysis.headline import headline
 from ferstudy.analysis.stats import paired_difference
 from ferstudy.core import paths
 from ferstudy.core.files import save_npz, write_json
@@ -355,3 +356,22 @@ def test_finetuned_pairs_are_their_own_holm_family(monkeypatch):
     assert len(tuned) == 3 and all(p["family"] == "finetune" for p in tuned)
     raw = sorted(p["p_value"] for p in tuned)
     assert min(p["p_holm"] for p in tuned) == pytest.approx(min(1.0, 3 * raw[0]))
+
+
+def test_headline_rounds_and_reads_the_first_window():
+    summary = {"mean": 0.123456, "half_width": 0.0123456}
+    aggregate = {
+        "n": 2,
+        "test_accuracy": summary,
+        "macro_f1": summary,
+        "initial_val_accuracy": summary,
+        "MCR": {"accuracy": {"6-10": {"mean": 0.5}, "1-5": {"mean": 0.0123456}}},
+        "MOFR": {"accuracy": {"11-15": {"mean": 0.5}, "1-5": {"mean": -0.0012345}}},
+    }
+    speeds = [{"images_per_second_batch64": 1234.0}, {"images_per_second_batch64": 1236.0}]
+    h = headline(aggregate, speeds)
+    assert (h["test_acc"], h["test_acc_hw"]) == (0.1235, 0.0123)
+    assert h["private_acc"] is None  # no PrivateTest images in its test set
+    assert (h["mcr_first"], h["mofr_first"]) == (0.01235, -0.00123)
+    assert h["img_per_s"] == 1240 and isinstance(h["img_per_s"], int)
+    assert headline(aggregate, [{"images_per_second_batch64": 13.44}])["img_per_s"] == 13.4

@@ -59,25 +59,6 @@ def test_headline_files_repeat_the_aggregate_and_speed_files():
         assert written["seeds"] == len(seeds)
 
 
-def test_headline_rounds_and_reads_the_first_window():
-    summary = {"mean": 0.123456, "half_width": 0.0123456}
-    aggregate = {
-        "n": 2,
-        "test_accuracy": summary,
-        "macro_f1": summary,
-        "initial_val_accuracy": summary,
-        "MCR": {"accuracy": {"6-10": {"mean": 0.5}, "1-5": {"mean": 0.0123456}}},
-        "MOFR": {"accuracy": {"11-15": {"mean": 0.5}, "1-5": {"mean": -0.0012345}}},
-    }
-    speeds = [{"images_per_second_batch64": 1234.0}, {"images_per_second_batch64": 1236.0}]
-    h = headline(aggregate, speeds)
-    assert (h["test_acc"], h["test_acc_hw"]) == (0.1235, 0.0123)
-    assert h["private_acc"] is None  # no PrivateTest images in its test set
-    assert (h["mcr_first"], h["mofr_first"]) == (0.01235, -0.00123)
-    assert h["img_per_s"] == 1240 and isinstance(h["img_per_s"], int)
-    assert headline(aggregate, [{"images_per_second_batch64": 13.44}])["img_per_s"] == 13.4
-
-
 def test_plots_open_with_the_training_curves(tmp_path):
     _dvc("plots", "show", "--out", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()
