@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ferstudy.cli import STAGES
 from ferstudy.core.code import SOURCE_ROOT, import_closure
 
 CHEAP = {"metrics", "aggregate", "report"}
@@ -21,9 +20,7 @@ FOLDERS = ("src/ferstudy/analysis", "src/ferstudy/reporting")
 
 def code_deps(command: str) -> list[str]:
     root = SOURCE_ROOT.parent
-    files = [
-        str(f.relative_to(root)) for f in import_closure(f"ferstudy.stages.{STAGES[command][0]}")
-    ]
+    files = [str(f.relative_to(root)) for f in import_closure(f"ferstudy.stages.{command}")]
     if command in CHEAP:
         files = [next((d for d in FOLDERS if f.startswith(d + "/")), f) for f in files]
     return sorted(set(files))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ferstudy.cli import STAGES
+from ferstudy.cli import STAGES, stage_help
 from ferstudy.core.code import direct_imports, import_closure, module_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,9 @@ def test_every_stage_module_is_a_cli_stage_and_has_the_one_signature():
     import importlib
     from inspect import signature
 
-    assert sorted(f"ferstudy.stages.{m}" for m, _, _ in STAGES.values()) == stage_modules()
+    assert sorted(f"ferstudy.stages.{name}" for name in STAGES) == stage_modules()
+    for name in STAGES:  # the CLI's help is the module's own first paragraph
+        assert stage_help(name) and not stage_help(name).startswith("Stage "), name
     for module in stage_modules():
         mod = importlib.import_module(module)
         assert list(signature(mod.run).parameters) == ["params", "run", "seed"], module
@@ -71,7 +73,7 @@ def _covered(file: Path, deps: list[str]) -> bool:
 def missing_code_deps(stage: dict) -> list[str]:
     """The files in the import closure of a dvc.yaml stage's module that its deps miss."""
     command = stage["cmd"].split()[1]
-    module = f"ferstudy.stages.{STAGES[command][0]}"
+    module = f"ferstudy.stages.{command}"
     deps = [d for d in stage.get("deps", []) if isinstance(d, str)]
     return [str(f.relative_to(ROOT)) for f in import_closure(module) if not _covered(f, deps)]
 

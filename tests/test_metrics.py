@@ -20,7 +20,7 @@ from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import read_json
 from ferstudy.reporting import tables
-from ferstudy.stages import rates as M
+from ferstudy.stages import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 

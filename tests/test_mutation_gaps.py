@@ -24,7 +24,7 @@ from ferstudy.core.files import Dataset, load_split, read_json, save_dataset, wr
 from ferstudy.core.params import _expectations, _one_of, load_params, validate_params
 from ferstudy.data import splits as S
 from ferstudy.reporting import tables
-from ferstudy.stages import rates as M
+from ferstudy.stages import metrics as M
 from ferstudy.stages import split as split_stage
 from ferstudy.stages.evaluate import privatetest_scores, scores
 

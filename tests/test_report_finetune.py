@@ -16,8 +16,7 @@ from ferstudy.analysis.ranking import FER_NAME, PUBLISHED
 from ferstudy.core import paths
 from ferstudy.core.files import Dataset, save_dataset, save_npz, write_json
 from ferstudy.core.paths import OUTSIDE_PROBABILITIES, health_file
-from ferstudy.stages import aggregate, report
-from ferstudy.stages import rates as metrics
+from ferstudy.stages import aggregate, metrics, report
 from ferstudy.stages.evaluate import privatetest_scores, scores
 
 ROOT = Path(__file__).resolve().parents[1]

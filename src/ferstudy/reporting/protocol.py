@@ -14,6 +14,7 @@ from ferstudy.analysis.fidelity import ZERO_BAND
 from ferstudy.analysis.health import MIN_RELATIVE_STD, MIN_STD
 from ferstudy.analysis.rates import METRIC0, TABLES
 from ferstudy.core.files import read_json
+from ferstudy.reporting.tables import markdown_table
 
 VARIANTS_DIR = Path("reference/protocol_variants")
 #: scripts/health_by_frozen_bn.py: random backbones' feature health under each frozen_bn.
@@ -22,11 +23,7 @@ HEALTH_BY_FROZEN_BN = Path("reference/health_by_frozen_bn.json")
 
 def health_table(results: dict[str, dict[str, Any]]) -> str:
     """Feature health of every run, the flag and its reason."""
-    lines = [
-        "| run | frozen BN | RMS | across-image std | relative std | constant dims | "
-        "top-1 PC | top-10 PC | degenerate |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     for run, r in sorted(results.items()):
         h = r["health"]
         bn = (
@@ -37,12 +34,21 @@ def health_table(results: dict[str, dict[str, Any]]) -> str:
         flag = f"**yes**: {h['reason']}" if h["degenerate"] else "no"
         if h["degenerate"] and h.get("seeds", 1) > 1:
             flag += f" ({h['degenerate_seeds']} of {h['seeds']} seeds)"
-        lines.append(
-            f"| {run} | {bn} | {h['rms']:.3g} | {h['across_image_std']:.3g} | "
-            f"{h['relative_std']:.3f} | {100 * h['constant_fraction']:.1f} % | "
-            f"{h['top1_variance']:.2f} | {h['top10_variance']:.2f} | {flag} |"
+        rows.append(
+            (
+                run,
+                bn,
+                f"{h['rms']:.3g}",
+                f"{h['across_image_std']:.3g}",
+                f"{h['relative_std']:.3f}",
+                f"{100 * h['constant_fraction']:.1f} %",
+                f"{h['top1_variance']:.2f}",
+                f"{h['top10_variance']:.2f}",
+                flag,
+            )
         )
-    return "\n".join(lines)
+    columns = ("run", "frozen BN", "RMS", "across-image std", "relative std", "constant dims")
+    return markdown_table((*columns, "top-1 PC", "top-10 PC", "degenerate"), "llrrrrrrl", rows)
 
 
 def health_caption(images: int | None = None) -> str:

@@ -10,6 +10,7 @@ it), **yes** a flag.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from scipy.stats import binomtest
@@ -42,6 +43,15 @@ def _epochs(r: dict) -> str:
     )
 
 
+def markdown_table(columns: Sequence[str], align: str, rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: the header, the alignment row (``align``: one ``l`` or ``r`` per
+    column, text left and numbers right) and one line per row."""
+    marks = {"l": "---", "r": "---:"}
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def runs_table(results: dict) -> str:
     """Scores of every run: mean ± half-width across its seeds; the study's runs first, then
     the fine-tuned ones (``mode``). ``data``: the run's ``fraction``; precision: the one its
@@ -70,29 +80,27 @@ def runs_table(results: dict) -> str:
 
 def speed_table(results: dict) -> str:
     """Measured inference cost of every run (varies from one measurement to the next)."""
-    lines = [
-        "| run | size on disk (MB) | ms/image (batch 1) | images/s (batch 64) | precision "
-        "| device |",
-        "|---|---:|---:|---:|---|---|",
-    ]
-    for run, r in sorted(results.items()):
-        sp = r["speed"]
-        lines.append(
-            f"| {run} | {sp['size_mb']:.1f} | {sp['ms_per_image_batch1']:.1f} | "
-            f"{sp['images_per_second_batch64']:.0f} | {sp['precision']} | {sp['device']} |"
+    columns = ("run", "size on disk (MB)", "ms/image (batch 1)", "images/s (batch 64)")
+    rows = [
+        (
+            run,
+            f"{r['speed']['size_mb']:.1f}",
+            f"{r['speed']['ms_per_image_batch1']:.1f}",
+            f"{r['speed']['images_per_second_batch64']:.0f}",
+            r["speed"]["precision"],
+            r["speed"]["device"],
         )
-    return "\n".join(lines)
+        for run, r in sorted(results.items())
+    ]
+    return markdown_table((*columns, "precision", "device"), "lrrrll", rows)
 
 
 def per_class_table(results: dict) -> str:
-    lines = ["| run | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
-    for run, r in sorted(results.items()):
-        lines.append(
-            f"| {run} | "
-            + " | ".join(f"{r['eval']['per_class'][c]['f1']:.3f}" for c in CLASSES)
-            + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        (run, *(f"{r['eval']['per_class'][c]['f1']:.3f}" for c in CLASSES))
+        for run, r in sorted(results.items())
+    ]
+    return markdown_table(("run", *CLASSES), "l" + "r" * len(CLASSES), rows)
 
 
 def side_by_side(results: dict, paper: dict[tuple, float]) -> str:

