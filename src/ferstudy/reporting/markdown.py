@@ -369,7 +369,7 @@ def per_emotion_section(inputs: Inputs) -> list[str]:
 # --------------------------------------------------------------------------- appendices
 
 
-def section(heading: str, *blocks: str) -> list[str]:
+def text_section(heading: str, *blocks: str) -> list[str]:
     """A section: its heading, then each block (a paragraph, a table) and a blank line."""
     lines = [heading, ""]
     for block in blocks:
@@ -378,7 +378,7 @@ def section(heading: str, *blocks: str) -> list[str]:
 
 
 def all_pairs_appendix(inputs: Inputs) -> list[str]:
-    return section(
+    return text_section(
         ALL_PAIRS_HEADING,
         "Test accuracy of every pair of runs, the first minus the second, paired on the test "
         "images both were scored on. Holm adjusts within two families: pairs of study runs, "
@@ -431,7 +431,7 @@ def _disagreements(inputs: Inputs) -> list[str]:
 
 
 def tables_appendix(inputs: Inputs) -> list[str]:
-    return section(
+    return text_section(
         "## Appendix D: the study's Tables 2-5 beside this project's",
         "The study's values from `reference/paper_tables.csv` (read by OCR; Table 5's garbled "
         "vggface/pretrained row: the more legible reading). Metric[0] here: "
@@ -441,7 +441,7 @@ def tables_appendix(inputs: Inputs) -> list[str]:
 
 
 def speed_appendix(inputs: Inputs) -> list[str]:
-    return section(
+    return text_section(
         SPEED_HEADING,
         "Measured on the machine that ran the pipeline, first seed of each run. Timings vary "
         f"between measurements, so speeds within {100 * (FASTER_BY - 1):.0f} % are not told "
@@ -523,4 +523,5 @@ def markdown_report(
     appendices = [section(inputs) for section in APPENDICES]
     appendices.append(other_figures_appendix(inputs))
     top = summary(inputs, _headings(main), _headings(appendices))
-    return "\n".join(line for lines in [top, *main, *appendices] for line in lines)
+    text = "\n".join(line for lines in [top, *main, *appendices] for line in lines)
+    return re.sub(r"\n{3,}", "\n\n", text)  # one blank line between blocks
