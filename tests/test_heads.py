@@ -131,6 +131,14 @@ def test_heads_are_compared_with_the_dense_head_paired(project):
     assert (got["low"], got["high"]) == (pytest.approx(expected.low), pytest.approx(expected.high))
     assert got["paired_seeds"] and got["difference"] > 0.2
     assert out["logistic"]["test_accuracy"]["n"] == 2
+    save_npz(  # a head scored on other images than the dense head cannot be paired with it
+        paths.predictions_file(paths.run_id(RUN, 2), "logistic"),
+        rows=np.arange(421, 561),
+        predicted=np.zeros(140, int),
+    )
+    with pytest.raises(FerError) as err:
+        ranking.compare_with_dense(RUN, [1, 2], ["logistic"], labels)
+    assert str(err.value) == f"{RUN} logistic: scored on other test images; rerun heads"
 
 
 def test_heads_need_runs_of_the_matrix():

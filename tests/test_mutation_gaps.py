@@ -465,7 +465,10 @@ def test_descriptions_of_every_key():
     assert table["backbone.*"] == "a mapping of input_size, fraction, descriptor"
     assert table["backbone.*.fraction"] == "a number in (0, 1]"
     assert table["data.test_size"] == "a number in (0, 1)"
-    assert all(table.values())
+    assert table["heads.max_iter"] == "an integer >= 1"
+    assert table["finetune.epochs"] == "an integer >= 1"
+    assert table["finetune.augment.shift"] == "a number in [0, 0.5)"
+    assert all(isinstance(v, str) and v for v in table.values())  # every key says what it takes
     assert _one_of(("a", "b")) == "one of a, b"
 
 

@@ -65,8 +65,12 @@ def test_usage_split_is_fer2013s_own_protocol():
         "val": [2],
         "test": [1, 4],
     }
-    with pytest.raises(FerError, match="none is PublicTest"):
+    with pytest.raises(FerError) as err:
         usage_split(np.array(["Training", "PrivateTest"]))
+    assert str(err.value) == (
+        "data.split: usage needs images of every FER2013 usage; none is PublicTest "
+        "(a source without usage: use data.split: stratified)"
+    )
     with pytest.raises(FerError, match="none is Training, PublicTest, PrivateTest"):
         usage_split(np.array(["", ""]))  # a folder source without usage
 

@@ -325,19 +325,17 @@ class Params(_Strict):
 
 def _expectations() -> dict[str, str]:
     """Dotted key (``backbone.*`` for any backbone name) -> what it accepts."""
-    table = {name: f.description or "" for name, f in Params.model_fields.items()}
+    table = {name: f.description for name, f in Params.model_fields.items()}
     table["backbone.*"] = "a mapping of " + ", ".join(BackboneSettings.model_fields)
-    for name, f in BackboneSettings.model_fields.items():
-        table[f"backbone.*.{name}"] = f.description or ""
-    for name, f in DataParams.model_fields.items():
-        table[f"data.{name}"] = f.description or ""
     for section, model in (
+        ("backbone.*", BackboneSettings),
+        ("data", DataParams),
         ("heads", HeadsParams),
         ("finetune", FinetuneParams),
         ("finetune.augment", AugmentParams),
     ):
         for name, f in model.model_fields.items():
-            table[f"{section}.{name}"] = f.description or ""
+            table[f"{section}.{name}"] = f.description
     return table
 
 

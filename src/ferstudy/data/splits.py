@@ -32,7 +32,7 @@ def stratified_split(
     labels: np.ndarray, *, test_size: float, val_size: float, random_state: int
 ) -> dict[str, np.ndarray]:
     """Split row indices into train/val/test, stratified by label (fractions of the whole)."""
-    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+    if not (test_size > 0 and val_size > 0 and test_size + val_size < 1):
         raise FerError(f"split fractions test_size={test_size}, val_size={val_size} are not valid")
     idx = np.arange(len(labels))
     try:
