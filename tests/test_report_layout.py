@@ -31,7 +31,7 @@ PRETRAINED = "## Pretrained against random, and the training curves"
 EMOTIONS = "## Test F1 per emotion"
 #: The section each figure of the generated project belongs in.
 WHERE = {
-    "accuracy_vs_speed": "## Findings",
+    "accuracy_vs_speed": "## Appendix E: speed",
     "test_accuracy": "## Results of every run",
     "curves_finetune": "## Results of every run",
     "initial_accuracy": PRETRAINED,

@@ -362,18 +362,33 @@ def fastest_beyond_noise(results: dict[str, dict[str, Any]]) -> str | None:
     return ranked[0]
 
 
-def choice(
+def accuracy_choice(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]] | None = None
-) -> list[str]:
-    """The backbone choice: the Pareto front, the most accurate run (if it is distinguishably
-    so) and the fastest (if it is faster beyond the noise of the measurements; otherwise no
-    line).
+) -> str:
+    """The most accurate run, if it is distinguishably so (every run is a candidate under its
+    own name: a fine-tuned run beside, never in place of, the study run of the same backbone
+    and init)."""
+    leader = accuracy_leader(results, comparisons or {})
+    best = leader.run
+    if leader.runner_up is None:
+        return f"When accuracy matters: **{best}** (the only run)."
+    if leader.ahead:
+        return (
+            f"When accuracy matters: **{best}** (test accuracy {leader.accuracy:.3f}): ahead "
+            f"at 95 % after Holm of every other run on the test images they share, of the "
+            f"runner-up {leader.runner_up} by {leader.versus_runner_up.describe()}."
+        )
+    return (
+        f"When accuracy matters: {best} has the highest mean test accuracy "
+        f"({leader.accuracy:.3f}) but is not ahead at 95 % after Holm of "
+        f"{', '.join(leader.tied)} on the test images they share: no single most accurate run."
+    )
 
-    Every run is a candidate under its own name: a fine-tuned run beside, never in place of,
-    the study run of the same backbone and init."""
-    comparisons = comparisons or {}
+
+def speed_choice(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The Pareto front of accuracy and speed, and the fastest run if it is faster beyond
+    the noise of the measurements (otherwise no line): what depends on timings."""
     points = {r: (_accuracy(v), _speed(v)) for r, v in results.items()}
-    front = pareto_front(points, FASTER_BY)
     tuned = any(paths.is_finetune(r) for r in results)
     noise = f"{100 * (FASTER_BY - 1):.0f} %"
     lines = [
@@ -381,26 +396,11 @@ def choice(
         + (", for a fine-tuned run its own split's," if tuned else "")
         + f" vs images/s, speeds within {noise} of each other counted as equal, fastest "
         "first): "
-        + ", ".join(f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)" for r in front),
+        + ", ".join(
+            f"{r} ({points[r][0]:.3f}, {points[r][1]:.0f} img/s)"
+            for r in pareto_front(points, FASTER_BY)
+        ),
     ]
-    leader = accuracy_leader(results, comparisons)
-    best = leader.run
-    if leader.runner_up is None:
-        lines.append(f"When accuracy matters: **{best}** (the only run).")
-    elif leader.ahead:
-        lines.append(
-            f"When accuracy matters: **{best}** (test accuracy {leader.accuracy:.3f}): ahead "
-            f"at 95 % after Holm of every other run on the test images they share, of the "
-            "runner-up "
-            f"{leader.runner_up} by {leader.versus_runner_up.describe()}."
-        )
-    else:
-        lines.append(
-            f"When accuracy matters: {best} has the highest mean test accuracy "
-            f"({leader.accuracy:.3f}) but is not ahead at 95 % after Holm of "
-            f"{', '.join(leader.tied)} on the test images they share: no single most accurate "
-            "run."
-        )
     fastest = fastest_beyond_noise(results)
     if fastest is not None:
         lines.append(

@@ -170,7 +170,7 @@ def plot_confusion(run: str, matrix: list[list[float]], out: Path) -> Path:
 
 def plot_accuracy_speed(results: dict, out: Path) -> Path:
     """Mean test accuracy (95 % interval across seeds) against measured inference speed, and
-    the Pareto front that :func:`ferstudy.analysis.findings.choice` states (speeds closer than
+    the Pareto front that :func:`ferstudy.analysis.findings.speed_choice` states (speeds closer than
     :data:`~ferstudy.analysis.findings.FASTER_BY` count as equal)."""
     points = {
         r: (v["eval"]["accuracy"], v["speed"]["images_per_second_batch64"])

@@ -24,10 +24,11 @@ from typing import Any
 
 from ferstudy.analysis.findings import (
     FASTER_BY,
+    accuracy_choice,
     accuracy_leader,
-    choice,
     findings,
     pretrained_wins,
+    speed_choice,
 )
 from ferstudy.analysis.results import finetuned_runs, study_runs
 from ferstudy.analysis.stats import PairedDifference, seeds_text
@@ -220,7 +221,7 @@ def summary(inputs: Inputs, main: list[str], appendices: list[str]) -> list[str]
 
 
 def findings_section(inputs: Inputs) -> list[str]:
-    """The study's findings checked, then the backbone choice and its figure."""
+    """The study's findings checked, then the most accurate run (speed: Appendix E)."""
     return [
         "## Findings",
         "",
@@ -229,16 +230,9 @@ def findings_section(inputs: Inputs) -> list[str]:
         f"({doc('statistics.md', anchor='the-studys-claims-on-the-onet-pair')}).",
         "",
         *[f"- {f}" for f in findings(inputs.results, inputs.comparisons)],
+        f"- {accuracy_choice(inputs.results, inputs.comparisons)} Speed: "
+        f"{heading_link(SPEED_HEADING, 'Appendix E')}.",
         "",
-        f"Backbone choice (a run is called faster only when it is at least "
-        f"{100 * (FASTER_BY - 1):.0f} % faster: speeds vary between measurements):",
-        "",
-        *[f"- {c}" for c in choice(inputs.results, inputs.comparisons)],
-        "",
-        *inputs.figures.take(
-            ["accuracy_vs_speed"],
-            f"Speed: {doc('performance.md')}; {heading_link(SPEED_HEADING, 'Appendix E')}.",
-        ),
     ]
 
 
@@ -441,14 +435,21 @@ def tables_appendix(inputs: Inputs) -> list[str]:
 
 
 def speed_appendix(inputs: Inputs) -> list[str]:
-    return text_section(
-        SPEED_HEADING,
-        "Measured on the machine that ran the pipeline, first seed of each run. Timings vary "
-        f"between measurements, so speeds within {100 * (FASTER_BY - 1):.0f} % are not told "
-        "apart; everything else is identical on a rerun with the same seeds "
-        f"({doc('performance.md')}).",
-        report_tables.speed_table(inputs.results),
-    )
+    """Everything that depends on timings: the speed table, the Pareto front, a speed pick
+    beyond the noise and the accuracy-vs-speed figure."""
+    return [
+        *text_section(
+            SPEED_HEADING,
+            "Measured on the machine that ran the pipeline, first seed of each run. Timings "
+            f"vary between measurements, so speeds within {100 * (FASTER_BY - 1):.0f} % are "
+            "not told apart; everything else is identical on a rerun with the same seeds "
+            f"({doc('performance.md')}).",
+            report_tables.speed_table(inputs.results),
+        ),
+        *[f"- {line}" for line in speed_choice(inputs.results)],
+        "",
+        *inputs.figures.take(["accuracy_vs_speed"], f"Speed: {doc('performance.md')}."),
+    ]
 
 
 def outside_appendix(inputs: Inputs) -> list[str]:
