@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ferstudy.analysis.headline import headline
+from ferstudy.analysis.headline import headline, summary
 from ferstudy.core import paths
+from ferstudy.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = {**os.environ, "COLUMNS": "160", "DVC_NO_ANALYTICS": "1"}
@@ -41,8 +42,39 @@ def test_metrics_show_fits_a_screen():
     header = lines[0].split()
     for key in ("test_acc", "test_acc_hw", "macro_f1", "private_acc", "img_per_s"):
         assert key in header
-    runs = {Path(line.split()[0]).stem for line in lines[1:]}
+    files = {line.split()[0] for line in lines[1:]}
+    assert str(paths.SUMMARY_FILE) in files
+    runs = {Path(file).stem for file in files - {str(paths.SUMMARY_FILE)}}
     assert runs == {p.stem for p in (ROOT / paths.HEADLINE_DIR).glob("*.json")}
+
+
+#: The recommended flags of ``dvc exp show`` (README, docs/experiments.md).
+EXP_SHOW = ("--only-changed", "--drop", "metrics/headline|Created", "--keep", "(mean|best)_acc")
+
+
+def test_exp_show_fits_160_columns_with_the_recommended_flags(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    params = clone / "params.yaml"
+    params.write_text(params.read_text().replace("\nlr: 0.0001 ", "\nlr: 0.001 ", 1))
+    shown = _dvc("exp", "show", "--no-pager", *EXP_SHOW, cwd=clone)
+    lines = shown.rstrip("\n").splitlines()
+    assert "…" not in shown and max(map(len, lines)) <= 160, shown
+    header = lines[1].split()
+    assert header == ["Experiment", "best_acc", "mean_acc", "lr"], header
+    summary = json.loads((ROOT / paths.SUMMARY_FILE).read_text())
+    workspace = next(line.split() for line in lines if line.split()[:1] == ["workspace"])
+    assert float(workspace[1]) == summary["best_acc"] and workspace[3] == "0.001"
+
+
+def test_summary_repeats_the_headline_files():
+    headlines = {
+        file.stem: json.loads(file.read_text())
+        for file in (ROOT / paths.HEADLINE_DIR).glob("*.json")
+    }
+    written = json.loads((ROOT / paths.SUMMARY_FILE).read_text())
+    assert written == summary(headlines, load_params(ROOT / "params.yaml").runs)
+    assert written["best_acc"] == max(h["test_acc"] for h in headlines.values())
 
 
 def test_headline_files_repeat_the_aggregate_and_speed_files():
@@ -56,7 +88,6 @@ def test_headline_files_repeat_the_aggregate_and_speed_files():
         written = json.loads(file.read_text())
         assert written == headline(aggregate, speeds)
         assert written["test_acc"] == round(aggregate["test_accuracy"]["mean"], 4)
-        assert written["seeds"] == len(seeds)
 
 
 def test_plots_open_with_the_training_curves(tmp_path):

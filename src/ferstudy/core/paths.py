@@ -26,6 +26,8 @@ COMPARISONS_FILE = METRICS_DIR / "comparisons.json"
 RANKING_FILE = METRICS_DIR / "ranking.json"
 #: One file per run with its headline numbers: the pipeline's declared metrics.
 HEADLINE_DIR = METRICS_DIR / "headline"
+#: Mean and best test accuracy across runs: the columns of ``dvc exp show``.
+SUMMARY_FILE = METRICS_DIR / "summary.json"
 #: Per-epoch curves of each run (mean over seeds), for ``dvc plots``.
 CURVES_DIR = PLOTS_DIR / "curves"
 #: The aggregate stage's tables.

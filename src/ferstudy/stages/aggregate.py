@@ -20,7 +20,9 @@ The configurations are the study's runs and the fine-tuned ones (``all_runs``). 
   published figures (:data:`PUBLISHED`, not measured here) by accuracy on FER2013's
   PrivateTest (:func:`ranking`), each run with its difference from fer's model paired on the
   PrivateTest images both scored;
-- ``metrics/aggregate.md``: the same as tables.
+- ``metrics/aggregate.md``: the same as tables;
+- ``metrics/headline/<run>.json`` and ``metrics/summary.json``: the declared metrics
+  (:mod:`ferstudy.analysis.headline`).
 
 The windows of a study rate summarised across seeds are those every seed has
 (:func:`ferstudy.analysis.rates.common_windows`): a fine-tuned run stops early, so its seeds may
@@ -32,7 +34,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ferstudy.analysis.headline import headline
+from ferstudy.analysis.headline import headline, summary
 from ferstudy.analysis.ranking import (
     aggregate_run,
     comparisons,
@@ -61,13 +63,15 @@ from ferstudy.reporting.tables import markdown
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``aggregate`` stage."""
     runs, seeds = params.all_runs, params.seeds
-    aggregates = {}
-    with atomic_path(paths.HEADLINE_DIR, directory=True) as headlines:
+    aggregates, headlines = {}, {}
+    with atomic_path(paths.HEADLINE_DIR, directory=True) as folder:
         for name in runs:
             aggregates[name] = aggregate_run(seed_records(name, seeds), seeds)
             write_json(paths.aggregate_file(name), aggregates[name])
             speeds = [read_json(paths.speed_file(paths.run_id(name, s))) for s in seeds]
-            write_json(headlines / f"{name}.json", headline(aggregates[name], speeds))
+            headlines[name] = headline(aggregates[name], speeds)
+            write_json(folder / f"{name}.json", headlines[name])
+    write_json(paths.SUMMARY_FILE, summary(headlines, params.runs))
     labels, usage = load_labels(paths.DATASET_FILE), load_usage(paths.DATASET_FILE)
     pairs = comparisons(runs, seeds, labels)
     compared = {frozenset((c["a"], c["b"])) for c in pairs.values()}
