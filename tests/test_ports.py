@@ -201,8 +201,8 @@ def _random_state(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     state = {}
     for name, shape in _torchvision_shapes().items():
-        if name.endswith("running_var"):
-            state[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        if name.endswith("running_var") or (name.endswith(".weight") and len(shape) == 1):
+            state[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)  # BN keeps the scale
         elif name.endswith(".weight") and len(shape) == 4:
             fan_in = shape[1] * shape[2] * shape[3]
             state[name] = (rng.normal(size=shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
