@@ -499,7 +499,7 @@ def test_non_string_keys_are_unknown_keys_with_the_allowed_ones():
 def test_unknown_backbone_lists_the_backbones():
     assert _message({"backbone": {"vgface": {"input_size": 224}}}) == (
         "params.yaml: backbone.vgface: unknown backbone; expected a name among "
-        "vggface, openface, resnet50, mobilenet, onet, dlib"
+        "vggface, openface, resnet50, mobilenet, mobilenetv2, facenet, onet, dlib"
     )
 
 
