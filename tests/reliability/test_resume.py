@@ -154,3 +154,20 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(project, reference):
         params_file.write_text(saved)
         shutil.rmtree(project / "models", ignore_errors=True)
         shutil.rmtree(project / "metrics", ignore_errors=True)
+
+
+def test_a_checkpoint_from_another_dataset_file_is_not_resumed(project, reference):
+    _kill_after_epoch(project)
+    dataset = project / "data" / "fer2013.npz"
+    saved = dataset.read_bytes()
+    with np.load(dataset) as arrays:  # same images, one more entry: another sha256
+        np.savez(dataset, **dict(arrays), note=np.array("changed"))
+    try:
+        proc = _train(project)
+        log = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, log
+        assert "resuming" not in log and "epoch 0 (untrained)" in log
+    finally:
+        dataset.write_bytes(saved)
+        shutil.rmtree(project / "models", ignore_errors=True)
+        shutil.rmtree(project / "metrics", ignore_errors=True)

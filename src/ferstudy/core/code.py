@@ -1,8 +1,9 @@
 """The code a stage runs: the import closure of its module, read from the source.
 
-The closure decides two things that must not drift from the code: the ``features`` stage's
-recipe hash (a pretrained seed reuses a sibling's features only when the same code computed
-them) and the code deps of every stage in ``dvc.yaml`` (checked by ``tests/test_layers.py``).
+The closure decides what must not drift from the code: the ``features`` stage's recipe hash (a
+pretrained seed reuses a sibling's features only when the same code computed them), the
+fingerprint of a training checkpoint (a checkpoint resumes only under the same code) and the
+code deps of every stage in ``dvc.yaml`` (checked by ``tests/test_layers.py``).
 Imports inside functions count as much as module-level ones.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+from ferstudy.core.files import file_sha256
 
 #: The folder that holds the ``ferstudy`` package.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +51,8 @@ def import_closure(name: str) -> list[Path]:
             seen.add(current)
             todo.extend(direct_imports(current) - seen)
     return sorted(module_file(m) for m in seen)
+
+
+def code_digest(name: str) -> dict[str, str]:
+    """SHA-256 of every source file in ``name``'s import closure, by path in the package."""
+    return {str(file.relative_to(SOURCE_ROOT)): file_sha256(file) for file in import_closure(name)}

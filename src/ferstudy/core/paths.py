@@ -106,6 +106,11 @@ def speed_file(run_id: str) -> Path:
     return METRICS_DIR / "speed" / f"{run_id}.json"
 
 
+def training_time_file(run_id: str) -> Path:
+    """How long a fine-tuned run trained: a timing, kept out of the model folder."""
+    return METRICS_DIR / "speed" / f"{run_id}.train.json"
+
+
 def study_file(run_id: str) -> Path:
     """The study's rates of one run id."""
     return METRICS_DIR / "study" / f"{run_id}.json"

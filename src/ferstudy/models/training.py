@@ -1,6 +1,6 @@
 """What the training stages share: optimizers, the per-epoch dvclive log, and checkpoints.
 
-Training is checkpointed (weights, optimizer state, the log so far) under
+Training is checkpointed (weights, optimizer state, dropout's random state, the log so far) under
 ``.ferstudy/checkpoints/<run>/seed<seed>/``; a run killed mid-way resumes after its last
 checkpointed epoch when the same settings are run again, and ends with the same numbers. A
 checkpoint is written at the end of an epoch once ``FERSTUDY_CHECKPOINT_SECONDS`` (default
@@ -46,6 +46,25 @@ def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
         raise FerError(f"unknown optimizer '{name}' (known: {', '.join(OPTIMIZERS)})") from None
 
 
+def seed_dropout(model: keras.Model, seed: int) -> dict[str, tf.random.Generator]:
+    """Give every dropout layer of ``model`` its own seeded, stateful random generator.
+
+    Keras' default dropout draws from a stateful op whose position is not saved, so a resumed
+    run would draw other masks than an uninterrupted one. A ``tf.random.Generator`` keeps its
+    position in a variable, which :class:`Checkpoint` saves; the generators are returned for
+    it, by layer name.
+    """
+    from tf_keras.src.backend import RandomGenerator
+
+    generators = {}
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, keras.layers.Dropout):
+            layer._random_generator = RandomGenerator(seed * 1000 + index, rng_type="stateful")
+            layer._random_generator._maybe_init()
+            generators[layer.name] = layer._random_generator._generator
+    return generators
+
+
 def log_epoch(live: Live, acc: float, loss: float, val_acc: float, val_loss: float) -> None:
     for name, value in (
         ("train/accuracy", acc),
@@ -76,6 +95,20 @@ def start_log(
     return live
 
 
+def checkpoint_seconds() -> float:
+    """``FERSTUDY_CHECKPOINT_SECONDS`` (default 300): a number of seconds >= 0."""
+    value = os.environ.get("FERSTUDY_CHECKPOINT_SECONDS", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise FerError(
+            f"FERSTUDY_CHECKPOINT_SECONDS: expected a number of seconds >= 0 (got {value!r})"
+        )
+    return seconds
+
+
 def _remove(folder: Path) -> None:
     """Delete a checkpoint folder, its ``epoch.json`` first: never a marker beside half a
     state, whenever a kill comes."""
@@ -84,20 +117,23 @@ def _remove(folder: Path) -> None:
 
 
 class Checkpoint:
-    """Per-epoch checkpoint of a run: tail weights, optimizer state, dvclive log, fingerprint."""
+    """Per-epoch checkpoint of a run: the weights, optimizer state and dropout generators
+    (:func:`seed_dropout`) of what trains, its dvclive log and the fingerprint of everything
+    that decides its numbers."""
 
     def __init__(
         self,
         run: str,
         fingerprint: str,
-        tail: keras.Model,
+        model: tf.Module,
         optimizer: keras.optimizers.Optimizer,
         live_dir: Path,
+        generators: dict[str, tf.random.Generator],
     ):
         self.dir = CHECKPOINTS / run
         self.fingerprint, self.live_dir = fingerprint, live_dir
-        self.ckpt = tf.train.Checkpoint(model=tail, optimizer=optimizer)
-        self.interval = float(os.environ.get("FERSTUDY_CHECKPOINT_SECONDS", "300"))
+        self.ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, dropout=generators)
+        self.interval = checkpoint_seconds()
         self.last = time.monotonic()
         self.seconds, self.writes = 0.0, 0
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from ferstudy.analysis.health import health_summary
 from ferstudy.core import paths, runtime
-from ferstudy.core.code import SOURCE_ROOT, import_closure
+from ferstudy.core.code import code_digest
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import (
     SPLITS,
@@ -88,10 +88,7 @@ def recipe_digest(settings: dict[str, Any]) -> str:
         "settings": settings,
         "dataset": file_sha256(paths.DATASET_FILE),
         "split": file_sha256(paths.SPLIT_FILE),
-        "code": {
-            str(file.relative_to(SOURCE_ROOT)): file_sha256(file)
-            for file in import_closure(__name__)
-        },
+        "code": code_digest(__name__),
     }
     return json_sha256(parts)
 

@@ -31,14 +31,15 @@ import tensorflow as tf
 
 from ferstudy import CLASSES
 from ferstudy.core import paths, runtime
+from ferstudy.core.code import code_digest
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import json_sha256, load_dataset, read_json
+from ferstudy.core.files import file_sha256, json_sha256, load_dataset, read_json, write_json
 from ferstudy.core.params import Params
 from ferstudy.data.augment import Augmentation, augment
 from ferstudy.data.splits import split_rows
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.store import save_model
-from ferstudy.models.training import Checkpoint, log_epoch, start_log
+from ferstudy.models.training import Checkpoint, log_epoch, seed_dropout, start_log
 from ferstudy.models.transfer import build_classifier, image_transform, predict_images
 
 keras = tf.keras
@@ -238,9 +239,15 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
 
     live_dir = paths.live_dir(run_id)
     fingerprint = json_sha256(
-        {"settings": s.as_dict(), "train": [len(train_y), int(rows["train"].sum())]}
+        {
+            "settings": s.as_dict(),
+            "dataset": file_sha256(paths.DATASET_FILE),
+            "split": file_sha256(paths.SPLIT_FILE) if paths.SPLIT_FILE.is_file() else None,
+            "code": code_digest(__name__),
+        }
     )
-    checkpoint = Checkpoint(run_id, fingerprint, state, optimizer, live_dir)
+    generators = seed_dropout(classifier, s.seed)
+    checkpoint = Checkpoint(run_id, fingerprint, state, optimizer, live_dir, generators)
     done = checkpoint.restore()
 
     def untrained() -> tuple[float, float, float, float]:
@@ -281,9 +288,12 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         "best_epoch": best_epoch,
         "epochs_run": epoch,
         "val_accuracy": round(float(state.best_accuracy.numpy()), 6),
-        "train_seconds": round(seconds, 1),
     }
     save_model(paths.model_dir(run_id), classifier, config)
+    write_json(
+        paths.training_time_file(run_id),
+        {"train_seconds": round(seconds, 1), "epochs_run": epoch},
+    )
     checkpoint.clear()
     return {
         "run": run_id,

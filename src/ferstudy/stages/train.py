@@ -25,8 +25,9 @@ import tensorflow as tf
 from dvclive import Live
 
 from ferstudy.core import paths, runtime
+from ferstudy.core.code import code_digest
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import json_sha256, read_json
+from ferstudy.core.files import file_sha256, json_sha256, read_json
 from ferstudy.core.params import Params
 from ferstudy.data.feature_cache import CachedFeatures, rebuild_classifier
 from ferstudy.models.store import save_model
@@ -35,6 +36,7 @@ from ferstudy.models.training import (
     FeatureBatches,
     log_epoch,
     make_optimizer,
+    seed_dropout,
     start_log,
 )
 
@@ -93,9 +95,13 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             "settings": settings,
             "meta": meta,
             "features": (cache.folder / "train.npy").stat().st_size,
+            "dataset": file_sha256(paths.DATASET_FILE),
+            "split": file_sha256(paths.SPLIT_FILE),
+            "code": code_digest(__name__),
         }
     )
-    checkpoint = Checkpoint(run_id, fingerprint, cut.tail, optimizer, live_dir)
+    generators = seed_dropout(cut.tail, settings["seed"])
+    checkpoint = Checkpoint(run_id, fingerprint, cut.tail, optimizer, live_dir, generators)
     val = FeatureBatches(cache, "val", settings["batch_size"])
     done = checkpoint.restore()
 
