@@ -76,13 +76,14 @@ def _trainable(cut) -> int:
 
 def test_vggface_default_is_the_studys_fc8_cut():
     """deepface 2022: descriptor = Flatten over fc8; dropped, the last 4 layers are
-    dropout, fc7, dropout, fc8: fc7 and fc8 train on frozen fc6 output (4,096 values)."""
+    dropout, fc7, dropout, fc8: fc7 and fc8 train on frozen fc6 output (4,096 values), as
+    matmuls (1x1 convolutions over a 1x1 map)."""
     cut = split_frozen_tail(build_classifier(build_backbone("vggface", "random", 224, 0)), 4)
     assert cut.boundary_shapes == [(1, 1, 4096)]
     assert [type(layer).__name__ for layer in cut.tail.layers][-5:-2] == [
-        "Conv2D",
+        "PointwiseMatmul",
         "Dropout",
-        "Conv2D",
+        "PointwiseMatmul",
     ]
     assert _trainable(cut) == 16_781_312 + 10_742_334 + (2622 * 7 + 7)  # fc7, fc8, classifier
 

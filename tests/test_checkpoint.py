@@ -94,7 +94,7 @@ def _dropout_tail(seed: int) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimi
     )
     optimizer = tf.keras.optimizers.Adam(0.01)
     optimizer.build(tail.trainable_variables)
-    tail.compile(optimizer=optimizer, loss="mse")
+    tail.compile(optimizer=optimizer, loss="mse", jit_compile=True)  # as the train stage
     return tail, optimizer, training.seed_dropout(tail, seed)
 
 

@@ -85,3 +85,46 @@ def test_bf16_falls_back_to_fp32_for_backbones_without_bf16_kernels(images):
     transform = image_transform(get_backbone("mobilenet").preprocess, 32)
     assert extractor(cut.frozen, transform)(tf.constant(images)).dtype == tf.uint16  # bf16 bits
     runtime.set_precision("fp32")
+
+
+@pytest.mark.parametrize("side", [1, 3])
+def test_pointwise_matmul_has_conv2ds_outputs_and_gradients(side):
+    from ferstudy.models.transfer import PointwiseMatmul
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, side, side, 6)).astype("float32"))
+    conv = tf.keras.layers.Conv2D(5, 1)
+    matmul = PointwiseMatmul(5, 1)
+    conv.build(x.shape)
+    matmul.build(x.shape)
+    matmul.set_weights(conv.get_weights())
+    results = []
+    for layer in (conv, matmul):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_pointwise_as_matmul_swaps_only_1x1_convolutions_on_a_1x1_map():
+    from ferstudy.models.transfer import PointwiseMatmul, pointwise_as_matmul
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((3, 3, 4))
+    x = tf.keras.layers.Conv2D(8, 1, name="on_3x3")(inputs)
+    x = tf.keras.layers.Conv2D(8, 3, name="to_1x1")(x)
+    x = tf.keras.layers.Conv2D(6, 1, name="fc7")(x)
+    x = tf.keras.layers.Conv2D(5, 1, name="fc8")(x)
+    model = tf.keras.Model(inputs, x)
+    converted = pointwise_as_matmul(model)
+    kinds = {layer.name: type(layer).__name__ for layer in converted.layers[1:]}
+    assert kinds == {
+        "on_3x3": "Conv2D", "to_1x1": "Conv2D", "fc7": "PointwiseMatmul", "fc8": "PointwiseMatmul"
+    }  # fmt: skip
+    assert isinstance(converted.get_layer("fc8"), PointwiseMatmul)
+    images = np.random.default_rng(1).normal(size=(2, 3, 3, 4)).astype("float32")
+    np.testing.assert_allclose(converted(images), model(images), rtol=1e-5, atol=1e-6)
+    assert pointwise_as_matmul(converted) is converted  # nothing left to swap

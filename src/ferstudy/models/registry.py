@@ -48,6 +48,7 @@ import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from ferstudy.core.errors import FerError
 from ferstudy.models import dlib_face, facenet, mobilenetv2, onet
 from ferstudy.models.specs import SPECS, BackboneSpec, get_spec
+from ferstudy.models.transfer import pointwise_as_matmul
 
 keras = tf.keras
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
@@ -285,14 +286,19 @@ def build_backbone(
 ) -> keras.Model:
     """Build a backbone, last layer dropped, with pretrained weights or seeded random init.
 
+    Its 1x1 convolutions over a 1x1 map (VGG-Face's fc7 and fc8) compute as matmuls
+    (:func:`~ferstudy.models.transfer.pointwise_as_matmul`): same weights and outputs.
+
     ``descriptor`` picks one of the backbone's descriptor layers (VGG-Face: fc8 or fc7);
     None is the backbone's default.
     """
     backbone = get_backbone(name)
     backbone.check_init(init)
     keras.utils.set_random_seed(seed)
-    model = backbone.build_architecture(
-        backbone.check_input_size(input_size), backbone.check_descriptor(descriptor)
+    model = pointwise_as_matmul(
+        backbone.build_architecture(
+            backbone.check_input_size(input_size), backbone.check_descriptor(descriptor)
+        )
     )
     if init == "pretrained":
         backbone.load_pretrained(model)

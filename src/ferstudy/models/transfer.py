@@ -49,6 +49,46 @@ STATELESS_LAYERS = (
 )
 
 
+class PointwiseMatmul(layers.Conv2D):
+    """A 1x1, stride-1 convolution computed as the matmul it is, over the channel axis.
+
+    Same weights (kernel ``(1, 1, in, out)``), outputs and gradients as :class:`Conv2D`; on a
+    CPU, a 1x1 convolution over a 1x1 map runs several times slower as a convolution kernel
+    than as a matmul.
+    """
+
+    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        return tf.tensordot(inputs, kernel[0, 0], axes=[[3], [0]])
+
+
+def _is_pointwise_on_one_pixel(layer: keras.layers.Layer) -> bool:
+    return (
+        type(layer) is layers.Conv2D
+        and tuple(layer.kernel_size) == (1, 1)
+        and tuple(layer.strides) == (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.groups == 1
+        and tuple(layer.input_shape[1:3]) == (1, 1)
+    )
+
+
+def pointwise_as_matmul(model: keras.Model) -> keras.Model:
+    """``model`` with every 1x1 convolution over a 1x1 map computed as a matmul
+    (:class:`PointwiseMatmul`); the same layers, names and weights otherwise. VGG-Face's fc7
+    and fc8 are such convolutions."""
+    if not any(_is_pointwise_on_one_pixel(layer) for layer in model.layers):
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if _is_pointwise_on_one_pixel(layer):
+            return PointwiseMatmul.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def build_classifier(backbone: keras.Model) -> keras.Model:
     """Backbone -> [Flatten] -> Dense(7, softmax): the emotion classifier of the study."""
     x = backbone.output

@@ -87,7 +87,12 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     classifier, cut = rebuild_classifier(cache, settings["seed"])
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
     optimizer.build(cut.tail.trainable_variables)  # slots exist before a checkpoint restores them
-    cut.tail.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    cut.tail.compile(
+        optimizer=optimizer,
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=True,  # XLA fuses the optimizer's update of every tail variable
+    )
 
     live_dir = paths.live_dir(run_id)
     fingerprint = json_sha256(
