@@ -153,3 +153,45 @@ def test_the_committed_variant_reproduces_the_issues_count():
     old = {v["label"]: v for v in load_variants()}["inference-BN, fc7"]
     assert old["fidelity"]["untrained"]["random"]["signs_agree"] == 25
     assert old["fidelity"]["untrained"]["random"]["rates"] == 64
+
+
+def test_pretrained_runs_are_scored_on_their_familys_rows_apart():
+    from ferstudy.analysis.fidelity import family_fidelity, fidelity
+
+    paper = {
+        (2, "vggface", "pretrained", "1-5"): 0.05,
+        (2, "openface", "pretrained", "1-5"): -0.02,
+        (2, "mobilenet", "pretrained", "1-5"): 0.03,
+        (2, "openface", "random", "1-5"): 0.01,
+    }
+    rows = [
+        {"table": 2, "backbone": "facenet", "init": "pretrained", "epochs": "1-5", "value": 0.04},
+        {
+            "table": 2,
+            "backbone": "mobilenetv2",
+            "init": "pretrained",
+            "epochs": "1-5",
+            "value": -0.01,
+        },
+        {"table": 2, "backbone": "onet", "init": "pretrained", "epochs": "1-5", "value": 0.02},
+        {"table": 2, "backbone": "openface", "init": "random", "epochs": "1-5", "value": 0.01},
+    ]
+    families = family_fidelity(rows, paper)
+    assert set(families) == {"face recognition", "ImageNet"}  # ONet's family has no study row
+    face = families["face recognition"]
+    assert (face["ours"], face["study"], face["rates"], face["signs_agree"]) == (
+        ["facenet-pretrained"],
+        ["openface", "vggface"],
+        2,
+        1,
+    )
+    assert face["rmse"] == round(((0.04 - 0.05) ** 2 / 2 + (0.04 + 0.02) ** 2 / 2) ** 0.5, 6)
+    image = families["ImageNet"]
+    assert (image["ours"], image["study"], image["signs_agree"]) == (
+        ["mobilenetv2-pretrained"],
+        ["mobilenet"],
+        0,
+    )
+    scored = fidelity(rows, paper)
+    assert scored["total"]["rates"] == 1  # like for like: only openface-random's row
+    assert scored["pretrained_by_family"] == families

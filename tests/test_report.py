@@ -588,3 +588,32 @@ def test_comparisons_table_marks_only_intervals_that_exclude_zero():
     lines = comparisons_table(pairs).splitlines()
     assert lines[2].startswith("| a-random vs b-random | +") and lines[2].endswith("| **real** |")
     assert lines[3].endswith("| not distinguishable |") and "+0.0 points" in lines[3]
+
+
+FAMILY = "Which pretrained weights suit FER best, across families"
+
+
+def test_family_finding_names_the_best_family_only_beyond_noise():
+    results = {
+        "onet-pretrained": result("onet", "pretrained", accuracy=0.60),
+        "mobilenetv2-pretrained": result("mobilenetv2", "pretrained", accuracy=0.45),
+        "facenet-pretrained": result("facenet", "pretrained", accuracy=0.50),
+        "dlib-pretrained": result("dlib", "pretrained", accuracy=0.30),  # not its family's best
+        "facenet-random": result("facenet", "random", accuracy=0.70),  # not pretrained
+    }
+    clear = {
+        **comparison("onet-pretrained", "facenet-pretrained", AHEAD, CLEAR),
+        **comparison("onet-pretrained", "mobilenetv2-pretrained", CLEAR, CLEAR),
+    }
+    line = sentence(findings(results, clear), FAMILY)
+    assert line == (
+        f"{FAMILY} (the best pretrained run of each): onet-pretrained (face detection), ahead "
+        "of facenet-pretrained (face recognition); not distinguishable from "
+        "mobilenetv2-pretrained (ImageNet) (paired 95 % interval above 0, real after Holm); "
+        "the study: face recognition (VGG-Face pretrained best)."
+    )
+    one = {"facenet-pretrained": results["facenet-pretrained"]}
+    assert sentence(findings(one, {}), "Pretrained weights of one family") == (
+        "Pretrained weights of one family at most ran here (face recognition: "
+        "facenet-pretrained): no comparison."
+    )

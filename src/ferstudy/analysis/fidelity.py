@@ -1,4 +1,12 @@
-"""TODO docstring."""
+"""Fidelity: how closely this project's study rates (MCR/MOFR, Tables 2-5) agree with the
+study's own, by sign and RMSE.
+
+Like for like, a run is scored on the study's rows of the same backbone and init. The study's
+pretrained rows have no like-for-like run here, so :func:`family_fidelity` scores this
+project's pretrained runs on the study's pretrained rows of the same family (face recognition:
+VGG-Face, OpenFace; ImageNet: MobileNet, ResNet-50): the same kind of weights, not the same
+network.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from ferstudy.analysis.rates import (
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.paths import PAPER_TABLES
+from ferstudy.models.specs import get_spec
 
 #: A rate with absolute value below this counts as 0 when signs are compared.
 ZERO_BAND = 1e-3
@@ -73,7 +82,38 @@ def fidelity(rows: list[dict[str, Any]], paper: dict[tuple, float]) -> dict[str,
         init: agreement([(r["value"], p) for r, p in matched if r["init"] == init])
         for init in paths.INITS
     }
-    return {"runs": per_run, "total": agreement([(r["value"], p) for r, p in matched]), **by_init}
+    return {
+        "runs": per_run,
+        "total": agreement([(r["value"], p) for r, p in matched]),
+        **by_init,
+        "pretrained_by_family": family_fidelity(rows, paper),
+    }
+
+
+def family_fidelity(rows: list[dict[str, Any]], paper: dict[tuple, float]) -> dict[str, Any]:
+    """Per family: this project's pretrained rows against the study's pretrained rows of the
+    other backbones of that family (same table and window), by sign and RMSE."""
+    out: dict[str, Any] = {}
+    ours = [r for r in rows if r["init"] == "pretrained"]
+    for family in sorted({get_spec(r["backbone"]).family for r in ours}):
+        mine = [r for r in ours if get_spec(r["backbone"]).family == family]
+        study = sorted(
+            {
+                b
+                for (_, b, init, _) in paper
+                if init == "pretrained" and get_spec(b).family == family
+            }
+        )
+        pairs = [
+            (r["value"], paper[key])
+            for r in mine
+            for b in study
+            if b != r["backbone"] and (key := (r["table"], b, "pretrained", r["epochs"])) in paper
+        ]
+        if pairs:
+            runs = sorted({paths.run_name(r["backbone"], "pretrained") for r in mine})
+            out[family] = {"ours": runs, "study": study, **agreement(pairs)}
+    return out
 
 
 def fidelity_of_logs(

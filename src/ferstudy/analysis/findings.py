@@ -24,6 +24,7 @@ from scipy.stats import ttest_ind
 
 from ferstudy.analysis.stats import PairedDifference
 from ferstudy.core import paths
+from ferstudy.models.specs import get_spec
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,36 @@ def _accuracy(r: dict[str, Any]) -> float:
     return r["eval"]["accuracy"]
 
 
+def family_findings(
+    results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Which family of pretrained weights suits FER best: the most accurate pretrained run of
+    each family, checked against the others as :func:`accuracy_leader` does (a paired 95 %
+    interval above 0 that stays real after Holm)."""
+    best: dict[str, str] = {}
+    for run, r in results.items():
+        if r["init"] == "pretrained":
+            family = get_spec(r["backbone"]).family
+            if family not in best or _accuracy(r) > _accuracy(results[best[family]]):
+                best[family] = run
+    if len(best) < 2:
+        ran = "; ".join(f"{f}: {run}" for f, run in best.items()) or "none"
+        return [f"Pretrained weights of one family at most ran here ({ran}): no comparison."]
+    leader = accuracy_leader({run: results[run] for run in best.values()}, comparisons)
+    family_of = {run: f for f, run in best.items()}
+    ahead = [r for r in best.values() if r != leader.run and r not in leader.tied]
+    parts = [f"{run} ({family_of[run]})" for run in ahead]
+    verdict = f"ahead of {', '.join(parts)}" if parts else "ahead of no other family"
+    if leader.tied:
+        tied = ", ".join(f"{run} ({family_of[run]})" for run in leader.tied)
+        verdict += f"; not distinguishable from {tied}"
+    return [
+        f"Which pretrained weights suit FER best, across families (the best pretrained run of "
+        f"each): {leader.run} ({family_of[leader.run]}), {verdict} (paired 95 % interval "
+        f"above 0, real after Holm); the study: face recognition (VGG-Face pretrained best)."
+    ]
+
+
 def finetune_findings(
     results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]
 ) -> list[str]:
@@ -203,7 +234,7 @@ def findings(
     comparisons = comparisons or {}
     tuned = finetune_findings(results, comparisons)
     results = {run: r for run, r in results.items() if not paths.is_finetune(run)}
-    out = pretrained_findings(results, comparisons)
+    out = pretrained_findings(results, comparisons) + family_findings(results, comparisons)
     by = {(r["backbone"], r["init"]): r for r in results.values()}
     if ("vggface", "random") in by:
         r = by[("vggface", "random")]

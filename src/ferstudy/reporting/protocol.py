@@ -105,6 +105,23 @@ def fidelity_table(fidelity: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def family_fidelity_lines(fidelity: dict[str, Any]) -> list[str]:
+    """The pretrained runs scored on the study's pretrained rows of their family."""
+    families = fidelity.get("pretrained_by_family") or {}
+    if not families:
+        return ["No pretrained run here belongs to a family of the study's backbones."]
+    head = (
+        "The study's pretrained rows against this project's pretrained runs of the same family "
+        "(the same kind of weights, not the same network; apart from the like-for-like score "
+        "above):"
+    )
+    return [head, ""] + [
+        f"- {family}: {', '.join(f['ours'])} against the study's {', '.join(f['study'])}: "
+        f"{_score(f)} signs agree (RMSE)."
+        for family, f in families.items()
+    ]
+
+
 def load_variants(folder: Path = VARIANTS_DIR) -> list[dict[str, Any]]:
     """The committed protocol-variant records, by label."""
     if not folder.is_dir():
