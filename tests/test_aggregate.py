@@ -320,8 +320,10 @@ def test_the_recipe_hashes_the_features_stages_import_closure(tmp_path, monkeypa
     assert code.module_file("ferstudy.models.transfer") in files
     health = code.module_file("ferstudy.analysis.health")
     assert health in files
-    original = F.file_sha256
-    monkeypatch.setattr(F, "file_sha256", lambda p: "changed" if Path(p) == health else original(p))
+    original = code.file_sha256
+    monkeypatch.setattr(
+        code, "file_sha256", lambda p: "changed" if Path(p) == health else original(p)
+    )
     assert F.recipe_digest({}) != recipe
 
 

@@ -272,7 +272,8 @@ def tail_and_checkpoint(
         per_image = (time.perf_counter() - start) / (TAIL_EPOCHS * images)
         live = Path("live")
         live.mkdir()
-        checkpoint = training.Checkpoint("bench", "bench", cut.tail, optimizer, live)
+        generators = training.seed_dropout(cut.tail, 0)
+        checkpoint = training.Checkpoint("bench", "bench", cut.tail, optimizer, live, generators)
         for epoch in (1, 2):
             checkpoint.save(epoch)
         size = sum(f.stat().st_size for f in checkpoint.dir.rglob("*") if f.is_file())
