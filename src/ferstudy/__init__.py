@@ -19,3 +19,15 @@ __version__ = "0.1.0"
 
 #: The seven FER2013 emotions in the challenge's label order (label i is CLASSES[i]).
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+#: Public functions of ``ferstudy.tools.predict``, reached as ``ferstudy.analyze`` without
+#: loading TensorFlow at ``import ferstudy``.
+_API = ("analyze", "analyze_video")
+
+
+def __getattr__(name: str):  # noqa: ANN202  (PEP 562 module attribute)
+    if name in _API:
+        import importlib  # by name: the stages' import closures do not include the tools
+
+        return getattr(importlib.import_module("ferstudy.tools.predict"), name)
+    raise AttributeError(f"module 'ferstudy' has no attribute {name!r}")

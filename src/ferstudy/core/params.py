@@ -214,6 +214,15 @@ class FinetuneParams(_Strict):
         return self
 
 
+class ExportParams(_Strict):
+    """The ``export:`` section: the model that ships inside the package."""
+
+    run: Annotated[
+        str | None,
+        Field(description="a run of finetune.runs whose seeds are the candidates, or null"),
+    ] = None
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``.
 
@@ -276,6 +285,10 @@ class Params(_Strict):
         FinetuneParams,
         Field(description="a mapping of " + ", ".join(FinetuneParams.model_fields)),
     ] = FinetuneParams()
+    export: Annotated[
+        ExportParams,
+        Field(description="a mapping of " + ", ".join(ExportParams.model_fields)),
+    ] = ExportParams()
 
     @model_validator(mode="after")
     def _settings_for_each_backbone(self) -> Params:
@@ -300,6 +313,17 @@ class Params(_Strict):
                         "set heads.runs with runs, e.g. -S 'heads.runs=[...]')",
                         {"run": name},
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _export_of_a_finetuned_run(self) -> Params:
+        if self.export.run is not None and self.export.run not in self.finetune.runs:
+            raise PydanticCustomError(
+                "params",
+                "export.run: {run} is not in finetune.runs (the shipped model is chosen among "
+                "the seeds of a fine-tuned run)",
+                {"run": self.export.run},
+            )
         return self
 
     def need(self, key: str) -> Any:
@@ -333,6 +357,7 @@ def _expectations() -> dict[str, str]:
         ("heads", HeadsParams),
         ("finetune", FinetuneParams),
         ("finetune.augment", AugmentParams),
+        ("export", ExportParams),
     ):
         for name, f in model.model_fields.items():
             table[f"{section}.{name}"] = f.description
@@ -347,6 +372,7 @@ _KEYS_AT = {
     "heads": list(HeadsParams.model_fields),
     "finetune": list(FinetuneParams.model_fields),
     "finetune.augment": list(AugmentParams.model_fields),
+    "export": list(ExportParams.model_fields),
 }
 
 

@@ -28,6 +28,7 @@ import tensorflow as tf
 import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ferstudy.core.errors import FerError
 from ferstudy.models import wheels
+from ferstudy.models.transfer import set_checked_weights
 
 keras = tf.keras
 
@@ -110,14 +111,7 @@ def load_graph_weights(model: keras.Model, graph: tf.compat.v1.GraphDef) -> None
     for layer in (layer for layer in model.layers if layer.weights):
         if layer.name not in weights:
             raise FerError(f"facenet: the graph has no weights for layer {layer.name}")
-        values = weights[layer.name]
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != expected:
-            raise FerError(
-                f"facenet: layer {layer.name} needs {expected}, the graph gives "
-                f"{[v.shape for v in values]}"
-            )
-        layer.set_weights(values)
+        set_checked_weights(layer, weights[layer.name], "facenet", "the graph")
 
 
 def load_facenet_pretrained(model: keras.Model) -> None:

@@ -29,6 +29,7 @@ import tensorflow as tf
 import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ferstudy.core.errors import FerError
 from ferstudy.models import torch_weights, wheels
+from ferstudy.models.transfer import set_checked_weights
 
 keras = tf.keras
 layers = keras.layers
@@ -127,13 +128,7 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
             values = _keras_weights(layer, state)
         except KeyError as err:
             raise FerError(f"mobilenetv2: the state dict has no {err.args[0]}") from None
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != expected:
-            raise FerError(
-                f"mobilenetv2: layer {layer.name} needs {expected}, the state dict gives "
-                f"{[v.shape for v in values]}"
-            )
-        layer.set_weights(values)
+        set_checked_weights(layer, values, "mobilenetv2", "the state dict")
         used.update(key for key in state if key.rsplit(".", 1)[0] == layer.name)
     modules = {layer.name for layer in model.layers}
     left = sorted(

@@ -48,7 +48,7 @@ import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from ferstudy.core.errors import FerError
 from ferstudy.models import dlib_face, facenet, mobilenetv2, onet
 from ferstudy.models.specs import SPECS, BackboneSpec, get_spec
-from ferstudy.models.transfer import pointwise_as_matmul
+from ferstudy.models.transfer import pointwise_as_matmul, set_checked_weights
 
 keras = tf.keras
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
@@ -170,13 +170,7 @@ def copy_weights(target: keras.Model, source: keras.Model, backbone: str) -> Non
             f"{len(ours)}"
         )
     for mine, src in zip(ours, theirs):
-        shapes = [tuple(w.shape) for w in mine.weights], [tuple(w.shape) for w in src.weights]
-        if shapes[0] != shapes[1]:
-            raise FerError(
-                f"{backbone}: layer {mine.name} has weight shapes {shapes[0]}, the file's "
-                f"{src.name} {shapes[1]}"
-            )
-        mine.set_weights(src.get_weights())
+        set_checked_weights(mine, src.get_weights(), backbone, f"the file's {src.name}")
 
 
 def _vggface_pretrained(model: keras.Model) -> None:

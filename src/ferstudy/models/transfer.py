@@ -98,6 +98,20 @@ def build_classifier(backbone: keras.Model) -> keras.Model:
     return keras.Model(backbone.inputs, out, name=f"{backbone.name}_emotion")
 
 
+def set_checked_weights(
+    layer: tf.keras.layers.Layer, values: list, owner: str, source: str
+) -> None:
+    """Set ``layer``'s weights to ``values``; a shape that differs is refused with one line
+    naming ``owner`` (the backbone) and ``source`` (where the values came from)."""
+    expected = [tuple(w.shape) for w in layer.weights]
+    given = [tuple(np.shape(v)) for v in values]
+    if given != expected:
+        raise FerError(
+            f"{owner}: layer {layer.name} has weight shapes {expected}, {source} {given}"
+        )
+    layer.set_weights(values)
+
+
 @dataclass
 class FrozenTail:
     """A classifier cut in two; ``tail`` shares its layers (and weights) with the classifier."""
