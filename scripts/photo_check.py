@@ -27,7 +27,8 @@ from ferstudy.core import paths
 from ferstudy.core.files import load_dataset, write_json
 from ferstudy.core.params import load_params
 from ferstudy.data.splits import usage_split
-from ferstudy.tools.predict import EmotionClassifier, analyze, best_model
+from ferstudy.models.classifier import EmotionClassifier
+from ferstudy.tools.predict import analyze, best_model
 
 CANVAS, SCALE = 240, 3
 

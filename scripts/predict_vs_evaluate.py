@@ -24,7 +24,8 @@ from ferstudy import CLASSES
 from ferstudy.core import paths
 from ferstudy.core.files import load_dataset, read_json, write_json
 from ferstudy.data.feature_cache import CachedFeatures
-from ferstudy.tools.predict import EmotionClassifier, analyze
+from ferstudy.models.classifier import EmotionClassifier
+from ferstudy.tools.predict import analyze
 
 
 def check(run: str, speed_images: int) -> dict:

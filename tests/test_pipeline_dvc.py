@@ -125,7 +125,7 @@ PREDICT_VS_EVALUATE = """
 import json, numpy as np, ferstudy
 from ferstudy.core import paths
 from ferstudy.core.files import load_dataset
-from ferstudy.tools.predict import EmotionClassifier
+from ferstudy.models.classifier import EmotionClassifier
 images = load_dataset(paths.DATASET_FILE).images
 out = {}
 for run in ("openface-random", "mobilenet-random"):

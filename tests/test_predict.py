@@ -7,6 +7,7 @@ equality below pass vacuously; ``test_model_output_depends_on_the_face`` guards 
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,12 @@ from conftest import fer_faces, run_ferstudy, saved_model
 from PIL import Image
 
 from ferstudy import CLASSES
-from ferstudy.data.images import decode_fer48
-from ferstudy.tools.predict import EmotionClassifier, analyze
+from ferstudy.core.errors import FerError
+from ferstudy.data.images import decode_fer48, to_fer48
+from ferstudy.models.classifier import EmotionClassifier, Ensemble
+from ferstudy.tools.predict import analyze, crop_with_margin
 
-KEYS = {"file", "status", "face", "box", "confidence", "probabilities", "emotion"}
+KEYS = {"file", "status", "face", "box", "face_confidence", "probabilities", "emotion"}
 
 
 RUN = "onet-random"
@@ -232,7 +235,7 @@ def test_arrays_from_python(classifier):
     records = analyze([faces[0], np.stack([faces[1]] * 3, axis=2)], classifier, detector=None)
     assert [r["file"] for r in records] == ["<array 0>", "<array 1>"]
     (bad,) = analyze(np.zeros((5, 5, 2), np.uint8), classifier, detector=None)
-    assert bad["status"] == "error" and "expected HxW" in bad["error"]
+    assert bad["status"] == "error" and "<array 0>: expected H x W" in bad["error"]
 
 
 def test_bad_inputs_get_their_own_records(tmp_path, classifier):
@@ -273,7 +276,7 @@ def test_cli_jsonl_summary_and_exit_code(tmp_path, model_dir):
     assert proc.returncode == 1  # one file failed
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["status"] for r in lines] == ["ok", "error"]
-    assert "images read: 1, faces found: 1, images with no face: 0, failures: 1" in proc.stderr
+    assert "inputs: 2, faces: 1, images or frames with no face: 0, failures: 1" in proc.stderr
     assert (tmp_path / "p" / "a.png").is_file()
 
 
@@ -282,3 +285,78 @@ def test_missing_or_foreign_model_dir_is_one_line(tmp_path, model_dir):
     assert proc.returncode == 2
     err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(err) == 1 and RUN in err[0]  # says which runs exist
+
+
+def test_pil_images_batches_and_bgr_arrays_give_the_same_answer(classifier):
+    faces = fer_faces(4)
+    rgb = np.dstack([faces[0], np.roll(faces[0], 5, axis=1), 255 - faces[0]])
+    batch = np.stack([rgb, rgb[:, ::-1]])  # N x H x W x 3: two images
+    records = analyze(
+        [Image.fromarray(rgb), batch, rgb[..., ::-1].copy()], classifier, detector=None
+    )
+    assert [r["file"] for r in records] == ["<image 0>", "<array 1>", "<array 2>", "<array 3>"]
+    reference = probs(records[0])
+    assert np.abs(probs(records[1]) - reference).max() <= 1e-6
+    assert differ(probs(records[2]), reference)  # the mirrored image is another image
+    # the last array is BGR; read as RGB it is another image, read as BGR the same one
+    assert differ(probs(records[3]), reference)
+    (as_bgr,) = analyze(rgb[..., ::-1].copy(), classifier, detector=None, channels="bgr")
+    assert np.abs(probs(as_bgr) - reference).max() <= 1e-6
+
+
+def test_given_boxes_replace_detection_and_are_checked(tmp_path, classifier):
+    faces = fer_faces(10)
+    photo = group_photo([faces[0], faces[5]])
+    path = tmp_path / "two.png"
+    Image.fromarray(photo).save(path)
+    boxes = [(60, 60, 144, 144), (264, 60, 144, 144)]
+    records = analyze(path, classifier, boxes=boxes)
+    assert [r["box"] for r in records] == [list(b) for b in boxes]
+    assert all(r["face_confidence"] is None for r in records)
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    for record, (x, y, w, h) in zip(records, boxes):
+        crop = crop_with_margin(gray, [x, y, w, h], 0.1)
+        expected = classifier(to_fer48(crop)[None])[0]
+        assert np.abs(probs(record) - expected).max() <= 1e-6
+    assert differ(probs(records[0]), probs(records[1]))
+    (only,) = analyze(path, classifier, boxes=boxes, largest_only=True)
+    assert only["box"] == list(boxes[0])  # equal areas: the first
+    with pytest.raises(FerError, match=r"two.png: face box \[400, 60, 144, 144\] lies outside"):
+        analyze(path, classifier, boxes=[(400, 60, 144, 144)])
+    with pytest.raises(FerError, match="one list of boxes per input"):
+        analyze([path, path], classifier, boxes=[boxes])
+
+
+FACES = Path(__file__).parent / "data" / "faces"
+
+
+def real_faces_photo(sides: list[int], pad: int = 50) -> np.ndarray:
+    """Real face photos (tests/data/faces) at the given sizes, side by side on a gray canvas."""
+    canvas = np.full((max(sides) + 2 * pad, sum(sides) + pad * (len(sides) + 1), 3), 128, np.uint8)
+    x = pad
+    for side, name in zip(sides, ("img1.jpg", "img2.jpg", "img3.jpg")):
+        face = Image.open(FACES / name).convert("RGB").resize((side, side))
+        canvas[pad : pad + side, x : x + side] = np.asarray(face)
+        x += side + pad
+    return canvas
+
+
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_largest_only_keeps_the_biggest_detected_face(classifier, detector):
+    photo = real_faces_photo([100, 200])
+    everyone = analyze(photo, classifier, detector=detector)
+    assert [r["status"] for r in everyone] == ["ok", "ok"], everyone
+    (largest,) = analyze(photo, classifier, detector=detector, largest_only=True)
+    biggest = max((r["box"] for r in everyone), key=lambda b: b[2] * b[3])
+    assert largest["box"] == biggest and biggest[0] > 150  # the 200-pixel face, on the right
+
+
+def test_flip_ensemble_averages_each_face_and_its_mirror(model_dir, classifier):
+    faces = np.stack(fer_faces(3))
+    other = EmotionClassifier(saved_model(model_dir.parent / "other", "onet", 48, seed=1))
+    both = Ensemble([classifier, other], flip=True, name="two")
+    expected = np.mean(
+        [m(f) for m in (classifier, other) for f in (faces, faces[:, :, ::-1].copy())], axis=0
+    )
+    assert np.abs(both(faces) - expected).max() <= 1e-6
+    assert differ(Ensemble([classifier], flip=False, name="one")(faces)[0], expected[0])

@@ -27,7 +27,7 @@ Handler = Callable[[argparse.Namespace], int | None]
 #: The DVC stages in pipeline order; stage ``x`` is the module ``ferstudy.stages.x``.
 STAGES: tuple[str, ...] = (
     "acquire", "split", "features", "train", "finetune", "evaluate",
-    "flipped", "heads", "outside", "metrics", "aggregate", "report",
+    "flipped", "heads", "outside", "export", "metrics", "aggregate", "report",
 )  # fmt: skip
 #: The stages that run once per run and seed (``ferstudy <stage> RUN --seed N``).
 PER_RUN = frozenset({"features", "train", "finetune", "evaluate", "flipped", "heads"})
@@ -79,14 +79,13 @@ def _cmd_fidelity(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ferstudy.tools import predict
 
+    same = ("out", "batch_size", "margin", "largest_only", "fps")
     return predict.run(
         args.paths,
         args.model,
-        None if args.no_detect else args.detector,
-        args.out,
-        args.plot,
-        args.batch_size,
-        args.margin,
+        detector=None if args.no_detect else args.detector,
+        plot_dir=args.plot,
+        **{name: getattr(args, name) for name in same},
     )
 
 
@@ -194,14 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("names", nargs="*", help="mobilenetv2, facenet, fer (default: all)")
     weights.set_defaults(handler=_cmd_weights)
-    pred = sub.add_parser("predict", help="emotions of the faces in any photos")
-    pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pred.add_argument("--model", help="models/<run> (default: best validation accuracy)")
+    pred = sub.add_parser("predict", help="emotions of the faces in photos and videos")
+    pred.add_argument("paths", nargs="+", metavar="IMAGE_FOLDER_OR_VIDEO")
+    pred.add_argument(
+        "--model",
+        help="a model folder, or 'best' (the trained run with the highest validation accuracy); "
+        "default: the model shipped in the package",
+    )
     pred.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn")
     pred.add_argument(
         "--no-detect",
         action="store_true",
         help="treat each whole image as one aligned face (like FER2013 crops)",
+    )
+    pred.add_argument("--largest-only", action="store_true", help="keep the largest face only")
+    pred.add_argument(
+        "--fps", type=float, default=1.0, help="video frames analysed per second of video"
     )
     pred.add_argument("--out", help="write JSON lines here instead of stdout")
     pred.add_argument("--plot", metavar="DIR", help="write one figure per image here")

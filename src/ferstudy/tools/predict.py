@@ -1,34 +1,38 @@
-"""``ferstudy predict``: the study's recommended FER algorithm for any photo.
+"""``ferstudy predict`` and ``ferstudy.analyze``: emotions of the faces in photos and videos.
 
 1. Detect every face (MTCNN by default, or OpenCV's Haar cascade; both work offline from
-   their packages alone), or, with ``detector=None`` (``--no-detect``), take the whole image
-   as one aligned face, as FER2013's crops are.
+   their packages alone); or take the boxes you give; or, with ``detector=None``
+   (``--no-detect``), take the whole image as one aligned face, as FER2013's crops are.
 2. Crop each face with a margin, convert it exactly as training images were (grayscale,
-   48x48 area resampling, then the backbone's own input transform) and classify it with a
-   trained run. Faces from many images are classified together in batches.
+   48x48 area resampling, then the backbone's own input transform) and classify it. Faces
+   from many images, or many video frames, are classified together in batches.
 
-Models are rebuilt from the backbone registry and only their weight arrays are read
-(see ``ferstudy.models.store``), so a model folder cannot run code on this machine.
+The model is the one that ships inside the package (:func:`ferstudy.models.classifier.
+load_shipped`, chosen by the ``export`` stage), unless another is named: a model folder of
+the pipeline, or ``"best"`` for the trained run with the highest validation accuracy. Models
+are rebuilt from the backbone registry and only their weight arrays are read (see
+:mod:`ferstudy.models.store`), so a model file cannot run code on this machine.
 
 From Python::
 
-    from ferstudy.tools.predict import analyze
-    records = analyze("group_photo.jpg", model="models/openface-random")
-    records[0]["emotion"], records[0]["probabilities"]["happy"]
+    import ferstudy
+    faces = ferstudy.analyze("group_photo.jpg")
+    faces[0]["emotion"], faces[0]["probabilities"]["happy"], faces[0]["box"]
+    for record in ferstudy.analyze_video("clip.mp4", fps=2): ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 from tqdm import tqdm
 
@@ -36,51 +40,54 @@ from ferstudy import CLASSES
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import atomic_path, read_json
-from ferstudy.data.feature_cache import extractor
 from ferstudy.data.images import on_white, open_image, to_fer48, to_grayscale
-from ferstudy.models.registry import get_backbone
-from ferstudy.models.store import available_models, load_model
-from ferstudy.models.transfer import image_transform, split_frozen_tail
+from ferstudy.models.classifier import (
+    CARD_FILE,
+    EmotionClassifier,
+    load_shipped,
+)
+from ferstudy.models.store import available_models
 
 DETECTORS = ("mtcnn", "haar")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+#: One image: a file path, a uint8 array (H x W gray, H x W x 3, H x W x 4) or a PIL image.
+ImageInput = str | Path | np.ndarray | Image.Image
+#: A face box: x, y, width, height in pixels of the (EXIF-oriented) image.
+Box = tuple[int, int, int, int]
+Model = Callable[[np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------- model
 
 
-class EmotionClassifier:
-    """A trained run as a function: uint8 48x48 faces -> 7 probabilities.
+def get_model(model: str | Path | Model | None = None) -> Model:
+    """The model to classify with: the shipped one (None), ``"best"`` (the trained run with
+    the highest validation accuracy), a model folder (a run's, or a shipped model's with its
+    card), or a classifier already loaded."""
+    if model is None:
+        return load_shipped()
+    if callable(model):
+        return model
+    if str(model) == "best":
+        return EmotionClassifier(best_model())
+    folder = Path(model)
+    return load_shipped(folder) if (folder / CARD_FILE).is_file() else EmotionClassifier(folder)
 
-    It computes exactly what the evaluation stage does: the frozen part at the run's
-    precision (bf16 when its features were bf16), then the trained tail in fp32.
-    """
 
-    def __init__(self, folder: str | Path):
-        exact = load_model(folder)
-        self.config = exact.config
-        # a run id (``<run>/seed<seed>``) for a seed folder, else the folder's name
-        path = exact.path
-        self.name = f"{path.parent.name}/{path.name}" if path.name.startswith("seed") else path.name
-        backbone = get_backbone(exact.config["backbone"])
-        transform = image_transform(backbone.preprocess, int(exact.config["input_size"]))
-        if exact.config.get("mode") == "finetune":  # one network on the image, all in fp32
-            self.tail, self.bf16 = exact.model, False
-            self._extract = tf.function(transform, reduce_retracing=True)
-            return
-        layers = int(exact.config["trainable_layers"])
-        self.tail = split_frozen_tail(exact.model, layers).tail
-        self.bf16 = exact.config.get("precision") == "bf16"
-        frozen_model = load_model(folder, precision="bf16").model if self.bf16 else exact.model
-        self._extract = extractor(split_frozen_tail(frozen_model, layers).frozen, transform)
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        flat = self._extract(tf.constant(faces)).numpy()
-        if self.bf16:
-            import ml_dtypes
-
-            flat = flat.view(ml_dtypes.bfloat16).astype(np.float32)
-        return self.tail.predict_on_batch(flat)
+def describe_model(model: Model) -> str:
+    """One line: which model, and its measured accuracy where its card records one."""
+    card = getattr(model, "config", {}).get("card")
+    if card is not None:
+        p = card["scores"]["privatetest"]
+        return (
+            f"{card['name']} (shipped; FER2013 PrivateTest accuracy {p['accuracy']:.4f}, 95 % CI "
+            f"{p['low']:.4f}-{p['high']:.4f}; MODEL_CARD.md)"
+        )
+    config = getattr(model, "config", {})
+    mode = ", fine-tuned" if config.get("mode") == "finetune" else ""
+    return f"{model.name} ({config.get('backbone')}, {config.get('init')}{mode})"
 
 
 def validation_accuracy(run_id: str, models_dir: Path = paths.MODELS_DIR) -> float | None:
@@ -174,7 +181,45 @@ def crop_with_margin(gray: np.ndarray, box: list[int], margin: float) -> np.ndar
     return gray[y0:y1, x0:x1]
 
 
-# --------------------------------------------------------------------------- analysis
+def checked_box(box: Iterable[float], shape: tuple[int, ...], source: str) -> list[int]:
+    """A given face box as ints, refused with one line naming ``source`` unless it lies
+    inside the image and has an area."""
+    values = [int(round(float(v))) for v in box]
+    height, width = shape[:2]
+    if len(values) != 4:
+        raise FerError(f"{source}: a face box is [x, y, width, height], got {list(box)}")
+    x, y, w, h = values
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise FerError(f"{source}: face box {values} lies outside the {width}x{height} image")
+    return values
+
+
+def largest(faces: list[tuple[list[int], float | None]]) -> list[tuple[list[int], float | None]]:
+    """The face with the largest box (the first of equals), or none."""
+    return [max(faces, key=lambda f: f[0][2] * f[0][3])] if faces else []
+
+
+class FaceFinder:
+    """Faces of one RGB image as 48x48 crops: detected, given as boxes, or the whole image."""
+
+    def __init__(self, detector: str | None, margin: float, largest_only: bool):
+        self.detect = Detector(detector) if detector else None
+        self.margin, self.largest_only = margin, largest_only
+
+    def __call__(self, rgb: np.ndarray, source: str, boxes: Iterable | None = None) -> list[Face]:
+        gray = to_grayscale_rgb(rgb)
+        if boxes is not None:
+            found = [(checked_box(b, rgb.shape, source), None) for b in boxes]
+        elif self.detect is None:
+            return [Face(None, None, to_fer48(gray))]
+        else:
+            found = self.detect(rgb)
+        if self.largest_only:
+            found = largest(found)
+        return [Face(b, c, to_fer48(crop_with_margin(gray, b, self.margin))) for b, c in found]
+
+
+# --------------------------------------------------------------------------- images
 
 
 @dataclass
@@ -185,31 +230,56 @@ class _Item:
     error: str | None = None
 
 
-def _load(source: str | Path | np.ndarray, index: int) -> tuple[str, np.ndarray]:
+def _from_array(arr: np.ndarray, name: str, channels: str) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        raise FerError(f"{name}: expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise FerError(f"{name}: expected H x W, H x W x 3 or H x W x 4, got {arr.shape}")
+    if channels == "bgr":
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
+    if arr.shape[2] == 4:  # transparency onto white, as in training
+        return np.asarray(on_white(Image.fromarray(arr, mode="RGBA")).convert("RGB"))
+    return np.ascontiguousarray(arr)
+
+
+def input_name(source: ImageInput, index: int) -> str:
+    """How records name an input: its path, ``<array i>`` or ``<image i>`` (i: its position)."""
     if isinstance(source, np.ndarray):
-        arr = source
-        if arr.dtype != np.uint8:
-            raise FerError(f"array {index}: expected uint8 pixels, got {arr.dtype}")
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        elif arr.ndim == 3 and arr.shape[2] == 4:  # transparency onto white, as in training
-            arr = np.asarray(on_white(Image.fromarray(arr, mode="RGBA")).convert("RGB"))
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise FerError(f"array {index}: expected HxW, HxWx3 or HxWx4, got {source.shape}")
-        return f"<array {index}>", arr
-    path = Path(source)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise FerError(f"{path}: cannot read ({err.strerror})") from None
-    img = open_image(data, str(path))
+        return f"<array {index}>"
+    if isinstance(source, Image.Image):
+        return f"<image {index}>"
+    return str(source)
+
+
+def load_rgb(source: ImageInput, index: int, channels: str = "rgb") -> tuple[str, np.ndarray]:
+    """A name for the input and its pixels as an RGB uint8 array.
+
+    Arrays are RGB(A) unless ``channels="bgr"`` (OpenCV's order); files and PIL images carry
+    their own mode. Files get their EXIF orientation; transparency goes onto white.
+    """
+    if channels not in ("rgb", "bgr"):
+        raise FerError(f"channels: expected 'rgb' or 'bgr', got {channels!r}")
+    name = input_name(source, index)
+    if isinstance(source, np.ndarray):
+        return name, _from_array(source, name, channels)
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise FerError(f"{name}: cannot read ({err.strerror})") from None
+        img = open_image(data, name)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float: scaled as training
-        return str(path), np.repeat(to_grayscale(img)[..., None], 3, axis=2)
-    return str(path), np.asarray(on_white(img).convert("RGB"))
+        return name, np.repeat(to_grayscale(img)[..., None], 3, axis=2)
+    return name, np.asarray(on_white(img).convert("RGB"))
 
 
-def expand_inputs(inputs: Iterable[str | Path | np.ndarray]) -> Iterator[str | Path | np.ndarray]:
-    """Files as given, folders expanded to their image files (sorted, recursive)."""
+def expand_inputs(inputs: Iterable[ImageInput]) -> Iterator[ImageInput]:
+    """Files as given, folders expanded to their image files (sorted, recursive), a 4-D
+    array split into its images."""
     for item in inputs:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
             yield from sorted(
@@ -217,94 +287,115 @@ def expand_inputs(inputs: Iterable[str | Path | np.ndarray]) -> Iterator[str | P
                 for p in Path(item).rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
+        elif isinstance(item, np.ndarray) and item.ndim == 4:
+            yield from item
         else:
             yield item
 
 
-def _record(
-    item: _Item, face_index: int | None, face: Face | None, probs: np.ndarray | None
-) -> dict[str, Any]:
-    rec: dict[str, Any] = {"file": item.source}
-    if item.error:
-        return {**rec, "status": "error", "error": item.error}
-    if face is None:
-        return {**rec, "status": "no_face"}
-    p = {c: round(float(v), 6) for c, v in zip(CLASSES, probs)}
+def face_record(face_index: int, face: Face, probs: np.ndarray) -> dict[str, Any]:
+    """What one face gives: box, detector confidence, the 7 probabilities and the emotion."""
     return {
-        **rec,
         "status": "ok",
         "face": face_index,
         "box": face.box,
-        "confidence": face.confidence,
-        "probabilities": p,
+        "face_confidence": face.confidence,
+        "probabilities": {c: round(float(v), 6) for c, v in zip(CLASSES, probs)},
         "emotion": CLASSES[int(np.argmax(probs))],
     }
 
 
+class Batcher:
+    """Faces gathered from many images or frames and classified ``batch_size`` at a time;
+    each face's record is handed back, in order, with the context it was added with."""
+
+    def __init__(self, model: Model, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self.pending: list[tuple[dict[str, Any], int, Face]] = []
+
+    def add(self, context: dict[str, Any], faces: list[Face]) -> list[dict[str, Any]]:
+        self.pending.extend((context, i, face) for i, face in enumerate(faces))
+        return self.flush() if len(self.pending) >= self.batch_size else []
+
+    def flush(self) -> list[dict[str, Any]]:
+        if not self.pending:
+            return []
+        probs = self.model(np.stack([face.pixels for _, _, face in self.pending]))
+        out = []
+        for (context, i, face), p in zip(self.pending, probs):
+            face.probabilities = p
+            out.append({**context, **face_record(i, face, p)})
+        self.pending = []
+        return out
+
+
+def _per_input_boxes(boxes, count: int, single: bool) -> list:
+    if boxes is None:
+        return [None] * count
+    if single:
+        return [boxes]
+    boxes = list(boxes)
+    if len(boxes) != count:
+        raise FerError(f"boxes: expected one list of boxes per input ({count}), got {len(boxes)}")
+    return boxes
+
+
 def analyze(
-    inputs: str | Path | np.ndarray | Iterable[str | Path | np.ndarray],
-    model: str | Path | EmotionClassifier | None = None,
+    inputs: ImageInput | Iterable[ImageInput],
+    model: str | Path | Model | None = None,
     *,
     detector: str | None = "mtcnn",
+    boxes: Iterable[Box] | Iterable[Iterable[Box] | None] | None = None,
+    largest_only: bool = False,
+    channels: str = "rgb",
     margin: float = 0.1,
     batch_size: int = 64,
     progress: bool = False,
     plot_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Emotions of every face in images (paths, folders or uint8 arrays).
+    """Emotions of every face in images: paths, folders, uint8 arrays (one image, or N images
+    as an N x H x W x C array), PIL images, or a list of them.
 
-    Returns one record per face: ``file``, ``status`` (``ok``), ``face`` (index in the
-    image), ``box`` ([x, y, w, h], or None without detection), ``confidence`` (detector
-    score, None for Haar and without detection), ``probabilities`` (7 emotions) and
-    ``emotion`` (the top one); an image with no face gives ``status: no_face`` and an
-    unreadable one ``status: error`` with ``error``, and the others go on.
+    Returns one record per face: ``file`` (the path, or ``<array i>``/``<image i>``),
+    ``status`` (``ok``), ``face`` (index in the image), ``box`` ([x, y, w, h]; None without
+    detection), ``face_confidence`` (the detector's score; None for Haar, given boxes and no
+    detection), ``probabilities`` (the 7 emotions) and ``emotion`` (the top one). An image
+    with no face gives ``status: no_face``, an unreadable one ``status: error`` with
+    ``error``, and the others go on.
+
+    ``boxes``: your own face boxes instead of detection (for one input, its boxes; for a list,
+    one list per input, None to detect). ``largest_only``: keep the largest face of each image.
+    ``channels="bgr"``: arrays in OpenCV's channel order. ``detector=None``: each whole image is
+    one aligned face crop.
     """
-    if isinstance(inputs, (str, Path, np.ndarray)):
-        inputs = [inputs]
-    classifier = (
-        model
-        if isinstance(model, EmotionClassifier)
-        else EmotionClassifier(model if model is not None else best_model())
+    single = isinstance(inputs, (str, Path, Image.Image)) or (
+        isinstance(inputs, np.ndarray) and inputs.ndim < 4
     )
-    find = Detector(detector) if detector else None
-    sources = list(expand_inputs(inputs))
+    sources = list(expand_inputs([inputs] if single else inputs))
+    given = _per_input_boxes(boxes, len(sources), single)
+    classifier = get_model(model)
+    finder = FaceFinder(detector, margin, largest_only)
+    batcher = Batcher(classifier, batch_size)
     records: list[dict[str, Any]] = []
-    pending: list[tuple[_Item, int, Face]] = []
     items: list[_Item] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        probs = classifier(np.stack([face.pixels for _, _, face in pending]))
-        for (item, i, face), p in zip(pending, probs):
-            records.append(_record(item, i, face, p))
-            face.probabilities = p
-        pending.clear()
-
     for index, source in enumerate(tqdm(sources, desc="predict", unit="img", disable=not progress)):
-        item = _Item(str(source))
+        item = _Item(input_name(source, index))
         try:
-            item.source, item.rgb = _load(source, index)
-            gray = to_grayscale_rgb(item.rgb)
-            if find is None:
-                item.faces = [Face(None, None, to_fer48(gray))]
-            else:
-                item.faces = [
-                    Face(box, conf, to_fer48(crop_with_margin(gray, box, margin)))
-                    for box, conf in find(item.rgb)
-                ]
+            item.rgb = load_rgb(source, index, channels)[1]
+            item.faces = finder(item.rgb, item.source, given[index])
         except FerError as err:
+            if given[index] is not None and item.rgb is not None:
+                raise  # a box the caller gave that does not fit the image
             item.error, item.rgb = str(err), None
         items.append(item)
-        if item.error or not item.faces:
-            records.append(_record(item, None, None, None))
-        for i, face in enumerate(item.faces):
-            pending.append((item, i, face))
-        if len(pending) >= batch_size:
-            flush()
+        if item.error:
+            records.append({"file": item.source, "status": "error", "error": item.error})
+        elif not item.faces:
+            records.append({"file": item.source, "status": "no_face"})
+        records.extend(batcher.add({"file": item.source}, item.faces))
         if plot_dir is None:
             item.rgb = None  # keep memory flat on large folders
-    flush()
+    records.extend(batcher.flush())
     if plot_dir is not None:
         for item in items:
             if item.rgb is not None:
@@ -312,6 +403,75 @@ def analyze(
     order = {item.source: k for k, item in enumerate(items)}
     records.sort(key=lambda r: (order[r["file"]], r.get("face") or 0))
     return records
+
+
+# --------------------------------------------------------------------------- video
+
+
+def sampled_frames(
+    path: str | Path, fps: float, progress: bool = False
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(frame index, time in s, RGB frame)`` of a video, ``fps`` frames per second of video
+    (every frame when the video has fewer), decoded one at a time through OpenCV."""
+    import cv2
+
+    if fps <= 0:
+        raise FerError(f"--fps: expected a number > 0, got {fps}")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        rate = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+        if not rate or rate <= 0:
+            raise FerError(f"{path}: cannot be decoded as a video (OpenCV found no frame rate)")
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        decoded, last_slot = 0, -1
+        with tqdm(total=total, desc="video", unit="frame", disable=not progress) as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                index, decoded = decoded, decoded + 1
+                bar.update(1)
+                slot = int(index * fps / rate + 1e-9)
+                if slot > last_slot:
+                    last_slot = slot
+                    yield index, round(index / rate, 3), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if not decoded:
+            raise FerError(f"{path}: cannot be decoded as a video (no frame could be read)")
+    finally:
+        capture.release()
+
+
+def analyze_video(
+    path: str | Path,
+    model: str | Path | Model | None = None,
+    *,
+    fps: float = 1.0,
+    detector: str | None = "mtcnn",
+    largest_only: bool = False,
+    margin: float = 0.1,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Records of the faces in a video, ``fps`` sampled frames per second, as a generator.
+
+    Each record is an :func:`analyze` record with ``frame`` (index in the video) and ``time``
+    (seconds); a sampled frame without a face gives ``status: no_face``. Faces of many
+    frames are classified together, and no frame is kept after its faces are cropped, so
+    memory does not grow with the video's length.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FerError(f"{path}: no such file")
+    classifier = get_model(model)
+    finder = FaceFinder(detector, margin, largest_only)
+    batcher = Batcher(classifier, batch_size)
+    for index, seconds, rgb in sampled_frames(path, fps, progress):
+        context = {"file": str(path), "frame": index, "time": seconds}
+        faces = finder(rgb, f"{path} frame {index}")
+        if not faces:
+            yield {**context, "status": "no_face"}
+        yield from batcher.add(context, faces)
+    yield from batcher.flush()
 
 
 def to_grayscale_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -365,56 +525,56 @@ def plot_faces(item: _Item, out_dir: Path) -> Path:
     return out
 
 
+def _records(
+    paths_in: list[str], model: Model, options: dict[str, Any], fps: float
+) -> Iterator[dict[str, Any]]:
+    images = [p for p in paths_in if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
+    if images:
+        yield from analyze(images, model, progress=True, **options)
+    for video in (p for p in paths_in if Path(p).suffix.lower() in VIDEO_SUFFIXES):
+        options = {k: v for k, v in options.items() if k != "plot_dir"}
+        yield from analyze_video(video, model, fps=fps, progress=True, **options)
+
+
 def run(
-    paths: list[str],
+    paths_in: list[str],
     model: str | None,
+    *,
     detector: str | None,
     out: str | None,
     plot_dir: str | None,
     batch_size: int,
     margin: float,
+    largest_only: bool,
+    fps: float,
 ) -> int:
-    """The ``predict`` command: JSON lines out, a summary line, exit 1 when a file failed."""
+    """The ``predict`` command: JSON lines out (streamed), a summary line, exit 1 when a file
+    failed."""
     start = time.perf_counter()
-    classifier = EmotionClassifier(model if model else best_model())
-    config = classifier.config
-    mode = ", fine-tuned" if config.get("mode") == "finetune" else ""
-    how = (
-        "given"
-        if model
-        else "the highest validation accuracy of the trained runs, each on its own "
-        f"validation set: {validation_accuracy(classifier.name):.4f}"
-    )
-    print(
-        f"model: {classifier.name} ({config['backbone']}, {config['init']}{mode}; {how})",
-        file=sys.stderr,
-    )
-    missing = [p for p in paths if not Path(p).exists()]
+    missing = [p for p in paths_in if not Path(p).exists()]
     if missing:
         raise FerError(f"{missing[0]}: no such file or folder")
-    records = analyze(
-        paths,
-        classifier,
-        detector=detector,
-        margin=margin,
-        batch_size=batch_size,
-        progress=True,
-        plot_dir=plot_dir,
-    )
-    lines = "".join(json.dumps(r) + "\n" for r in records)
-    if out:
-        with atomic_path(out) as tmp:
-            tmp.write_text(lines)
-    else:
-        print(lines, end="")
-    files = list(dict.fromkeys(r["file"] for r in records))
-    failed = len({r["file"] for r in records if r["status"] == "error"})
-    no_face = len({r["file"] for r in records if r["status"] == "no_face"})
-    faces = sum(r["status"] == "ok" for r in records)
+    classifier = get_model(model)
+    print(f"model: {describe_model(classifier)}", file=sys.stderr)
+    options = {
+        "detector": detector,
+        "largest_only": largest_only,
+        "margin": margin,
+        "batch_size": batch_size,
+        "plot_dir": plot_dir,
+    }
+    counts = {"ok": 0, "no_face": 0, "error": 0}
+    sources: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w")) if out else None
+        for record in _records(paths_in, classifier, options, fps):
+            print(json.dumps(record), file=fh or sys.stdout)
+            counts[record["status"]] += 1
+            sources.add(record["file"])
     seconds = time.perf_counter() - start
     print(
-        f"images read: {len(files) - failed}, faces found: {faces}, images with no face: "
-        f"{no_face}, failures: {failed}, {seconds / max(1, len(files)):.3f} s per image",
+        f"inputs: {len(sources)}, faces: {counts['ok']}, images or frames with no face: "
+        f"{counts['no_face']}, failures: {counts['error']}, {seconds:.1f} s",
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 1 if counts["error"] else 0

@@ -1,0 +1,134 @@
+"""The export stage: a model chosen on validation only, written into the package with a card
+whose scores the written model reproduces, and refused when a file does not match its card.
+
+Two seeds of a fine-tuned ONet learn a generated dataset in a few epochs; fer's real model is
+the outside reference (fetched once per test session).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import fer_model_file, synthetic_images, write_zip
+
+import ferstudy
+from ferstudy.analysis.selection import Candidate, candidates, choose, combine
+from ferstudy.cli import main
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import file_sha256, load_dataset, read_json
+from ferstudy.data.splits import usage_split
+from ferstudy.models.classifier import load_shipped, read_card
+from ferstudy.models.registry import get_backbone
+from ferstudy.models.store import load_model
+from ferstudy.models.transfer import image_transform, predict_images
+from ferstudy.stages.export import EXPORT_DIR, EXPORT_FILE
+
+RUN = "onet-random"
+TUNED = paths.finetune_run(RUN)
+SEEDS = [42, 43]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(runs=[RUN], seeds=SEEDS)
+    params["heads"]["runs"] = []
+    params["finetune"].update(runs=[RUN], epochs=4, lr=0.003, batch_size=16, warmup_epochs=1)
+    params["export"] = {"run": RUN}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    images, labels = synthetic_images(per_class=24, seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("FER2013_PATH", str(write_zip(root / "f.zip", images, labels)))
+        mp.setenv("FER_MODEL_PATH", str(fer_model_file()))
+        mp.setenv("FERSTUDY_CHECKPOINT_SECONDS", "0")
+        for command in (["acquire"], ["split"], ["outside"]):
+            assert main(command) == 0
+        for seed in SEEDS:
+            assert main(["finetune", RUN, "--seed", str(seed)]) == 0
+        assert main(["export"]) == 0
+        yield root
+
+
+def _truth(root: Path) -> np.ndarray:
+    """Each dataset row's generated label, read back from its file name in the zip."""
+    _, labels = synthetic_images(per_class=24, seed=5)
+    ids = load_dataset(root / paths.DATASET_FILE).ids
+    return np.array([labels[int(re.search(r"_(\d+)\.png$", str(i)).group(1))] for i in ids])
+
+
+def test_the_choice_is_the_best_validation_candidate(exported):
+    result = read_json(exported / EXPORT_FILE)
+    dataset = load_dataset(exported / paths.DATASET_FILE)
+    val = usage_split(dataset.usage)["val"]
+    truth = _truth(exported)
+    plain, flipped = {}, {}
+    for seed in SEEDS:  # each seed's probabilities the evaluation way, not the export way
+        loaded = load_model(exported / paths.model_dir(paths.run_id(TUNED, seed)))
+        transform = image_transform(get_backbone("onet").preprocess, loaded.config["input_size"])
+        plain[seed] = predict_images(loaded.model, transform, dataset.images[val])
+        flipped[seed] = predict_images(loaded.model, transform, dataset.images[val][:, :, ::-1])
+    options = candidates(SEEDS)
+    best, table = choose(options, plain, flipped, truth[val])
+    assert result["validation_accuracy"] == pytest.approx(table, abs=1e-6)
+    assert result["shipped"] == best.name
+    assert len(table) == 6  # 2 seeds + their ensemble, each with and without flip
+    accuracy = np.mean(combine(best, plain, flipped).argmax(1) == truth[val])
+    assert table[best.name] == max(table.values())
+    assert accuracy == pytest.approx(table[best.name], abs=1e-6)
+
+
+def test_the_shipped_model_reproduces_its_card_through_the_public_api(exported):
+    folder = exported / EXPORT_DIR
+    card = read_card(folder)
+    result = read_json(exported / EXPORT_FILE)
+    assert card["scores"] == result
+    for member in card["members"]:
+        assert member["weights_sha256"] == file_sha256(folder / member["folder"] / "weights.h5")
+    dataset = load_dataset(exported / paths.DATASET_FILE)
+    test = usage_split(dataset.usage)["test"]
+    assert set(dataset.usage[test]) == {"PrivateTest"}
+    records = ferstudy.analyze(list(dataset.images[test]), model=folder, detector=None)
+    predicted = np.array([ferstudy.CLASSES.index(r["emotion"]) for r in records])
+    accuracy = float(np.mean(predicted == _truth(exported)[test]))
+    assert accuracy == pytest.approx(result["privatetest"]["accuracy"], abs=1e-6)
+    assert result["privatetest"]["low"] <= accuracy <= result["privatetest"]["high"]
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert f"Accuracy {100 * accuracy:.1f} %" in text and card["name"] in text
+
+
+def test_paired_differences_are_those_of_the_predictions(exported):
+    result = read_json(exported / EXPORT_FILE)
+    fer, single = result["fer_privatetest"], result["single_best_privatetest"]
+    shipped = result["privatetest"]["accuracy"]
+    assert result["minus_fer"]["difference"] == pytest.approx(shipped - fer["accuracy"], abs=1e-6)
+    if result["shipped"] != result["single_best"]:
+        gap = result["minus_single_best"]["shipped"]["difference"]
+        assert gap == pytest.approx(shipped - single["accuracy"], abs=1e-6)
+    assert result["single_best"] in {Candidate((s,), False).name for s in SEEDS}
+
+
+def test_a_member_that_does_not_match_its_card_is_refused(exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / "shipped"
+    shutil.copytree(exported / EXPORT_DIR, copy)
+    member = read_card(copy)["members"][0]["folder"]
+    weights = copy / member / "weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(
+        FerError, match=rf"{member}/weights.h5: sha256 does not match the model card"
+    ):
+        load_shipped(copy)
+    (copy / "card.json").unlink()
+    with pytest.raises(FerError, match="no shipped model"):
+        load_shipped(copy)
