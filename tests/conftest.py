@@ -138,8 +138,14 @@ def shipped_folder(folder: Path, seeds: tuple[int, ...] = (0, 1), flip: bool = T
     members = []
     for seed in seeds:
         saved_model(folder / f"seed{seed}", "onet", 48, seed=seed)
-        sha = file_sha256(folder / f"seed{seed}" / "weights.h5")
-        members.append({"folder": f"seed{seed}", "weights_sha256": sha})
+        members.append(
+            {
+                "folder": f"seed{seed}",
+                "seed": seed,
+                "weights_sha256": file_sha256(folder / f"seed{seed}" / "weights.h5"),
+                "config_sha256": file_sha256(folder / f"seed{seed}" / "config.json"),
+            }
+        )
     interval = {"accuracy": 0.5, "low": 0.45, "high": 0.55}
     card = {
         "format": CARD_FORMAT,

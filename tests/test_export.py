@@ -105,14 +105,76 @@ def test_the_shipped_model_reproduces_its_card_through_the_public_api(exported):
 
 
 def test_paired_differences_are_those_of_the_predictions(exported):
+    """Recomputed from fer's saved answers and the shipped model's own, row by row."""
     result = read_json(exported / EXPORT_FILE)
-    fer, single = result["fer_privatetest"], result["single_best_privatetest"]
-    shipped = result["privatetest"]["accuracy"]
-    assert result["minus_fer"]["difference"] == pytest.approx(shipped - fer["accuracy"], abs=1e-6)
-    if result["shipped"] != result["single_best"]:
-        gap = result["minus_single_best"]["shipped"]["difference"]
-        assert gap == pytest.approx(shipped - single["accuracy"], abs=1e-6)
+    dataset = load_dataset(exported / paths.DATASET_FILE)
+    test = usage_split(dataset.usage)["test"]
+    truth = _truth(exported)
+    records = ferstudy.analyze(
+        list(dataset.images[test]), model=exported / EXPORT_DIR, detector=None
+    )
+    shipped = {
+        row: ferstudy.CLASSES.index(r["emotion"]) == truth[row] for row, r in zip(test, records)
+    }
+    with np.load(exported / paths.OUTSIDE_PROBABILITIES) as saved:
+        fer = {
+            row: p.argmax() == truth[row] for row, p in zip(saved["rows"], saved["probabilities"])
+        }
+    only_shipped = sum(shipped[r] and not fer[r] for r in test)
+    only_fer = sum(fer[r] and not shipped[r] for r in test)
+    d = result["minus_fer"]
+    assert (d["only_this_right"], d["only_other_right"], d["images"]) == (
+        only_shipped,
+        only_fer,
+        len(test),
+    )
+    assert d["difference"] == pytest.approx((only_shipped - only_fer) / len(test), abs=1e-6)
+    assert result["fer_privatetest"]["accuracy"] == pytest.approx(
+        np.mean([fer[r] for r in test]), abs=1e-6
+    )
+    ensemble = result["minus_single_best"]["ensemble"]  # two seeds: always a candidate apart
+    assert (
+        ensemble["images"] == len(test)
+        and ensemble["low"] <= ensemble["difference"] <= ensemble["high"]
+    )
     assert result["single_best"] in {Candidate((s,), False).name for s in SEEDS}
+
+
+def test_the_choice_never_looks_at_privatetest(exported, tmp_path, monkeypatch):
+    """Seed 42 is right on every validation image and wrong on every test image, seed 43 the
+    reverse: the export must ship seed 42 and measure it at 0 on PrivateTest."""
+    import shutil
+
+    from ferstudy.models.classifier import Ensemble, mirrored
+    from ferstudy.stages import export
+
+    root = tmp_path / "project"
+    shutil.copytree(exported, root, ignore=shutil.ignore_patterns("src"))
+    dataset = load_dataset(root / paths.DATASET_FILE)
+    val = set(usage_split(dataset.usage)["val"].tolist())
+    truth = _truth(root)
+    rows = {image.tobytes(): row for row, image in enumerate(dataset.images)}
+    rows.update({image[:, ::-1].tobytes(): row for row, image in enumerate(dataset.images)})
+
+    def fake(model, faces):
+        if isinstance(model, Ensemble):
+            views = [faces, mirrored(faces)] if model.flip else [faces]
+            return np.mean([fake(m, v) for m in model.members for v in views], axis=0)
+        seed = int(model.name.rsplit("seed", 1)[1])
+        out = np.full((len(faces), 7), 0.1 / 6)
+        for i, face in enumerate(faces):
+            row = rows[np.ascontiguousarray(face).tobytes()]
+            right = (row in val) == (seed == 42)
+            out[i, truth[row] if right else (truth[row] + 1) % 7] = 0.9
+        return out
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(export, "predict_in_batches", fake)
+    assert main(["export"]) == 0
+    result = read_json(root / EXPORT_FILE)
+    assert result["validation_accuracy"]["seed42"] == 1.0
+    assert result["validation_accuracy"]["seed43"] == 0.0
+    assert result["shipped"] == "seed42" and result["privatetest"]["accuracy"] == 0.0
 
 
 def test_a_member_that_does_not_match_its_card_is_refused(exported, tmp_path):
@@ -128,6 +190,12 @@ def test_a_member_that_does_not_match_its_card_is_refused(exported, tmp_path):
     with pytest.raises(
         FerError, match=rf"{member}/weights.h5: sha256 does not match the model card"
     ):
+        load_shipped(copy)
+    shutil.copyfile(exported / EXPORT_DIR / member / "weights.h5", weights)
+    load_shipped(copy)  # restored: accepted again
+    config = copy / member / "config.json"
+    config.write_text(config.read_text().replace('"input_size": 48', '"input_size": 64'))
+    with pytest.raises(FerError, match=rf"{member}/config.json: sha256 does not match"):
         load_shipped(copy)
     (copy / "card.json").unlink()
     with pytest.raises(FerError, match="no shipped model"):

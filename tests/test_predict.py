@@ -323,8 +323,13 @@ def test_given_boxes_replace_detection_and_are_checked(tmp_path, classifier):
     assert only["box"] == list(boxes[0])  # equal areas: the first
     with pytest.raises(FerError, match=r"two.png: face box \[400, 60, 144, 144\] lies outside"):
         analyze(path, classifier, boxes=[(400, 60, 144, 144)])
-    with pytest.raises(FerError, match="one list of boxes per input"):
+    with pytest.raises(FerError, match="one list of boxes per image"):
         analyze([path, path], classifier, boxes=[boxes])
+    Image.fromarray(photo).save(tmp_path / "again.png")
+    with pytest.raises(FerError, match="holds 2 images; give one list per image"):
+        analyze(tmp_path, classifier, boxes=boxes)  # a folder: two.png and again.png
+    with pytest.raises(FerError, match=r"a face box is \[x, y, width, height\]"):
+        analyze(path, classifier, boxes=(60, 60, 144, 144))  # one box, not a list of boxes
 
 
 FACES = Path(__file__).parent / "data" / "faces"

@@ -43,15 +43,20 @@ def classifier(tmp_path_factory):
     return EmotionClassifier(saved_model(tmp_path_factory.mktemp("m") / "onet", "onet", 48))
 
 
-@pytest.mark.parametrize("fps", [2, 5])
-def test_one_record_per_face_per_sampled_frame(tmp_path, classifier, fps):
+@pytest.mark.parametrize(
+    ("fps", "expected"),
+    [
+        (2, list(range(0, 40, 5))),
+        (5, list(range(0, 40, 2))),
+        (3, [0, 4, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37]),
+    ],
+)
+def test_one_record_per_face_per_sampled_frame(tmp_path, classifier, fps, expected):
     frames = 40
     records = list(analyze_video(write_clip(tmp_path / "c.avi", frames), classifier, fps=fps))
     assert len(records) == frames * fps // RATE
-    assert [r["frame"] for r in records] == list(range(0, frames, RATE // fps))
-    assert [r["time"] for r in records] == pytest.approx(
-        [f / RATE for f in range(0, frames, RATE // fps)]
-    )
+    assert [r["frame"] for r in records] == expected
+    assert [r["time"] for r in records] == pytest.approx([f / RATE for f in expected])
     assert {r["status"] for r in records} == {"ok"}
     assert all(r["face_confidence"] > 0.9 and r["box"][2] > 60 for r in records)
 
@@ -69,6 +74,23 @@ def test_video_faces_equal_the_same_frames_as_images(tmp_path, classifier):
         assert video["box"] == image["box"]
         a, b = (np.array(list(r["probabilities"].values())) for r in (video, image))
         assert np.abs(a - b).max() <= 1e-6
+
+
+def test_frames_without_a_face_keep_their_place(tmp_path, classifier):
+    """A face-less frame's record waits for the faces before it: records stay in frame order."""
+    clip = write_clip(tmp_path / "c.avi", 30)
+    capture = cv2.VideoCapture(str(clip))
+    frames = [capture.read()[1] for _ in range(30)]
+    capture.release()
+    writer = cv2.VideoWriter(
+        str(tmp_path / "gaps.avi"), cv2.VideoWriter_fourcc(*"MJPG"), RATE, (320, 240)
+    )
+    for i, frame in enumerate(frames):
+        writer.write(frame if i % 3 else np.full_like(frame, 90))  # frames 0, 3, 6... are empty
+    writer.release()
+    records = list(analyze_video(tmp_path / "gaps.avi", classifier, fps=RATE, batch_size=4))
+    assert [r["frame"] for r in records] == list(range(30))
+    assert [r["status"] for r in records] == ["ok" if i % 3 else "no_face" for i in range(30)]
 
 
 def _peak_bytes(path: Path) -> int:
@@ -107,7 +129,8 @@ def test_a_file_that_is_not_a_video_is_one_line(tmp_path, classifier):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(FerError, match="broken.mp4: cannot be decoded as a video"):
         list(analyze_video(bad, classifier))
-    proc = run_ferstudy("predict", str(bad), "--model", str(tmp_path))
+    model = saved_model(tmp_path / "onet", "onet", 48)
+    proc = run_ferstudy("predict", str(bad), "--model", str(model))
     assert proc.returncode == 2
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1
+    assert len(errors) == 1 and "broken.mp4: cannot be decoded as a video" in errors[0]

@@ -4,8 +4,8 @@
 - :class:`Ensemble`: the mean of several classifiers' probabilities, optionally over each face
   and its mirror image (horizontal-flip test-time augmentation).
 - :func:`load_shipped`: the model that ships inside the package (``ferstudy/shipped``), written
-  by the ``export`` stage: its card names the members and their weights' sha256, and a file that
-  does not match its card is refused before it is read.
+  by the ``export`` stage: its card names the members and the sha256 of their weights and
+  configs, and a file that does not match its card is refused before it is read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ferstudy.core.errors import FerError
 from ferstudy.core.files import file_sha256, read_json
 from ferstudy.data.feature_cache import extractor
 from ferstudy.models.registry import get_backbone
-from ferstudy.models.store import WEIGHTS, load_model
+from ferstudy.models.store import CONFIG, WEIGHTS, load_model
 from ferstudy.models.transfer import image_transform, split_frozen_tail
 
 #: Where the shipped model lives inside the installed package.
@@ -96,11 +96,12 @@ def read_card(folder: str | Path = SHIPPED_DIR) -> dict[str, Any]:
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise FerError(f"{card_file}: unknown model card format; refused")
     for member in card["members"]:
-        weights = folder / member["folder"] / WEIGHTS
-        if not weights.is_file():
-            raise FerError(f"{weights}: missing; the model card {card_file} lists it")
-        if file_sha256(weights) != member["weights_sha256"]:
-            raise FerError(f"{weights}: sha256 does not match the model card {card_file}; refused")
+        for name, key in ((WEIGHTS, "weights_sha256"), (CONFIG, "config_sha256")):
+            file = folder / member["folder"] / name
+            if not file.is_file():
+                raise FerError(f"{file}: missing; the model card {card_file} lists it")
+            if file_sha256(file) != member[key]:
+                raise FerError(f"{file}: sha256 does not match the model card {card_file}; refused")
     return card
 
 

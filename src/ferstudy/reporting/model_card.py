@@ -16,6 +16,26 @@ def _difference(d: dict[str, Any]) -> str:
     )
 
 
+def _split_text(split: dict[str, Any]) -> str:
+    if split["kind"] == "usage":
+        return (
+            "split by its `Usage` column: Training to fit, PublicTest to keep each seed's best "
+            "epoch and to choose the model, PrivateTest to measure"
+        )
+    return (
+        f"split stratified ({split['test_size']:.0%} test, {split['val_size']:.0%} validation, "
+        f"random_state {split['random_state']}); only its PrivateTest images measure"
+    )
+
+
+def _start(recipe: dict[str, Any]) -> str:
+    if recipe["init"] != "pretrained":
+        return f"The network starts from random weights ({recipe['backbone']})."
+    if recipe["backbone"] == "onet":
+        return "The network starts from MTCNN's ONet weights (the `mtcnn` package, MIT licence)."
+    return f"The network starts from {recipe['backbone']}'s pretrained weights (see their licence)."
+
+
 def model_card(card: dict[str, Any]) -> str:
     """Markdown: what the model is, its data and recipe, scores with intervals, limits, terms."""
     s, recipe = card["scores"], card["recipe"]
@@ -24,6 +44,7 @@ def model_card(card: dict[str, Any]) -> str:
     commit = card["commit"] or "unknown (exported outside git)"
     if card["modified"]:
         commit += " (with uncommitted changes)"
+    weakest = min(p["recall"], key=p["recall"].get)
     mirror = (
         "; each face is also read mirrored and the probabilities averaged" if card["flip"] else ""
     )
@@ -51,13 +72,13 @@ def model_card(card: dict[str, Any]) -> str:
         f"- Chosen on validation accuracy among {len(s['validation_accuracy'])} candidates "
         f"(each seed alone, all seeds averaged, each with and without flip test-time "
         f"augmentation) on {s['validation_images']:,} validation images; PrivateTest was not "
-        f"used to choose.",
+        f"used to choose. A seed's validation accuracy is that of its best epoch, which favours "
+        f"single seeds in this choice.",
         f"- Exported at commit {commit}.",
         "",
         "## Training data and recipe",
         "",
-        "- FER2013 (Goodfellow et al., 2013), split by its `Usage` column: Training to fit, "
-        "PublicTest to keep the best epoch and choose the model, PrivateTest to measure.",
+        f"- FER2013 (Goodfellow et al., 2013), {_split_text(recipe['split'])}.",
         f"- Adam, lr {recipe['lr']} after {recipe['warmup_epochs']} warm-up epoch(s), cosine "
         f"decay over {recipe['epochs']} epochs, batch {recipe['batch_size']}, dropout "
         f"{recipe['dropout']}, early stopping after {recipe['patience']} epochs without a better "
@@ -70,7 +91,8 @@ def model_card(card: dict[str, Any]) -> str:
         f"{_pct(p['high'])}).",
         f"- Macro-F1 {p['macro_f1']:.3f} (95 % bootstrap interval {low:.3f} to {high:.3f}).",
         f"- Against the `fer` package's model on the same images: {_difference(s['minus_fer'])}; "
-        f"fer scores {_pct(s['fer_privatetest']['accuracy'])}.",
+        f"fer scores {_pct(s['fer_privatetest']['accuracy'])} (its checkpoint was chosen on data "
+        "that held PrivateTest, so that score is if anything optimistic).",
         f"- Against the single best-validation seed ({s['single_best']}, "
         f"{_pct(s['single_best_privatetest']['accuracy'])}):",
         *(f"  - {name}: {_difference(d)}" for name, d in s["minus_single_best"].items()),
@@ -84,13 +106,14 @@ def model_card(card: dict[str, Any]) -> str:
         "- FER2013's faces are small (48x48), grayscale and web-scraped; its labels are noisy "
         "(human accuracy on it is reported near 65 %). Expect lower accuracy on other faces, "
         "poses and lighting.",
-        "- Disgust has the fewest training images and the lowest recall; do not rely on it.",
+        f"- {weakest.capitalize()} has the lowest recall here ({p['recall'][weakest]:.3f}); "
+        "do not rely on it.",
         "- Emotions are read from a face's appearance only; the model says nothing about what a "
         "person feels. Do not use it for decisions about people.",
         "",
         "## Licence and data terms",
         "",
-        "- The network starts from MTCNN's ONet weights (the `mtcnn` package, MIT licence).",
+        f"- {_start(recipe)}",
         "- The weights were trained on FER2013, which is not redistributed here; the terms of "
         "the place it is obtained from (the ICML 2013 challenge data on Kaggle) apply to models "
         "trained on it. Check them before any commercial use.",

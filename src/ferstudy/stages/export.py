@@ -50,6 +50,8 @@ from ferstudy.reporting.model_card import model_card
 EXPORT_DIR = Path("src/ferstudy/shipped")
 EXPORT_FILE = paths.METRICS_DIR / "export.json"
 EXPORT_SPEED_FILE = paths.METRICS_DIR / "export_speed.json"
+#: Keys of a member's config that describe that seed's run, not the recipe.
+PER_SEED = ("seed", "val_accuracy", "best_epoch", "epochs_run", "weights_sha256")
 #: Faces timed for the speed comparison with fer's model.
 SPEED_FACES = 1024
 
@@ -88,6 +90,8 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
         "high": round(d.high, 6),
         "p_value": round(d.p_value, 6),
         "images": d.images,
+        "only_this_right": d.only_a_right,
+        "only_other_right": d.only_b_right,
     }
 
 
@@ -107,16 +111,17 @@ def _images_per_second(predict, faces: np.ndarray, batch_size: int = 64) -> floa
     return round(len(faces) / (time.perf_counter() - start), 1)
 
 
-def _write_package(
-    chosen: Candidate, folders: dict[int, Path], card: dict[str, Any], text: str
-) -> None:
+def _write_package(card: dict[str, Any], folders: dict[int, Path], check) -> None:
+    """Members, card and MODEL_CARD.md into EXPORT_DIR, replaced only once ``check`` has
+    passed on the written folder."""
     with atomic_path(EXPORT_DIR, directory=True) as tmp:
-        for seed in chosen.seeds:
-            (tmp / f"seed{seed}").mkdir()
+        for member in card["members"]:
+            (tmp / member["folder"]).mkdir()
             for name in (WEIGHTS, CONFIG):
-                shutil.copyfile(folders[seed] / name, tmp / f"seed{seed}" / name)
+                shutil.copyfile(folders[member["seed"]] / name, tmp / member["folder"] / name)
         write_json(tmp / CARD_FILE, card)
-        (tmp / "MODEL_CARD.md").write_text(text)
+        (tmp / "MODEL_CARD.md").write_text(model_card(card))
+        check(tmp)
 
 
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -190,19 +195,27 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         "classes": list(CLASSES),
         "input": "48x48 uint8 grayscale face crops (ferstudy.analyze detects and crops)",
         "members": [
-            {"folder": f"seed{s}", "weights_sha256": file_sha256(folders[s] / WEIGHTS)}
+            {
+                "folder": f"seed{s}",
+                "seed": s,
+                "val_accuracy": models[s].config.get("val_accuracy"),
+                "weights_sha256": file_sha256(folders[s] / WEIGHTS),
+                "config_sha256": file_sha256(folders[s] / CONFIG),
+            }
             for s in chosen.seeds
         ],
-        "recipe": {k: config[k] for k in sorted(config) if k not in ("weights_sha256",)},
+        "recipe": {k: config[k] for k in sorted(config) if k not in PER_SEED},
         **_commit(),
         "scores": result,
     }
-    _write_package(chosen, folders, card, model_card(card))
 
-    shipped = load_shipped(EXPORT_DIR)  # what users will load reproduces what was measured
-    again = predict_in_batches(shipped, images[test])
-    if float(np.abs(again - probs).max()) > 1e-5:
-        raise FerError(f"{EXPORT_DIR}: the written model does not reproduce its measured scores")
+    def reproduces(folder: Path) -> None:  # what users will load gives what was measured
+        again = predict_in_batches(load_shipped(folder), images[test])
+        if float(np.abs(again - probs).max()) > 1e-5:
+            raise FerError(f"{EXPORT_DIR}: the written model does not reproduce its scores")
+
+    _write_package(card, folders, reproduces)
+    shipped = load_shipped(EXPORT_DIR)
     write_json(EXPORT_FILE, result)
 
     faces = images[test][:SPEED_FACES]

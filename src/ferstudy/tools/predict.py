@@ -184,10 +184,13 @@ def crop_with_margin(gray: np.ndarray, box: list[int], margin: float) -> np.ndar
 def checked_box(box: Iterable[float], shape: tuple[int, ...], source: str) -> list[int]:
     """A given face box as ints, refused with one line naming ``source`` unless it lies
     inside the image and has an area."""
-    values = [int(round(float(v))) for v in box]
-    height, width = shape[:2]
+    try:
+        values = [int(round(float(v))) for v in box]
+    except (TypeError, ValueError):
+        values = []
     if len(values) != 4:
-        raise FerError(f"{source}: a face box is [x, y, width, height], got {list(box)}")
+        raise FerError(f"{source}: a face box is [x, y, width, height] in pixels, got {box!r}")
+    height, width = shape[:2]
     x, y, w, h = values
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
         raise FerError(f"{source}: face box {values} lies outside the {width}x{height} image")
@@ -233,6 +236,8 @@ class _Item:
 def _from_array(arr: np.ndarray, name: str, channels: str) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise FerError(f"{name}: expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
     if arr.ndim == 2:
         return np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -272,9 +277,12 @@ def load_rgb(source: ImageInput, index: int, channels: str = "rgb") -> tuple[str
         except OSError as err:
             raise FerError(f"{name}: cannot read ({err.strerror})") from None
         img = open_image(data, name)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float: scaled as training
-        return name, np.repeat(to_grayscale(img)[..., None], 3, axis=2)
-    return name, np.asarray(on_white(img).convert("RGB"))
+    try:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, float: scaled as training
+            return name, np.repeat(to_grayscale(img)[..., None], 3, axis=2)
+        return name, np.asarray(on_white(img).convert("RGB"))
+    except (OSError, ValueError) as err:  # truncated data, or a mode Pillow cannot convert
+        raise FerError(f"{name}: cannot be read as an image ({err})") from None
 
 
 def expand_inputs(inputs: Iterable[ImageInput]) -> Iterator[ImageInput]:
@@ -306,26 +314,37 @@ def face_record(face_index: int, face: Face, probs: np.ndarray) -> dict[str, Any
 
 
 class Batcher:
-    """Faces gathered from many images or frames and classified ``batch_size`` at a time;
-    each face's record is handed back, in order, with the context it was added with."""
+    """Faces gathered from many images or frames and classified ``batch_size`` at a time.
+
+    Records leave in the order their images or frames were added: one per face, with the
+    context it was added with, or the context alone (``no_face``, or an ``error`` the context
+    carries) for an image or frame without faces.
+    """
 
     def __init__(self, model: Model, batch_size: int):
         self.model, self.batch_size = model, batch_size
-        self.pending: list[tuple[dict[str, Any], int, Face]] = []
+        self.pending: list[tuple[dict[str, Any], int, Face | None]] = []
+        self.faces = 0
 
     def add(self, context: dict[str, Any], faces: list[Face]) -> list[dict[str, Any]]:
-        self.pending.extend((context, i, face) for i, face in enumerate(faces))
-        return self.flush() if len(self.pending) >= self.batch_size else []
+        if faces:
+            self.pending.extend((context, i, face) for i, face in enumerate(faces))
+        else:
+            self.pending.append(({"status": "no_face", **context}, 0, None))
+        self.faces += len(faces)
+        return self.flush() if self.faces >= self.batch_size else []
 
     def flush(self) -> list[dict[str, Any]]:
-        if not self.pending:
-            return []
-        probs = self.model(np.stack([face.pixels for _, _, face in self.pending]))
+        found = [face.pixels for _, _, face in self.pending if face is not None]
+        probs = iter(self.model(np.stack(found)) if found else [])
         out = []
-        for (context, i, face), p in zip(self.pending, probs):
-            face.probabilities = p
-            out.append({**context, **face_record(i, face, p)})
-        self.pending = []
+        for context, i, face in self.pending:
+            if face is None:
+                out.append(context)
+                continue
+            face.probabilities = next(probs)
+            out.append({**context, **face_record(i, face, face.probabilities)})
+        self.pending, self.faces = [], 0
         return out
 
 
@@ -333,10 +352,12 @@ def _per_input_boxes(boxes, count: int, single: bool) -> list:
     if boxes is None:
         return [None] * count
     if single:
+        if count != 1:
+            raise FerError(f"boxes: the input holds {count} images; give one list per image")
         return [boxes]
     boxes = list(boxes)
     if len(boxes) != count:
-        raise FerError(f"boxes: expected one list of boxes per input ({count}), got {len(boxes)}")
+        raise FerError(f"boxes: expected one list of boxes per image ({count}), got {len(boxes)}")
     return boxes
 
 
@@ -363,10 +384,10 @@ def analyze(
     with no face gives ``status: no_face``, an unreadable one ``status: error`` with
     ``error``, and the others go on.
 
-    ``boxes``: your own face boxes instead of detection (for one input, its boxes; for a list,
-    one list per input, None to detect). ``largest_only``: keep the largest face of each image.
-    ``channels="bgr"``: arrays in OpenCV's channel order. ``detector=None``: each whole image is
-    one aligned face crop.
+    ``boxes``: your own face boxes instead of detection (for one image, its boxes; for a list,
+    one list per image once folders and batches are expanded, None to detect).
+    ``largest_only``: keep the largest face of each image. ``channels="bgr"``: arrays in
+    OpenCV's channel order. ``detector=None``: each whole image is one aligned face crop.
     """
     single = isinstance(inputs, (str, Path, Image.Image)) or (
         isinstance(inputs, np.ndarray) and inputs.ndim < 4
@@ -388,11 +409,10 @@ def analyze(
                 raise  # a box the caller gave that does not fit the image
             item.error, item.rgb = str(err), None
         items.append(item)
+        context = {"file": item.source}
         if item.error:
-            records.append({"file": item.source, "status": "error", "error": item.error})
-        elif not item.faces:
-            records.append({"file": item.source, "status": "no_face"})
-        records.extend(batcher.add({"file": item.source}, item.faces))
+            context.update(status="error", error=item.error)
+        records.extend(batcher.add(context, item.faces))
         if plot_dir is None:
             item.rgb = None  # keep memory flat on large folders
     records.extend(batcher.flush())
@@ -400,8 +420,6 @@ def analyze(
         for item in items:
             if item.rgb is not None:
                 plot_faces(item, Path(plot_dir))
-    order = {item.source: k for k, item in enumerate(items)}
-    records.sort(key=lambda r: (order[r["file"]], r.get("face") or 0))
     return records
 
 
@@ -422,17 +440,17 @@ def sampled_frames(
         rate = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
         if not rate or rate <= 0:
             raise FerError(f"{path}: cannot be decoded as a video (OpenCV found no frame rate)")
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        total = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) or None
         decoded, last_slot = 0, -1
         with tqdm(total=total, desc="video", unit="frame", disable=not progress) as bar:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
+            while capture.grab():  # every frame is read; only sampled ones are decoded
                 index, decoded = decoded, decoded + 1
                 bar.update(1)
                 slot = int(index * fps / rate + 1e-9)
                 if slot > last_slot:
+                    ok, frame = capture.retrieve()
+                    if not ok:
+                        raise FerError(f"{path}: frame {index} cannot be decoded")
                     last_slot = slot
                     yield index, round(index / rate, 3), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         if not decoded:
@@ -467,10 +485,7 @@ def analyze_video(
     batcher = Batcher(classifier, batch_size)
     for index, seconds, rgb in sampled_frames(path, fps, progress):
         context = {"file": str(path), "frame": index, "time": seconds}
-        faces = finder(rgb, f"{path} frame {index}")
-        if not faces:
-            yield {**context, "status": "no_face"}
-        yield from batcher.add(context, faces)
+        yield from batcher.add(context, finder(rgb, f"{path} frame {index}"))
     yield from batcher.flush()
 
 
@@ -528,12 +543,18 @@ def plot_faces(item: _Item, out_dir: Path) -> Path:
 def _records(
     paths_in: list[str], model: Model, options: dict[str, Any], fps: float
 ) -> Iterator[dict[str, Any]]:
-    images = [p for p in paths_in if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
-    if images:
-        yield from analyze(images, model, progress=True, **options)
-    for video in (p for p in paths_in if Path(p).suffix.lower() in VIDEO_SUFFIXES):
-        options = {k: v for k, v in options.items() if k != "plot_dir"}
-        yield from analyze_video(video, model, fps=fps, progress=True, **options)
+    """Records of every path in the order given: runs of images together, each video apart."""
+    video_options = {k: v for k, v in options.items() if k != "plot_dir"}
+    images: list[str] = []
+    for path in [*paths_in, None]:
+        if path is not None and Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+            images.append(path)
+            continue
+        if images:
+            yield from analyze(images, model, progress=True, **options)
+            images = []
+        if path is not None:
+            yield from analyze_video(path, model, fps=fps, progress=True, **video_options)
 
 
 def run(
