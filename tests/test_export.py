@@ -41,7 +41,7 @@ def exported(tmp_path_factory):
     params.update(runs=[RUN], seeds=SEEDS)
     params["heads"]["runs"] = []
     params["finetune"].update(runs=[RUN], epochs=4, lr=0.003, batch_size=16, warmup_epochs=1)
-    params["export"] = {"run": RUN}
+    params["export"] = {"runs": [RUN]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     images, labels = synthetic_images(per_class=24, seed=5)
     with pytest.MonkeyPatch.context() as mp:
@@ -53,7 +53,7 @@ def exported(tmp_path_factory):
             assert main(command) == 0
         for seed in SEEDS:
             assert main(["finetune", RUN, "--seed", str(seed)]) == 0
-        assert main(["export"]) == 0
+        assert main(["export", RUN]) == 0
         yield root
 
 
@@ -170,7 +170,7 @@ def test_the_choice_never_looks_at_privatetest(exported, tmp_path, monkeypatch):
 
     monkeypatch.chdir(root)
     monkeypatch.setattr(export, "predict_in_batches", fake)
-    assert main(["export"]) == 0
+    assert main(["export", RUN]) == 0
     result = read_json(root / EXPORT_FILE)
     assert result["validation_accuracy"]["seed42"] == 1.0
     assert result["validation_accuracy"]["seed43"] == 0.0

@@ -37,6 +37,7 @@ def _params(**finetune) -> dict:
         runs=[RUN], epochs=6, lr=0.003, batch_size=16, warmup_epochs=1, patience=10
     )
     params["finetune"].update(finetune)
+    params["export"]["runs"] = []
     return params
 
 

@@ -93,6 +93,7 @@ def test_repro_runs_every_stage_of_the_matrix(pipeline):
         "finetune@onet-pretrained-42",
         "evaluate_finetune@onet-pretrained-42",
         "outside",
+        "export@onet-pretrained",
         "metrics",
         "aggregate",
         "report",

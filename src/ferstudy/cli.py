@@ -31,6 +31,8 @@ STAGES: tuple[str, ...] = (
 )  # fmt: skip
 #: The stages that run once per run and seed (``ferstudy <stage> RUN --seed N``).
 PER_RUN = frozenset({"features", "train", "finetune", "evaluate", "flipped", "heads"})
+#: The stages that run once per run, over all seeds (``ferstudy <stage> RUN``).
+PER_RUN_ALL_SEEDS = frozenset({"export"})
 
 
 def stage_help(name: str) -> str:
@@ -54,6 +56,9 @@ def _cmd_stage(args: argparse.Namespace) -> None:
             raise FerError(f"'{run}': only evaluate takes a -finetune run; here give {base}")
         paths.parse_run_name(run)
         seed = params.seeds[0] if args.seed is None else args.seed
+    elif args.command in PER_RUN_ALL_SEEDS:
+        run = args.run
+        paths.parse_run_name(run)
     module = importlib.import_module(f"ferstudy.stages.{args.command}")
     result = module.run(params, run, seed)
     print(module.describe(result))
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in STAGES:
         cmd = sub.add_parser(name, help=stage_help(name))
+        if name in PER_RUN_ALL_SEEDS:
+            cmd.add_argument("run", help="<backbone>-<init> of finetune.runs, e.g. onet-pretrained")
         if name in PER_RUN:
             cmd.add_argument(
                 "run", help="<backbone>-<init>, e.g. openface-random (evaluate: or ...-finetune)"

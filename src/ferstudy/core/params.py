@@ -217,10 +217,14 @@ class FinetuneParams(_Strict):
 class ExportParams(_Strict):
     """The ``export:`` section: the model that ships inside the package."""
 
-    run: Annotated[
-        str | None,
-        Field(description="a run of finetune.runs whose seeds are the candidates, or null"),
-    ] = None
+    runs: Annotated[
+        RunNames,
+        Field(
+            max_length=1,
+            description="a list of at most one run of finetune.runs, whose seeds are the "
+            "candidates (empty: no export)",
+        ),
+    ] = []
 
 
 class Params(_Strict):
@@ -317,13 +321,14 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _export_of_a_finetuned_run(self) -> Params:
-        if self.export.run is not None and self.export.run not in self.finetune.runs:
-            raise PydanticCustomError(
-                "params",
-                "export.run: {run} is not in finetune.runs (the shipped model is chosen among "
-                "the seeds of a fine-tuned run)",
-                {"run": self.export.run},
-            )
+        for name in self.export.runs:
+            if name not in self.finetune.runs:
+                raise PydanticCustomError(
+                    "params",
+                    "export.runs: {run} is not in finetune.runs (the shipped model is chosen "
+                    "among the seeds of a fine-tuned run; set both, or export.runs=[])",
+                    {"run": name},
+                )
         return self
 
     def need(self, key: str) -> Any:

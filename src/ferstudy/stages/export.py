@@ -1,6 +1,6 @@
 """Stage ``export``: the model that ships inside the package, chosen on validation, with its card.
 
-The candidates are the seeds of one fine-tuned run (``export.run``) alone and averaged, each
+The candidates are the seeds of one fine-tuned run (``export.runs``) alone and averaged, each
 with and without horizontal-flip test-time augmentation (:mod:`ferstudy.analysis.selection`).
 The one with the highest validation accuracy (FER2013's PublicTest under ``finetune.split:
 usage``) ships; PrivateTest only measures it. Writes
@@ -126,10 +126,10 @@ def _write_package(card: dict[str, Any], folders: dict[int, Path], check) -> Non
 
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``export`` stage (see module doc)."""
-    if params.export.run is None:
-        raise FerError("export.run is null in params.yaml: there is no model to export")
+    if run not in params.export.runs:
+        raise FerError(f"export: {run} is not in export.runs of params.yaml")
     runtime.configure(params.seeds[0], deterministic=True)
-    tuned = paths.finetune_run(params.export.run)
+    tuned = paths.finetune_run(run)
     folders = {s: paths.model_dir(paths.run_id(tuned, s)) for s in params.seeds}
     models = {s: EmotionClassifier(folder) for s, folder in folders.items()}
     config = models[params.seeds[0]].config
