@@ -87,6 +87,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Section:
+    """``_Section[Model]``: a nested section of ``params.yaml``, described by its keys."""
+
+    def __class_getitem__(cls, model: type[BaseModel]) -> Any:
+        keys = ", ".join(model.model_fields)
+        return Annotated[model, Field(description=f"a mapping of {keys}")]
+
+
 class BackboneSettings(_Strict):
     """One entry of ``backbone:``."""
 
@@ -185,9 +193,7 @@ class FinetuneParams(_Strict):
     class_weight: Annotated[
         Literal["balanced", "none"], Field(description=_one_of(("balanced", "none")))
     ] = "none"
-    augment: Annotated[
-        AugmentParams, Field(description="a mapping of " + ", ".join(AugmentParams.model_fields))
-    ] = AugmentParams()
+    augment: _Section[AugmentParams] = AugmentParams()
 
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> FinetuneParams:
@@ -277,22 +283,10 @@ class Params(_Strict):
         dict[BackboneName, BackboneSettings],
         Field(description="a mapping of backbone name to {input_size, fraction, descriptor}"),
     ] = None  # type: ignore[assignment]
-    data: Annotated[
-        DataParams,
-        Field(description="a mapping of " + ", ".join(DataParams.model_fields)),
-    ] = DataParams()
-    heads: Annotated[
-        HeadsParams,
-        Field(description="a mapping of " + ", ".join(HeadsParams.model_fields)),
-    ] = HeadsParams()
-    finetune: Annotated[
-        FinetuneParams,
-        Field(description="a mapping of " + ", ".join(FinetuneParams.model_fields)),
-    ] = FinetuneParams()
-    export: Annotated[
-        ExportParams,
-        Field(description="a mapping of " + ", ".join(ExportParams.model_fields)),
-    ] = ExportParams()
+    data: _Section[DataParams] = DataParams()
+    heads: _Section[HeadsParams] = HeadsParams()
+    finetune: _Section[FinetuneParams] = FinetuneParams()
+    export: _Section[ExportParams] = ExportParams()
 
     @model_validator(mode="after")
     def _settings_for_each_backbone(self) -> Params:
@@ -307,28 +301,26 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _heads_on_runs_of_the_matrix(self) -> Params:
-        if self.runs is not None:
-            for name in self.heads.runs:
-                if name not in self.runs:
+    def _runs_named_where_they_exist(self) -> Params:
+        """Heads need runs of the matrix; an export needs a fine-tuned run."""
+        checks = [
+            ("heads.runs", self.heads.runs, "runs", self.runs),
+            ("export.runs", self.export.runs, "finetune.runs", self.finetune.runs),
+        ]
+        why = {
+            "heads.runs": "a head needs the run's features; set heads.runs with runs, e.g. "
+            "-S 'heads.runs=[...]'",
+            "export.runs": "the shipped model is chosen among the seeds of a fine-tuned run; "
+            "set both, or export.runs=[]",
+        }
+        for key, names, parent, allowed in checks:
+            for name in names if allowed is not None else []:
+                if name not in allowed:
                     raise PydanticCustomError(
                         "params",
-                        "heads.runs: {run} is not in runs (a head needs the run's features; "
-                        "set heads.runs with runs, e.g. -S 'heads.runs=[...]')",
-                        {"run": name},
+                        "{key}: {run} is not in {parent} ({why})",
+                        {"key": key, "run": name, "parent": parent, "why": why[key]},
                     )
-        return self
-
-    @model_validator(mode="after")
-    def _export_of_a_finetuned_run(self) -> Params:
-        for name in self.export.runs:
-            if name not in self.finetune.runs:
-                raise PydanticCustomError(
-                    "params",
-                    "export.runs: {run} is not in finetune.runs (the shipped model is chosen "
-                    "among the seeds of a fine-tuned run; set both, or export.runs=[])",
-                    {"run": name},
-                )
         return self
 
     def need(self, key: str) -> Any:

@@ -6,6 +6,7 @@ one run under one seed, ``<run>/seed<seed>``, the folder of its outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ferstudy.core.errors import FerError
@@ -92,9 +93,17 @@ def live_dir(run_id: str) -> Path:
     return METRICS_DIR / "train" / run_id
 
 
-def eval_file(run_id: str) -> Path:
-    """Test scores of one run id (``metrics/eval/<run>/seed<seed>.json``)."""
-    return METRICS_DIR / "eval" / f"{run_id}.json"
+def _metrics_json(folder: str) -> Callable[[str], Path]:
+    """``name -> metrics/<folder>/<name>.json``."""
+    return lambda name: METRICS_DIR / folder / f"{name}.json"
+
+
+# Per run id (``<run>/seed<seed>``): test scores (``metrics/eval/<run>/seed<seed>.json``),
+# inference speed, the study's rates, feature health (the features stage) and the scores of
+# the classical heads; per run name: its metrics aggregated across its seeds.
+eval_file, speed_file, study_file, health_file, heads_file, aggregate_file = (
+    _metrics_json(folder) for folder in ("eval", "speed", "study", "features", "heads", "aggregate")
+)
 
 
 def eval_dir(run_id: str) -> Path:
@@ -102,33 +111,9 @@ def eval_dir(run_id: str) -> Path:
     return METRICS_DIR / "eval" / run_id
 
 
-def speed_file(run_id: str) -> Path:
-    return METRICS_DIR / "speed" / f"{run_id}.json"
-
-
 def training_time_file(run_id: str) -> Path:
     """How long a fine-tuned run trained: a timing, kept out of the model folder."""
     return METRICS_DIR / "speed" / f"{run_id}.train.json"
-
-
-def study_file(run_id: str) -> Path:
-    """The study's rates of one run id."""
-    return METRICS_DIR / "study" / f"{run_id}.json"
-
-
-def aggregate_file(run: str) -> Path:
-    """One configuration's metrics aggregated across its seeds."""
-    return METRICS_DIR / "aggregate" / f"{run}.json"
-
-
-def health_file(run_id: str) -> Path:
-    """Feature health of one run id (the features stage)."""
-    return METRICS_DIR / "features" / f"{run_id}.json"
-
-
-def heads_file(run_id: str) -> Path:
-    """Scores of the classical heads of one run id."""
-    return METRICS_DIR / "heads" / f"{run_id}.json"
 
 
 def predictions_file(run_id: str, kind: str) -> Path:
