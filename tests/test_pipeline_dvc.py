@@ -224,6 +224,7 @@ def _results(project: Path) -> dict[str, bytes]:
             "comparisons.json",
             "aggregate.md",
             "ranking.json",
+            "export.json",
         )
     ]
     out = {str(p.relative_to(project)): p.read_bytes() for p in files}
