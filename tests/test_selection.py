@@ -95,3 +95,44 @@ def test_macro_f1_interval_holds_the_estimate_and_narrows_with_images():
     assert low < estimate < high and 0.03 < high - low < 0.2
     wide_low, _, wide_high = interval(100)
     assert wide_high - wide_low > 1.5 * (high - low)
+
+
+def test_a_class_nobody_predicts_or_shows_counts_as_zero_in_the_mean():
+    labels = np.array([0, 1, 2, 3, 4, 5, 0, 1])
+    predicted = np.array([0, 1, 2, 3, 4, 4, 1, 1])  # classes 6 (and nothing else) absent
+    expected = f1_score(labels, predicted, labels=range(7), average="macro", zero_division=0)
+    assert macro_f1(labels, predicted, 7) == pytest.approx(expected, abs=1e-12)
+    assert macro_f1(labels, predicted, 7) == pytest.approx(
+        6 / 7 * macro_f1(labels, predicted, 6), abs=1e-12
+    )
+
+
+def test_macro_f1_interval_is_scipys_percentile_bootstrap_of_sklearns_macro_f1():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 120)
+    predicted = np.where(rng.random(120) < 0.6, labels, rng.integers(0, 7, 120))
+
+    def f1(a, b):
+        return f1_score(a, b, labels=range(7), average="macro", zero_division=0)
+
+    expected = bootstrap(
+        (labels, predicted),
+        f1,
+        paired=True,
+        vectorized=False,
+        n_resamples=2000,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
+    got = macro_f1_interval(labels, predicted, 7)
+    assert got == [round(float(expected.low), 6), round(float(expected.high), 6)]
+
+
+def test_validation_accuracies_are_rounded_to_six_places():
+    labels = np.array([0, 1, 2])
+    plain = {1: _one_hot([0, 1, 1])}
+    _, table = choose(candidates([1])[:1], plain, plain, labels)
+    assert table == {"seed1": 0.666667}
