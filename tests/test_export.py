@@ -123,7 +123,7 @@ def test_paired_differences_are_those_of_the_predictions(exported):
     only_shipped = sum(shipped[r] and not fer[r] for r in test)
     only_fer = sum(fer[r] and not shipped[r] for r in test)
     d = result["minus_fer"]
-    assert (d["only_this_right"], d["only_other_right"], d["images"]) == (
+    assert (d["only_a_right"], d["only_b_right"], d["images"]) == (
         only_shipped,
         only_fer,
         len(test),

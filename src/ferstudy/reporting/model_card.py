@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ferstudy.analysis.stats import PairedDifference
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
 def _difference(d: dict[str, Any]) -> str:
-    return (
-        f"{100 * d['difference']:+.1f} points (95 % CI {100 * d['low']:+.1f} to "
-        f"{100 * d['high']:+.1f}, {d['images']:,} paired images)"
-    )
+    return PairedDifference.from_dict(d).describe()
 
 
 def _split_text(split: dict[str, Any]) -> str:

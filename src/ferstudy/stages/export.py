@@ -38,6 +38,7 @@ from ferstudy.models.classifier import (
     CARD_FILE,
     CARD_FORMAT,
     EmotionClassifier,
+    Ensemble,
     load_shipped,
     mirrored,
     predict_in_batches,
@@ -79,19 +80,6 @@ def _interval_record(correct: np.ndarray) -> dict[str, Any]:
         "accuracy": round(float(correct.mean()), 6),
         "low": round(low, 6),
         "high": round(high, 6),
-    }
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    d = paired_difference(a, b)
-    return {
-        "difference": round(d.difference, 6),
-        "low": round(d.low, 6),
-        "high": round(d.high, 6),
-        "p_value": round(d.p_value, 6),
-        "images": d.images,
-        "only_this_right": d.only_a_right,
-        "only_other_right": d.only_b_right,
     }
 
 
@@ -181,11 +169,11 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         },
         "single_best_privatetest": _interval_record(correct(single)),
         "minus_single_best": {
-            name: _paired(correct(c), correct(single))
+            name: paired_difference(correct(c), correct(single)).as_dict()
             for name, c in alternatives.items()
             if c != single
         },
-        "minus_fer": _paired(shipped_right, fer_right),
+        "minus_fer": paired_difference(shipped_right, fer_right).as_dict(),
         "fer_privatetest": _interval_record(fer_right),
     }
     card = {
@@ -215,8 +203,9 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             raise FerError(f"{EXPORT_DIR}: the written model does not reproduce its scores")
 
     _write_package(card, folders, reproduces)
-    shipped = load_shipped(EXPORT_DIR)
     write_json(EXPORT_FILE, result)
+    # the shipped model is these members in memory (the written copy reproduced them above)
+    shipped = Ensemble([models[s] for s in chosen.seeds], chosen.flip, card["name"])
 
     faces = images[test][:SPEED_FACES]
     fer_model = load_fer_model(fetch_fer_model())

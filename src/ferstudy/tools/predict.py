@@ -24,6 +24,7 @@ From Python::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -44,6 +45,7 @@ from ferstudy.data.images import on_white, open_image, to_fer48, to_grayscale
 from ferstudy.models.classifier import (
     CARD_FILE,
     EmotionClassifier,
+    Ensemble,
     load_shipped,
 )
 from ferstudy.models.store import available_models
@@ -67,13 +69,19 @@ def get_model(model: str | Path | Model | None = None) -> Model:
     the highest validation accuracy), a model folder (a run's, or a shipped model's with its
     card), or a classifier already loaded."""
     if model is None:
-        return load_shipped()
+        return _shipped()
     if callable(model):
         return model
     if str(model) == "best":
         return EmotionClassifier(best_model())
     folder = Path(model)
     return load_shipped(folder) if (folder / CARD_FILE).is_file() else EmotionClassifier(folder)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> Ensemble:
+    """The shipped model, loaded once per process: repeated ``analyze`` calls reuse it."""
+    return load_shipped()
 
 
 def describe_model(model: Model) -> str:
