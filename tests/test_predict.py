@@ -67,6 +67,17 @@ def test_photo_with_several_faces(tmp_path, classifier, detector):
     assert (tmp_path / "plots" / "group.png").stat().st_size > 10_000
 
 
+def test_plots_of_inputs_with_one_stem_do_not_overwrite_each_other(tmp_path, classifier):
+    faces = fer_faces(3)
+    paths = [tmp_path / "a" / "face.png", tmp_path / "b" / "face.png", tmp_path / "a" / "face.jpg"]
+    for face, path in zip(faces, paths, strict=True):
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(face).save(path)
+    analyze(paths, classifier, detector=None, plot_dir=tmp_path / "plots")
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == ["face-2.png", "face-3.png", "face.png"]
+
+
 def test_no_detect_equals_classifier_on_the_crop(tmp_path, classifier):
     face = fer_faces(3)[1]
     Image.fromarray(face).save(tmp_path / "crop.png")

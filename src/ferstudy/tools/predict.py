@@ -425,10 +425,21 @@ def analyze(
             item.rgb = None  # keep memory flat on large folders
     records.extend(batcher.flush())
     if plot_dir is not None:
+        used: set[str] = set()
         for item in items:
             if item.rgb is not None:
-                plot_faces(item, Path(plot_dir))
+                plot_faces(item, Path(plot_dir), _unique_stem(Path(item.source).stem, used))
     return records
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... when an earlier input of the call had it."""
+    name, count = stem, 1
+    while name in used:
+        count += 1
+        name = f"{stem}-{count}"
+    used.add(name)
+    return name
 
 
 # --------------------------------------------------------------------------- video
@@ -502,8 +513,9 @@ def to_grayscale_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
 
 
-def plot_faces(item: _Item, out_dir: Path) -> Path:
-    """The image with faces boxed and labelled, beside the 7 probabilities of each face."""
+def plot_faces(item: _Item, out_dir: Path, stem: str) -> Path:
+    """The image with faces boxed and labelled, beside the 7 probabilities of each face, as
+    ``out_dir/<stem>.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -540,7 +552,7 @@ def plot_faces(item: _Item, out_dir: Path) -> Path:
     if faces:
         axes[1].legend(fontsize=8)
     axes[0].set_title(Path(item.source).name, fontsize=9)
-    out = out_dir / f"{Path(item.source).stem}.png"
+    out = out_dir / f"{stem}.png"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
