@@ -107,7 +107,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         batches=args.batches,
         out=Path(args.out),
         backbones=args.backbones.split(",") if args.backbones else None,
-        tail_backbone=args.tail_backbone,
+        feature_images=args.feature_images,
         tail_images=args.tail_images,
     )
     print(bench.table(result))
@@ -177,13 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--epochs", type=int, default=20)
     bench.add_argument("--backbone", default="openface", help="backbone of the comparison")
-    bench.add_argument("--backbones", help="comma-separated backbones to time (default: all)")
+    bench.add_argument(
+        "--backbones", help="comma-separated backbones to time against floors (default: all)"
+    )
     bench.add_argument("--batches", type=int, default=3, help="batches of 64 per forward timing")
     bench.add_argument(
-        "--tail-backbone", default="mobilenet", help="backbone whose tail is timed against matmul"
+        "--feature-images", type=int, default=256, help="training images per feature floor"
     )
     bench.add_argument(
-        "--tail-images", type=int, default=1024, help="cached feature rows the tail trains on"
+        "--tail-images", type=int, default=2048, help="cached feature rows each tail trains on"
     )
     bench.add_argument("--out", default="bench/results.json")
     bench.set_defaults(handler=_cmd_bench)

@@ -68,6 +68,17 @@ class _EpochLog(keras.callbacks.Callback):
             self.checkpoint.save(epoch + 1)
 
 
+def compile_tail(tail: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> None:
+    """Compile a tail as this stage trains it: categorical cross-entropy, accuracy, and the
+    step under XLA, which fuses the optimizer's update of every tail variable."""
+    tail.compile(
+        optimizer=optimizer,
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=True,
+    )
+
+
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``train`` stage for one run (``<backbone>-<init>``) under one seed."""
     backbone, init = paths.parse_run_name(run)
@@ -87,12 +98,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     classifier, cut = rebuild_classifier(cache, settings["seed"])
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
     optimizer.build(cut.tail.trainable_variables)  # slots exist before a checkpoint restores them
-    cut.tail.compile(
-        optimizer=optimizer,
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=True,  # XLA fuses the optimizer's update of every tail variable
-    )
+    compile_tail(cut.tail, optimizer)
 
     live_dir = paths.live_dir(run_id)
     fingerprint = json_sha256(
