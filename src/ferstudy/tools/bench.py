@@ -18,9 +18,11 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
@@ -42,8 +44,10 @@ layers = keras.layers
 MATMUL_SHAPE = (3136, 1024, 1024)
 #: Epochs of tail training timed, after one untimed epoch that traces the training step.
 TAIL_EPOCHS = 2
-#: Seconds of repeated matmuls timed per shape in a floor.
+#: Least seconds of repeated calls timed per matmul floor and per optimizer update.
 MATMUL_SECONDS = 0.05
+#: Least seconds of repeated passes over the images timed per feature floor side.
+FEATURE_SECONDS = 1.0
 #: Each stage's ratio to its floor (checkpoint: the largest share of training time).
 TARGETS = {"features_vs_forward": 0.95, "tail_vs_floor_fp32": 0.70, "checkpoint_share": 0.05}
 
@@ -72,17 +76,57 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _cut(backbone: str, size: int, seed: int = 0, descriptor: str | None = None):
+def _cut(params: Params, backbone: str, size: int | None = None) -> tuple[keras.Model, Any]:
+    """``backbone``'s classifier and its frozen part and tail as the stages cut it under
+    ``params`` (the input size, unless ``size`` is given, descriptor and trainable layers),
+    built with its architecture's init and seed 0."""
     entry = get_backbone(backbone)
-    model = build_backbone(backbone, entry.architecture_init, size, seed, descriptor=descriptor)
-    return split_frozen_tail(build_classifier(model), entry.trainable_layers(4))
+    settings = params.backbone_settings(backbone)
+    model = build_backbone(
+        backbone,
+        entry.architecture_init,
+        size or settings.input_size,
+        0,
+        descriptor=settings.descriptor,
+    )
+    classifier = build_classifier(model)
+    return classifier, split_frozen_tail(
+        classifier, entry.trainable_layers(params.trainable_layers)
+    )
 
 
-def forward_speed(backbone: str, precision: str, batches: int, batch_size: int = 64) -> float:
+def _seconds_per_call(call: Callable[[], Any], seconds: float = MATMUL_SECONDS) -> float:
+    """Seconds of one ``call()`` (which waits for its result), repeated for about ``seconds``
+    after a warm-up call."""
+    call()
+    start = time.perf_counter()
+    call()
+    repeats = int(np.clip(seconds / max(time.perf_counter() - start, 1e-6), 3, 1000))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats
+
+
+def _images_per_second(call: Callable[[], Any], images: int) -> float:
+    """Images/s of ``call()``, one pass over ``images`` images, repeated until
+    ``FEATURE_SECONDS`` have passed (at least once)."""
+    passes, start = 0, time.perf_counter()
+    while True:
+        call()
+        passes += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= FEATURE_SECONDS:
+            return passes * images / elapsed
+
+
+def forward_speed(
+    params: Params, backbone: str, precision: str, batches: int, batch_size: int = 64
+) -> float:
     """Images/s of the frozen part on uint8 48x48 input (resize and preprocessing included)."""
     entry = get_backbone(backbone)
     runtime.set_precision(precision, bf16_supported=entry.bf16)
-    cut = _cut(backbone, entry.native_input_size)
+    cut = _cut(params, backbone, entry.native_input_size)[1]
     extract = extractor(cut.frozen, image_transform(entry.preprocess, entry.native_input_size))
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch_size, 48, 48), np.uint8))
     extract(images).numpy()
@@ -110,17 +154,17 @@ def feature_floor(params: Params, backbone: str, images: np.ndarray) -> dict[str
         params.precision, bf16_supported=entry.bf16, bf16_auto=entry.bf16_auto
     )
     keras.utils.set_random_seed(0)
-    cut = _cut(backbone, settings.input_size, descriptor=settings.descriptor)
+    cut = _cut(params, backbone)[1]
     extract = extractor(cut.frozen, image_transform(entry.preprocess, settings.input_size))
     batch_size = params.features_batch_size
     _trace(extract, images, batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        stage = extract_to_file(extract, images, Path(tmp) / "f.npy", batch_size, backbone)
+        stage = _images_per_second(
+            lambda: extract_to_file(extract, images, Path(tmp) / "f.npy", batch_size, backbone),
+            len(images),
+        )
     batches = [tf.constant(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    start = time.perf_counter()
-    for batch in batches:
-        extract(batch).numpy()
-    forward = len(images) / (time.perf_counter() - start)
+    forward = _images_per_second(lambda: [extract(b).numpy() for b in batches], len(images))
     runtime.set_precision("fp32")
     return {
         "precision": precision,
@@ -128,21 +172,21 @@ def feature_floor(params: Params, backbone: str, images: np.ndarray) -> dict[str
         "images": int(len(images)),
         "stage_images_per_second": round(stage, 1),
         "forward_images_per_second": round(forward, 1),
-        "ratio": round(stage / forward, 3),
+        "ratio": stage / forward,
     }
 
 
 def cached_vs_naive(
-    images: np.ndarray, labels: np.ndarray, backbone: str, epochs: int, batch_size: int, lr: float
+    params: Params, images: np.ndarray, labels: np.ndarray, backbone: str, epochs: int
 ) -> dict[str, Any]:
     """The project's way (features once, then the tail) against Keras fit on images."""
     entry = get_backbone(backbone)
-    size = entry.native_input_size
+    size, batch_size, lr = entry.native_input_size, params.batch_size, params.need("lr")
     y = np.eye(len(CLASSES), dtype=np.float32)[labels]
     runtime.set_precision("fp32")
 
     keras.utils.set_random_seed(0)
-    cut = _cut(backbone, size)
+    cut = _cut(params, backbone, size)[1]
     transform = image_transform(entry.preprocess, size)
     extract = extractor(cut.frozen, transform)
     _trace(extract, images, batch_size)
@@ -156,9 +200,7 @@ def cached_vs_naive(
     train_seconds = time.perf_counter() - start
 
     keras.utils.set_random_seed(0)
-    entry = get_backbone(backbone)
-    classifier = build_classifier(build_backbone(backbone, entry.architecture_init, size, 0))
-    split_frozen_tail(classifier, entry.trainable_layers(4))  # freezes all but the tail
+    classifier = _cut(params, backbone, size)[0]  # all but the tail frozen
     inp = keras.Input((48, 48), dtype="uint8")
     naive = keras.Model(inp, classifier(transform(inp)))
     naive.compile(keras.optimizers.Adam(lr), "categorical_crossentropy", ["accuracy"])
@@ -201,31 +243,18 @@ def _workdir_with_data() -> Any:
             os.chdir(here)
 
 
-def _timed_matmul(a: tf.Tensor, b: tf.Tensor, seconds: float = MATMUL_SECONDS) -> float:
-    """Seconds of one ``a @ b``, repeated for about ``seconds`` after a warm-up."""
-    tf.matmul(a, b).numpy()
-    start = time.perf_counter()
-    tf.matmul(a, b).numpy()
-    once = max(time.perf_counter() - start, 1e-6)
-    repeats = int(np.clip(seconds / once, 3, 1000))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        c = tf.matmul(a, b)
-    c.numpy()
-    return (time.perf_counter() - start) / repeats
-
-
-def _operands(m: int, k: int, n: int, precision: str) -> tuple[tf.Tensor, tf.Tensor]:
+def _operands(m: int, k: int, n: int, precision: str, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[precision]
-    a = tf.cast(tf.random.stateless_normal((m, k), (0, 0)), dtype)
-    return a, tf.cast(tf.random.stateless_normal((k, n), (0, 1)), dtype)
+    a = tf.cast(tf.random.stateless_normal((m, k), (seed, 0)), dtype)
+    return a, tf.cast(tf.random.stateless_normal((k, n), (seed, 1)), dtype)
 
 
 def matmul_gflops(
     precision: str, m: int = MATMUL_SHAPE[0], k: int = MATMUL_SHAPE[1], n: int = MATMUL_SHAPE[2]
 ) -> float:
     """TensorFlow's rate, in GFLOPS, of an (m x k) by (k x n) matmul in fp32 or bf16."""
-    return 2 * m * k * n / _timed_matmul(*_operands(m, k, n, precision)) / 1e9
+    a, b = _operands(m, k, n, precision)
+    return 2 * m * k * n / _seconds_per_call(lambda: tf.matmul(a, b)[0, 0].numpy()) / 1e9
 
 
 def _tail_nodes(tail_model: keras.Model) -> list[tuple[keras.layers.Layer, Any, bool, bool]]:
@@ -290,60 +319,82 @@ def tail_training_flops(tail_model: keras.Model) -> float:
     return float(sum(2 * m * k * n for m, k, n in tail_gemms(tail_model, 1)))
 
 
+def gemm_program(gemms: list[tuple[int, int, int]], precision: str) -> Callable[[], list]:
+    """One XLA-compiled program of TensorFlow matmuls of these shapes, each on operands of its
+    own (so that none is merged with another of its shape), as a training step's compiled
+    program runs them; it returns every product."""
+    operands = [_operands(*shape, precision, seed=i) for i, shape in enumerate(gemms)]
+
+    @tf.function(jit_compile=True)
+    def program() -> list:
+        return [tf.matmul(a, b) for a, b in operands]
+
+    return program
+
+
 def gemm_seconds(gemms: list[tuple[int, int, int]], precision: str) -> float:
-    """Seconds of TensorFlow's matmuls of these shapes, each timed alone, summed."""
-    timed: dict[tuple[int, int, int], float] = {}
-    for shape in gemms:
-        if shape not in timed:
-            timed[shape] = _timed_matmul(*_operands(*shape, precision))
-    return sum(timed[shape] for shape in gemms)
+    """Seconds of one run of :func:`gemm_program`."""
+    program = gemm_program(gemms, precision)
+    return _seconds_per_call(lambda: program()[-1][0, 0].numpy()) if gemms else 0.0
 
 
 def optimizer_seconds(optimizer: keras.optimizers.Optimizer, variables: list) -> float:
-    """Seconds of one update of ``variables`` by ``optimizer``, compiled with XLA as the train
-    stage compiles its step, on constant gradients."""
+    """Seconds of one update of ``variables`` by ``optimizer`` (built first, as the train stage
+    builds it), compiled with XLA as the train stage compiles its step, on constant gradients."""
+    optimizer.build(variables)
     gradients = [tf.ones_like(v) * 1e-3 for v in variables]
 
     @tf.function(jit_compile=True)
     def update() -> None:
         optimizer.apply_gradients(zip(gradients, variables))
 
-    update()
-    start = time.perf_counter()
-    update()
-    once = max(time.perf_counter() - start, 1e-6)
-    repeats = int(np.clip(MATMUL_SECONDS / once, 3, 1000))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        update()
-    variables[0].numpy()
-    return (time.perf_counter() - start) / repeats
+    return _seconds_per_call(lambda: (update(), variables[0][..., :1].numpy()))
 
 
-def _random_features(folder: Path, images: int, size: int) -> CachedFeatures:
+def _random_features(folder: Path, images: int, size: int, precision: str) -> CachedFeatures:
     """A feature cache in the features stage's layout: ``images`` random non-negative rows
-    (as after a ReLU) of ``size`` float32 features."""
+    (as after a ReLU) of ``size`` features, stored as the stage stores them at ``precision``
+    (float32, or bfloat16 as uint16 bits)."""
     folder.mkdir()
     rng = np.random.default_rng(0)
-    np.save(folder / "train.npy", np.abs(rng.standard_normal((images, size), np.float32)))
+    rows = np.abs(rng.standard_normal((images, size), np.float32))
+    if precision == "bf16":
+        rows = rows.astype(ml_dtypes.bfloat16).view(np.uint16)
+    np.save(folder / "train.npy", rows)
     labels = rng.integers(0, len(CLASSES), images)
     np.savez(
         folder / LABELS,
         **{f"{n}_labels": labels for n in SPLITS},
         **{f"{n}_rows": np.arange(images) for n in SPLITS},
     )
-    write_json(folder / META, {"dtype": "float32"})
+    write_json(folder / META, {"dtype": "bfloat16" if precision == "bf16" else "float32"})
     return CachedFeatures(folder)
 
 
+class _EpochTimes(keras.callbacks.Callback):
+    """Seconds of each epoch from its first batch to its end (no ``fit`` or iterator setup)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def tail_and_checkpoint(
-    params: Params, backbone: str, images: int, train_images: int
+    params: Params, backbone: str, images: int, train_images: int, feature_precision: str
 ) -> dict[str, Any]:
-    """Train ``backbone``'s tail in fp32 as the train stage does (its input size, descriptor,
-    optimizer and compiled step; Keras ``fit`` on :class:`ferstudy.models.training.FeatureBatches`
-    of a memory-mapped feature file) on ``images`` random features (its time does not depend
-    on their values) for ``TAIL_EPOCHS`` epochs, against its floor: the matmuls of the tail's
-    own shapes (:func:`tail_gemms`, fp32 and bf16) plus the optimizer's update. Then write
+    """Train ``backbone``'s tail in fp32 as the train stage does (its cut, optimizer and
+    compiled step; Keras ``fit`` on :class:`ferstudy.models.training.FeatureBatches` of a
+    memory-mapped feature file stored at ``feature_precision``) on ``images`` random features
+    (its time does not depend on their values) for ``TAIL_EPOCHS`` timed epochs, against its
+    floor: the matmuls of the tail's own shapes (:func:`gemm_program` of :func:`tail_gemms`,
+    fp32 and bf16) plus the optimizer's update. Then write
     its :class:`ferstudy.models.training.Checkpoint` with the optimizer state twice, in a
     scratch folder. The epoch time on ``train_images`` is the measured time per image times
     ``train_images``. A write comes at most once an epoch, and under the train stage's
@@ -352,23 +403,21 @@ def tail_and_checkpoint(
     from ferstudy.models import training
     from ferstudy.stages.train import compile_tail
 
-    settings = params.backbone_settings(backbone)
     batch_size = params.batch_size
     runtime.set_precision("fp32")
     keras.utils.set_random_seed(0)
-    cut = _cut(backbone, settings.input_size, descriptor=settings.descriptor)
+    cut = _cut(params, backbone)[1]
     optimizer = training.make_optimizer(params.optimizer, params.need("lr"))
     optimizer.build(cut.tail.trainable_variables)
     compile_tail(cut.tail, optimizer)
     gemms = tail_gemms(cut.tail, batch_size)
     flops = tail_training_flops(cut.tail)
     with _workdir_with_data():
-        cache = _random_features(Path("features"), images, cut.feature_size)
+        cache = _random_features(Path("features"), images, cut.feature_size, feature_precision)
         batches = training.FeatureBatches(cache, "train", batch_size, seed=0)
-        cut.tail.fit(batches, epochs=1, shuffle=False, verbose=0)  # traces the training step
-        start = time.perf_counter()
-        cut.tail.fit(batches, epochs=TAIL_EPOCHS, shuffle=False, verbose=0)
-        per_image = (time.perf_counter() - start) / (TAIL_EPOCHS * images)
+        epochs = _EpochTimes()  # the first epoch traces the training step: not timed
+        cut.tail.fit(batches, epochs=1 + TAIL_EPOCHS, shuffle=False, verbose=0, callbacks=[epochs])
+        per_image = sum(epochs.seconds[1:]) / (TAIL_EPOCHS * images)
         live = Path("live")
         live.mkdir()
         generators = training.seed_dropout(cut.tail, 0)
@@ -388,7 +437,7 @@ def tail_and_checkpoint(
     between = max(wait, epoch_seconds)
     return {
         "tail": {
-            "input_size": settings.input_size,
+            "feature_precision": feature_precision,
             "images": images,
             "epochs": TAIL_EPOCHS,
             "batch_size": batch_size,
@@ -402,7 +451,7 @@ def tail_and_checkpoint(
             "matmul_ms": {p: round(1000 * t, 3) for p, t in matmuls.items()},
             "optimizer_ms": round(1000 * update, 3),
             "floor_ms": {p: round(1000 * (t + update), 3) for p, t in matmuls.items()},
-            "vs_floor": {p: round((t + update) / step, 3) for p, t in matmuls.items()},
+            "vs_floor": {p: (t + update) / step for p, t in matmuls.items()},
         },
         "checkpoint": {
             "checkpoint_seconds": round(write, 4),
@@ -412,8 +461,8 @@ def tail_and_checkpoint(
             "interval_seconds": interval,
             "cost_factor": training.CHECKPOINT_COST_FACTOR,
             "seconds_between_writes": round(between, 2),
-            "per_epoch_share": round(write / epoch_seconds, 4),
-            "scheduled_share": round(write / between, 4),
+            "per_epoch_share": write / epoch_seconds,
+            "scheduled_share": write / between,
         },
     }
 
@@ -425,9 +474,9 @@ def floors(
     tail_images: int,
     train_images: int,
 ) -> dict[str, Any]:
-    """Every backbone's stages against their floors (:func:`feature_floor` on ``images``,
-    :func:`tail_and_checkpoint`), with ``TARGETS``, whether each is met, and the ones that
-    are not."""
+    """Every backbone's stages against their floors (:func:`feature_floor` on ``images``;
+    :func:`tail_and_checkpoint`, epochs of its ``fraction`` of ``train_images``), with
+    ``TARGETS``, whether each is met, and the ones that are not."""
     out: dict[str, Any] = {
         "matmul_gflops": {p: round(matmul_gflops(p), 1) for p in ("fp32", "bf16")},
         "matmul_shape": list(MATMUL_SHAPE),
@@ -435,19 +484,26 @@ def floors(
         "backbones": {},
     }
     for name in backbones:
+        features = feature_floor(params, name, images)
+        epoch_images = round(train_images * params.backbone_settings(name).fraction)
         measured = {
-            "features": feature_floor(params, name, images),
-            **tail_and_checkpoint(params, name, tail_images, train_images),
+            "features": features,
+            **tail_and_checkpoint(params, name, tail_images, epoch_images, features["precision"]),
         }
+        tail, checkpoint = measured["tail"], measured["checkpoint"]
         ratios = {
-            "features_vs_forward": measured["features"]["ratio"],
-            "tail_vs_floor_fp32": measured["tail"]["vs_floor"]["fp32"],
-            "checkpoint_share": measured["checkpoint"]["scheduled_share"],
+            "features_vs_forward": features["ratio"],
+            "tail_vs_floor_fp32": tail["vs_floor"]["fp32"],
+            "checkpoint_share": checkpoint["scheduled_share"],
         }
         measured["met"] = {
             key: ratios[key] <= target if key == "checkpoint_share" else ratios[key] >= target
             for key, target in TARGETS.items()
         }
+        features["ratio"] = round(features["ratio"], 3)  # rounded once judged
+        tail["vs_floor"] = {p: round(r, 3) for p, r in tail["vs_floor"].items()}
+        for key in ("per_epoch_share", "scheduled_share"):
+            checkpoint[key] = round(checkpoint[key], 4)
         out["backbones"][name] = measured
         print(f"floors {name}: {ratios}", flush=True)
     out["not_met"] = [
@@ -550,9 +606,9 @@ def run(
     result: dict[str, Any] = {"machine": machine(), "forward_images_per_second": {}}
     for name in names:
         entry = get_backbone(name)
-        speeds = {"fp32": round(forward_speed(name, "fp32", batches), 1)}
+        speeds = {"fp32": round(forward_speed(params, name, "fp32", batches), 1)}
         if entry.bf16:
-            speeds["bf16"] = round(forward_speed(name, "bf16", batches), 1)
+            speeds["bf16"] = round(forward_speed(params, name, "bf16", batches), 1)
         result["forward_images_per_second"][name] = {
             "input_size": entry.native_input_size,
             **speeds,
@@ -562,12 +618,7 @@ def run(
     train_rows = load_split(paths.SPLIT_FILE)["train"]
     rows = stratified_subset(train_rows, dataset.labels, min(1.0, subset / len(train_rows)), 0)
     result["cached_vs_naive"] = cached_vs_naive(
-        dataset.images[rows],
-        dataset.labels[rows],
-        backbone,
-        epochs,
-        params.batch_size,
-        params.need("lr"),
+        params, dataset.images[rows], dataset.labels[rows], backbone, epochs
     )
     print(f"cached vs naive: {result['cached_vs_naive']}", flush=True)
     result["floors"] = floors(
@@ -623,7 +674,7 @@ def _floors_table(result: dict[str, Any]) -> str:
         f"{target['tail_vs_floor_fp32']}, <= {target['checkpoint_share']}.",
         "",
         "| backbone | feature stage / forward (img/s) | tail step (ms) | floor fp32 (ms) | "
-        "tail / floor | floor bf16 (ms) | checkpoint share |",
+        "floor / step | floor bf16 (ms) | checkpoint share |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, b in f["backbones"].items():
