@@ -12,7 +12,7 @@ from conftest import LocalServer, png_bytes, write_csv, write_folder, write_zip
 from PIL import Image
 
 from ferstudy import CLASSES
-from ferstudy.cli import main
+from ferstudy.cli import TIMINGS_FILE, main
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import load_dataset
 from ferstudy.data import acquire
@@ -324,6 +324,9 @@ def test_cli_writes_outputs_and_env_overrides_params(tmp_path, tiny_zip, monkeyp
     first = Path("data/fer2013.npz").read_bytes()
     assert main(["acquire"]) == 0
     assert Path("data/fer2013.npz").read_bytes() == first  # deterministic bytes
+    timings = [json.loads(line) for line in TIMINGS_FILE.read_text().splitlines()]
+    assert [(t["stage"], t["run"], t["seed"]) for t in timings] == [("acquire", None, None)] * 2
+    assert all(0 < t["seconds"] <= t["process_seconds"] for t in timings)
 
 
 def test_cli_bad_input_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):
@@ -337,6 +340,7 @@ def test_cli_bad_input_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, c
     assert len(err) == 1 and err[0].startswith("error: ") and "bad.zip" in err[0]
     assert not Path("data/fer2013.npz").exists()
     assert not list(Path(".").rglob("*.tmp"))
+    assert not TIMINGS_FILE.exists()  # only finished stages are timed
 
 
 def test_gzip_detection_does_not_depend_on_name(tmp_path, tiny_images):

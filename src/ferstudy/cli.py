@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import importlib
+import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ferstudy.core import paths
 from ferstudy.core.code import module_file
@@ -33,6 +36,10 @@ STAGES: tuple[str, ...] = (
 PER_RUN = frozenset({"features", "train", "finetune", "evaluate", "flipped", "heads"})
 #: The stages that run once per run, over all seeds (``ferstudy <stage> RUN``).
 PER_RUN_ALL_SEEDS = frozenset({"export"})
+#: One JSON line per finished stage command, appended in the working folder (git-ignored):
+#: which stage, run and seed, its seconds and its process's seconds since start (the
+#: interpreter and TensorFlow's import included), when it finished.
+TIMINGS_FILE = Path(".ferstudy") / "timings.jsonl"
 
 
 def stage_help(name: str) -> str:
@@ -248,8 +255,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(f"[ferstudy {args.command}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"[ferstudy {args.command}] done in {seconds:.1f} s", file=sys.stderr)
+    if args.command in STAGES and status == 0:
+        log_timing(args, seconds)
     return status
+
+
+def log_timing(args: argparse.Namespace, seconds: float) -> None:
+    """Append the stage command's timing to ``TIMINGS_FILE``."""
+    import psutil
+
+    record = {
+        "stage": args.command,
+        "run": getattr(args, "run", None),
+        "seed": getattr(args, "seed", None),
+        "seconds": round(seconds, 2),
+        "process_seconds": round(time.time() - psutil.Process().create_time(), 2),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    TIMINGS_FILE.parent.mkdir(exist_ok=True)
+    with open(TIMINGS_FILE, "a") as fh:  # one short line: an atomic append
+        fh.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
