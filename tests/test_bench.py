@@ -70,7 +70,6 @@ def test_bench_small(tmp_path, monkeypatch, capsys):
         assert k["checkpoint_seconds"] > 0 and k["megabytes"] > 0 and k["epoch_seconds"] > 0
         assert k["scheduled_share"] <= k["per_epoch_share"]
         assert set(b["met"]) == set(f["targets"])
-        assert b["met"]["tail_vs_floor_fp32"] == (tail["vs_floor"]["fp32"] >= 0.70)
         missed = {f"{name}: {key}" for key, ok in b["met"].items() if not ok}
         assert missed <= set(f["not_met"])
     assert (

@@ -76,6 +76,10 @@ def test_plots_of_inputs_with_one_stem_do_not_overwrite_each_other(tmp_path, cla
     analyze(paths, classifier, detector=None, plot_dir=tmp_path / "plots")
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["face-2.png", "face-3.png", "face.png"]
+    used: set[str] = set()  # the command's calls between videos share their names
+    for path in paths[:2]:
+        analyze(path, classifier, detector=None, plot_dir=tmp_path / "p2", plot_names=used)
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == ["face-2.png", "face.png"]
 
 
 def test_no_detect_equals_classifier_on_the_crop(tmp_path, classifier):

@@ -63,6 +63,7 @@ def _cmd_stage(args: argparse.Namespace) -> None:
             raise FerError(f"'{run}': only evaluate takes a -finetune run; here give {base}")
         paths.parse_run_name(run)
         seed = params.seeds[0] if args.seed is None else args.seed
+        args.seed = seed  # the seed used, for the timing log
     elif args.command in PER_RUN_ALL_SEEDS:
         run = args.run
         paths.parse_run_name(run)
@@ -72,8 +73,6 @@ def _cmd_stage(args: argparse.Namespace) -> None:
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from ferstudy.analysis import fidelity
     from ferstudy.core.files import write_json
 
@@ -102,8 +101,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from ferstudy.tools import bench
 
     result = bench.run(
@@ -122,8 +119,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_precision_check(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from ferstudy.core.files import write_json
     from ferstudy.tools import bench
 
@@ -272,11 +267,14 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "seed": getattr(args, "seed", None),
         "seconds": round(seconds, 2),
         "process_seconds": round(time.time() - psutil.Process().create_time(), 2),
-        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    TIMINGS_FILE.parent.mkdir(exist_ok=True)
-    with open(TIMINGS_FILE, "a") as fh:  # one short line: an atomic append
-        fh.write(json.dumps(record) + "\n")
+    try:
+        TIMINGS_FILE.parent.mkdir(exist_ok=True)
+        with open(TIMINGS_FILE, "a") as fh:  # one short line: an atomic append
+            fh.write(json.dumps(record) + "\n")
+    except OSError as err:  # the stage's outputs are written: a log is no reason to fail it
+        print(f"warning: {TIMINGS_FILE}: timing not logged ({err})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -598,8 +598,9 @@ def run(
     features on ``feature_images`` training images and tails on ``tail_images`` rows; the
     cached-against-naive comparison of ``backbone`` on ``subset`` training images."""
     names = backbones or list(REGISTRY)
-    for name in (*names, backbone):
-        get_backbone(name)  # an unknown name fails before the long timings
+    for name in (*names, backbone):  # an unknown name or setting fails before the timings
+        get_backbone(name)
+        params.backbone_settings(name)
     if tail_images < 1 or feature_images < 1:
         raise FerError("--tail-images and --feature-images must be at least 1")
     runtime.configure(0, deterministic=False)

@@ -381,6 +381,7 @@ def analyze(
     batch_size: int = 64,
     progress: bool = False,
     plot_dir: str | Path | None = None,
+    plot_names: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Emotions of every face in images: paths, folders, uint8 arrays (one image, or N images
     as an N x H x W x C array), PIL images, or a list of them.
@@ -396,6 +397,8 @@ def analyze(
     one list per image once folders and batches are expanded, None to detect).
     ``largest_only``: keep the largest face of each image. ``channels="bgr"``: arrays in
     OpenCV's channel order. ``detector=None``: each whole image is one aligned face crop.
+    ``plot_dir``: a figure per image, ``<stem>.png``, or ``<stem>-2.png``... when a stem is in
+    ``plot_names`` (the stems already plotted, shared across calls; updated).
     """
     single = isinstance(inputs, (str, Path, Image.Image)) or (
         isinstance(inputs, np.ndarray) and inputs.ndim < 4
@@ -425,7 +428,7 @@ def analyze(
             item.rgb = None  # keep memory flat on large folders
     records.extend(batcher.flush())
     if plot_dir is not None:
-        used: set[str] = set()
+        used = set() if plot_names is None else plot_names
         for item in items:
             if item.rgb is not None:
                 plot_faces(item, Path(plot_dir), _unique_stem(Path(item.source).stem, used))
@@ -564,7 +567,7 @@ def _records(
     paths_in: list[str], model: Model, options: dict[str, Any], fps: float
 ) -> Iterator[dict[str, Any]]:
     """Records of every path in the order given: runs of images together, each video apart."""
-    video_options = {k: v for k, v in options.items() if k != "plot_dir"}
+    video_options = {k: v for k, v in options.items() if k not in ("plot_dir", "plot_names")}
     images: list[str] = []
     for path in [*paths_in, None]:
         if path is not None and Path(path).suffix.lower() not in VIDEO_SUFFIXES:
@@ -603,6 +606,7 @@ def run(
         "margin": margin,
         "batch_size": batch_size,
         "plot_dir": plot_dir,
+        "plot_names": set(),  # one set for every call, so that no plot overwrites another
     }
     counts = {"ok": 0, "no_face": 0, "error": 0}
     sources: set[str] = set()
