@@ -200,3 +200,32 @@ def test_a_member_that_does_not_match_its_card_is_refused(exported, tmp_path):
     (copy / "card.json").unlink()
     with pytest.raises(FerError, match="no shipped model"):
         load_shipped(copy)
+
+
+def test_the_cards_commit_is_modified_only_by_code_or_configuration(tmp_path, monkeypatch):
+    import subprocess
+
+    from ferstudy.stages.export import _commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], check=True, capture_output=True)
+
+    monkeypatch.chdir(tmp_path)
+    assert _commit() == {"commit": None, "modified": None}  # outside git
+    git("init", "-q")
+    for name in ("src/ferstudy/stage.py", "src/ferstudy/shipped/card.json", "metrics/a.json"):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_text("1")
+    Path("params.yaml").write_text("lr: 1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert _commit() == {"commit": head.strip(), "modified": False}
+    Path("metrics/a.json").write_text("2")  # an output a running pipeline rewrites
+    Path("src/ferstudy/shipped/card.json").write_text("2")  # what export itself writes
+    assert _commit()["modified"] is False
+    Path("params.yaml").write_text("lr: 2")
+    assert _commit()["modified"] is True
+    git("checkout", "params.yaml")
+    Path("src/ferstudy/stage.py").write_text("2")
+    assert _commit()["modified"] is True

@@ -42,7 +42,7 @@ def model_card(card: dict[str, Any]) -> str:
     low, high = p["macro_f1_interval"]
     commit = card["commit"] or "unknown (exported outside git)"
     if card["modified"]:
-        commit += " (with uncommitted changes)"
+        commit += " (with uncommitted changes to its code or configuration)"
     weakest = min(p["recall"], key=p["recall"].get)
     mirror = (
         "; each face is also read mirrored and the probabilities averaged" if card["flip"] else ""

@@ -57,14 +57,20 @@ PER_SEED = ("seed", "val_accuracy", "best_epoch", "epochs_run", "weights_sha256"
 SPEED_FACES = 1024
 
 
+#: What decides the model: the code (but the shipped folder it writes) and the pipeline's
+#: configuration; pipeline outputs that a running ``dvc repro`` rewrites do not count.
+SOURCES = ("src", ":!src/ferstudy/shipped", "params.yaml", "dvc.yaml", "pyproject.toml")
+
+
 def _commit() -> dict[str, Any]:
-    """The checkout's commit and whether its tracked files differ from it (None outside git)."""
+    """The checkout's commit and whether its code or configuration (``SOURCES``) differs from
+    it (None outside git)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCES],
             capture_output=True,
             text=True,
             check=True,
