@@ -436,7 +436,7 @@ def analyze(
 
 
 def _unique_stem(stem: str, used: set[str]) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... when an earlier input of the call had it."""
+    """``stem``, or ``stem-2``, ``stem-3``... when ``used`` already holds it; adds the name."""
     name, count = stem, 1
     while name in used:
         count += 1
