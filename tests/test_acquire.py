@@ -327,6 +327,7 @@ def test_cli_writes_outputs_and_env_overrides_params(tmp_path, tiny_zip, monkeyp
     timings = [json.loads(line) for line in TIMINGS_FILE.read_text().splitlines()]
     assert [(t["stage"], t["run"], t["seed"]) for t in timings] == [("acquire", None, None)] * 2
     assert all(0 <= t["seconds"] <= t["process_seconds"] for t in timings)
+    assert all(t["cpu_seconds"] > 0 for t in timings)
 
 
 def test_cli_bad_input_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):

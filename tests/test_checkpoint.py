@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ferstudy.core import runtime
 from ferstudy.core.errors import FerError
 from ferstudy.models import training
 from ferstudy.stages import train
@@ -73,14 +74,14 @@ def test_interval_and_twenty_times_the_last_write(checkpoint, monkeypatch):
 def test_checkpoint_seconds_must_be_a_number_of_seconds(value, monkeypatch):
     monkeypatch.setenv("FERSTUDY_CHECKPOINT_SECONDS", value)
     with pytest.raises(FerError, match="FERSTUDY_CHECKPOINT_SECONDS: expected a number"):
-        training.checkpoint_seconds()
+        runtime.checkpoint_seconds()
 
 
 def test_checkpoint_seconds_default_and_zero(monkeypatch):
     monkeypatch.delenv("FERSTUDY_CHECKPOINT_SECONDS", raising=False)
-    assert training.checkpoint_seconds() == 300.0
+    assert runtime.checkpoint_seconds() == 300.0
     monkeypatch.setenv("FERSTUDY_CHECKPOINT_SECONDS", "0")
-    assert training.checkpoint_seconds() == 0.0
+    assert runtime.checkpoint_seconds() == 0.0
 
 
 def _dropout_tail(seed: int) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimizer, dict]:

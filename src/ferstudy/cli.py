@@ -261,12 +261,16 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
     """Append the stage command's timing to ``TIMINGS_FILE``."""
     import psutil
 
+    process = psutil.Process()
+    cpu = process.cpu_times()
     record = {
         "stage": args.command,
         "run": getattr(args, "run", None),
         "seed": getattr(args, "seed", None),
         "seconds": round(seconds, 2),
-        "process_seconds": round(time.time() - psutil.Process().create_time(), 2),
+        "process_seconds": round(time.time() - process.create_time(), 2),
+        "cpu_seconds": round(cpu.user + cpu.system, 2),  # over cores: below seconds x cores
+        # when the stage waited (for data, or for other jobs on the machine)
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     try:

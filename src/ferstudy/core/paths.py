@@ -17,6 +17,7 @@ DATASET_SUMMARY = Path("data/fer2013_summary.json")
 SPLIT_FILE = Path("data/split.npz")
 SPLIT_SUMMARY = Path("data/split_summary.json")
 FEATURES_DIR = Path("data/features")
+PARTIAL_FEATURES_DIR = Path(".ferstudy/partial/features")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
@@ -82,6 +83,11 @@ def parse_run_id(name: str) -> tuple[str, int]:
 
 def features_dir(run_id: str) -> Path:
     return FEATURES_DIR / run_id
+
+
+def partial_features_dir(run_id: str) -> Path:
+    """Where the features of a run are computed before they are whole (resumable)."""
+    return PARTIAL_FEATURES_DIR / run_id
 
 
 def model_dir(run_id: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -71,3 +72,18 @@ def configure(seed: int, *, deterministic: bool = True) -> None:
 def device_name() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     return f"GPU ({len(gpus)})" if gpus else "CPU"
+
+
+def checkpoint_seconds() -> float:
+    """``FERSTUDY_CHECKPOINT_SECONDS`` (default 300): the seconds between two checkpoints of
+    a long stage (training epochs, feature extraction), a number >= 0."""
+    value = os.environ.get("FERSTUDY_CHECKPOINT_SECONDS", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise FerError(
+            f"FERSTUDY_CHECKPOINT_SECONDS: expected a number of seconds >= 0 (got {value!r})"
+        )
+    return seconds

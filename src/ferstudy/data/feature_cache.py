@@ -9,6 +9,7 @@ subset), ``backbone.weights.h5`` (the backbone exactly as used) and ``meta.json`
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -19,10 +20,8 @@ from tqdm import tqdm
 
 from ferstudy import CLASSES
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import (
-    SPLITS,
-    read_json,
-)
+from ferstudy.core.files import SPLITS, read_json, write_json
+from ferstudy.core.runtime import checkpoint_seconds
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import (
     FrozenTail,
@@ -49,23 +48,74 @@ def extractor(frozen: tf.keras.Model, transform) -> tf.types.experimental.Generi
     return extract
 
 
-def extract_to_file(extract, images: np.ndarray, path: Path, batch_size: int, desc: str) -> float:
-    """Run ``extract`` over ``images`` in batches into a .npy file; return images per second."""
+def extract_to_file(
+    extract,
+    images: np.ndarray,
+    path: Path,
+    batch_size: int,
+    desc: str,
+    *,
+    fingerprint: str | None = None,
+) -> float:
+    """Run ``extract`` over ``images`` in batches into a .npy file; return images per second
+    (of the rows computed by this call).
+
+    With ``fingerprint`` (a digest of everything that decides the rows: the frozen weights,
+    the images, the code), the rows written so far are recorded in ``<path>.progress.json`` at
+    most every ``FERSTUDY_CHECKPOINT_SECONDS``; a later call with the same fingerprint
+    continues after them, on the same batch boundaries, so a killed extraction loses at most
+    that much work.
+    """
     first = extract(tf.constant(images[:1])).numpy()
+    shape = (len(images), first.shape[1])
+    progress = path.with_name(path.name + ".progress.json")
+    done = _rows_done(path, progress, fingerprint, first.dtype, shape)
     out = np.lib.format.open_memmap(
-        path, mode="w+", dtype=first.dtype, shape=(len(images), first.shape[1])
+        path, mode="r+" if done else "w+", dtype=first.dtype, shape=shape
     )
-    data = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(2)
-    start, offset = time.perf_counter(), 0
-    with tqdm(total=len(images), desc=desc, unit="img", mininterval=5.0) as bar:
+    data = tf.data.Dataset.from_tensor_slices(images[done:]).batch(batch_size).prefetch(2)
+    interval = checkpoint_seconds()
+    start = last = time.perf_counter()
+    offset = done
+    with tqdm(total=len(images), initial=done, desc=desc, unit="img", mininterval=5.0) as bar:
         for batch in data:
             result = extract(batch).numpy()
             out[offset : offset + len(result)] = result
             offset += len(result)
             bar.update(len(result))
+            if fingerprint and time.perf_counter() - last >= interval:
+                out.flush()  # the rows first, then the record that they are there
+                write_json(progress, {"fingerprint": fingerprint, "rows": offset})
+                last = time.perf_counter()
     out.flush()
     del out
-    return len(images) / max(time.perf_counter() - start, 1e-9)
+    if fingerprint:
+        write_json(progress, {"fingerprint": fingerprint, "rows": offset})
+    return (len(images) - done) / max(time.perf_counter() - start, 1e-9)
+
+
+def _rows_done(
+    path: Path, progress: Path, fingerprint: str | None, dtype: np.dtype, shape: tuple
+) -> int:
+    """Rows of ``path`` already computed under ``fingerprint`` (0 without a matching record)."""
+    if not fingerprint or not path.is_file():
+        return 0
+    try:
+        record = read_json(progress)
+        stored = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (FerError, ValueError, OSError):
+        return 0
+    if record.get("fingerprint") != fingerprint or (stored.dtype, stored.shape) != (dtype, shape):
+        return 0
+    return int(record["rows"])
+
+
+def weights_sha256(model: tf.keras.Model) -> str:
+    """SHA-256 of every weight of ``model``, in order (BatchNormalization statistics included)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 class CachedFeatures:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dvclive import Live
 
 from ferstudy import CLASSES
 from ferstudy.core.errors import FerError
+from ferstudy.core.runtime import checkpoint_seconds
 from ferstudy.data.feature_cache import CachedFeatures
 
 keras = tf.keras
@@ -93,20 +93,6 @@ def start_log(
     log_epoch(live, acc, loss, val_acc, val_loss)
     print(f"epoch 0 (untrained): accuracy {acc:.4f} val_accuracy {val_acc:.4f}", flush=True)
     return live
-
-
-def checkpoint_seconds() -> float:
-    """``FERSTUDY_CHECKPOINT_SECONDS`` (default 300): a number of seconds >= 0."""
-    value = os.environ.get("FERSTUDY_CHECKPOINT_SECONDS", "300")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not (seconds >= 0 and math.isfinite(seconds)):
-        raise FerError(
-            f"FERSTUDY_CHECKPOINT_SECONDS: expected a number of seconds >= 0 (got {value!r})"
-        )
-    return seconds
 
 
 def _remove(folder: Path) -> None:

@@ -54,6 +54,7 @@ from ferstudy.data.feature_cache import (
     CachedFeatures,
     extract_to_file,
     extractor,
+    weights_sha256,
 )
 from ferstudy.data.splits import stratified_subset
 from ferstudy.models.registry import build_backbone, get_backbone
@@ -191,17 +192,32 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         params, init, cut.frozen, transform, dataset.images[rows["train"]], seed
     )
     extract = extractor(cut.frozen, transform)
-    with atomic_path(out_dir, directory=True) as tmp:
-        speeds = {
-            name: extract_to_file(
-                extract,
-                dataset.images[rows[name]],
-                tmp / f"{name}.npy",
-                batch_size,
-                f"{run} {name}",
-            )
-            for name in SPLITS
+    partial = paths.partial_features_dir(run_id)  # survives a kill: the next run resumes it
+    partial.mkdir(parents=True, exist_ok=True)
+    fingerprint = json_sha256(
+        {
+            "weights": weights_sha256(cut.frozen),
+            "rows": {name: json_sha256(rows[name].tolist()) for name in SPLITS},
+            "dataset": file_sha256(paths.DATASET_FILE),
+            "batch_size": batch_size,
+            "precision": precision,
+            "code": code_digest(__name__),
         }
+    )
+    speeds = {
+        name: extract_to_file(
+            extract,
+            dataset.images[rows[name]],
+            partial / f"{name}.npy",
+            batch_size,
+            f"{run} {name}",
+            fingerprint=fingerprint,
+        )
+        for name in SPLITS
+    }
+    with atomic_path(out_dir, directory=True) as tmp:
+        for name in SPLITS:
+            (partial / f"{name}.npy").replace(tmp / f"{name}.npy")
         np.savez(
             tmp / LABELS,
             **{f"{n}_labels": dataset.labels[rows[n]] for n in SPLITS},
@@ -229,6 +245,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         bn_layers = len(frozen_batchnorm_layers(cut.frozen))
         health = measure_health(tmp, meta, init, bn_layers, calibration, sample_seed)
     write_json(health_file(run_id), health)
+    shutil.rmtree(partial)
     return {
         **meta,
         "health": health,
