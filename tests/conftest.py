@@ -224,3 +224,13 @@ def params_of(overrides: dict) -> Params:
     named = [*raw.get("heads", {}).get("runs", []), *raw.get("finetune", {}).get("runs", [])]
     raw.setdefault("runs", list(dict.fromkeys(named)) or ["onet-pretrained"])
     return validate_params(raw)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest tests (marked ``dvc`` or ``slow``) first, so that pytest-xdist's workers
+    start on them and finish together."""
+    items.sort(
+        key=lambda item: (
+            not any(item.iter_markers(name="dvc")) and not any(item.iter_markers(name="slow"))
+        )
+    )

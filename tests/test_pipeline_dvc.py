@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import fer_model_file, synthetic_images, write_zip
+from dvc_project import baseline, sh
 
 from ferstudy.reporting.markdown import SPEED_HEADING
 
@@ -22,58 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.dvc
 
 
-def sh(cmd: str, cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
-    """A copy of this repository's pipeline with tiny params, in a fresh git + DVC repo."""
-    project = tmp / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", "reference", "src"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(
-        runs=["openface-random", "mobilenet-random", "onet-pretrained", "onet-random"],
-        seeds=[42],
-        epochs=3,
-        lr=0.01,
-        batch_size=16,
-        window=2,
-        precision="bf16",  # OpenFace has no bf16 kernels and stays fp32: both paths run
-        features_batch_size=32,
-    )
-    params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
-    # one fine-tuned run, cheaply: 3 epochs (early stopping after 2 without a gain)
-    params["finetune"].update(runs=["onet-pretrained"], epochs=3, warmup_epochs=1, patience=2)
-    params.update(overrides)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    zip_path = write_zip(tmp / "fer.zip", *synthetic_images(per_class=12))
-    env = {
-        **os.environ,
-        "FER2013_PATH": str(zip_path),
-        "FERSTUDY_THREADS": "2",
-        "FER_MODEL_PATH": str(fer_model_file()),
-    }
-    sh("git init -q && git config user.email t@t && git config user.name t", project, env)
-    sh(
-        "dvc init -q && dvc config core.analytics false && dvc config core.check_update false",
-        project,
-        env,
-    )
-    sh("git add -A && git commit -qm pipeline", project, env)
-    return project, env
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    project, env = make_project(tmp_path_factory.mktemp("dvc"))
-    log = sh("dvc repro", project, env)
-    sh("git add -A && git commit -qm baseline", project, env)
-    return project, env, log
+    return baseline(tmp_path_factory.mktemp("dvc"))
 
 
 def test_repro_runs_every_stage_of_the_matrix(pipeline):
@@ -296,91 +245,6 @@ def test_which_params_send_features_out_of_date(pipeline, change):
     else:
         assert not features
     assert "acquire" not in stale and "split" not in stale
-
-
-def test_exp_run_lr_retrains_without_feature_extraction(pipeline):
-    project, env, _ = pipeline
-    log = sh("dvc exp run -S lr=1e-3", project, env)
-    assert "Running stage 'train@openface-random-42'" in log
-    assert "Running stage 'train@mobilenet-random-42'" in log
-    assert "Running stage 'features@" not in log and "Running stage 'acquire'" not in log
-    diff = sh("dvc metrics diff --json", project, env)
-    assert "metrics/headline/openface-random.json" in diff and "test_acc" in diff
-    sh("dvc plots diff --json", project, env)
-
-
-def test_queue_runs_a_grid_with_two_workers(pipeline):
-    project, env, _ = pipeline
-    env = {**env, "FERSTUDY_THREADS": "1"}  # 2 workers x 1 thread on 2 cores
-    for lr in ("0.005", "0.02"):
-        sh(f"dvc exp run --queue -S lr={lr} -n lr-{lr.replace('.', '')}", project, env)
-    quiet = {
-        "cwd": project,
-        "env": env,
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-        "timeout": 300,
-    }
-    # The workers are daemons: keep no pipe of theirs open, or waiting for output never ends.
-    subprocess.run(["dvc", "queue", "start", "--jobs", "2"], check=True, **quiet)
-    try:
-        deadline, most_running = time.time() + 900, 0
-        while time.time() < deadline:
-            status = sh("dvc queue status", project, env)
-            most_running = max(most_running, status.count("Running"))
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(1)
-        assert "Success" in status and "Failed" not in status, status
-        assert status.count("Success") == 2, status
-        assert most_running == 2, "the two workers never ran at the same time"
-        names = json.dumps(json.loads(sh("dvc exp show --json", project, env)))
-        assert "lr-0005" in names and "lr-002" in names
-    finally:
-        subprocess.run(["dvc", "queue", "stop", "--kill"], **quiet)
-
-
-def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeline):
-    project, env, _ = pipeline
-    sh("git checkout -- . && dvc checkout -q", project, env)  # from the baseline
-    log = sh("dvc exp run -S 'seeds=[42,43]' -S 'runs=[onet-pretrained,onet-random]'", project, env)
-    for stage in (
-        "features@onet-random-43",
-        "train@onet-pretrained-43",
-        "heads@onet-pretrained-43",
-        "aggregate",
-    ):
-        assert f"Running stage '{stage}'" in log
-    assert "Running stage 'features@onet-random-42'" not in log  # seed 42 is reused as it was
-    # a pretrained backbone's features do not depend on the seed: copied, cached once
-    assert "features onet-pretrained/seed43: reused" in log
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-
-    def out_md5(stage: str) -> str:
-        return lock[stage]["outs"][0]["md5"]
-
-    assert out_md5("features@onet-pretrained-42") == out_md5("features@onet-pretrained-43")
-    assert out_md5("features@onet-random-42") != out_md5("features@onet-random-43")
-    for run in ("onet-random", "onet-pretrained"):
-        for seed in (42, 43):
-            assert (project / "metrics" / "eval" / run / f"seed{seed}.json").is_file()
-        agg = json.loads((project / "metrics" / "aggregate" / f"{run}.json").read_text())
-        per_seed = [
-            json.loads((project / "metrics" / "eval" / run / f"seed{s}.json").read_text())
-            for s in (42, 43)
-        ]
-        accuracies = [e["accuracy"] for e in per_seed]
-        assert agg["n"] == 2 and agg["seeds"] == [42, 43]
-        assert agg["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
-        assert agg["test_accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
-    pairs = json.loads((project / "metrics" / "comparisons.json").read_text())
-    study_pairs = [c for c in pairs.values() if not (c["a"] + c["b"]).count("-finetune")]
-    assert len(study_pairs) == 1 and all(c["seeds"] == 2 for c in pairs.values())
-    assert (project / "metrics" / "eval" / "onet-pretrained-finetune" / "seed43.json").is_file()
-    shown = sh("dvc metrics show", project, env)
-    assert "test_acc_hw" in shown and "metrics/headline/onet-pretrained.json" in shown
-    report = (project / "reports" / "report.md").read_text()
-    assert "Every run over 2 seeds" in report and " ± " in report
 
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

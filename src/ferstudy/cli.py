@@ -132,6 +132,17 @@ def _cmd_precision_check(args: argparse.Namespace) -> None:
     print(f"auto keeps bf16: {'yes' if result['keeps_bf16'] else 'no'}; written: {args.out}")
 
 
+def _cmd_account(args: argparse.Namespace) -> None:
+    from ferstudy.tools import accounting
+
+    log = Path(args.log) if args.log and Path(args.log).is_file() else None
+    result = accounting.run(
+        load_params(args.params), Path(args.timings), Path(args.floors), Path(args.out), log
+    )
+    print(accounting.table(result))
+    print(f"written: {args.out}")
+
+
 def _cmd_weights(args: argparse.Namespace) -> None:
     from ferstudy.models import wheels
 
@@ -191,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", default="bench/results.json")
     bench.set_defaults(handler=_cmd_bench)
+    acc = sub.add_parser(
+        "account", help="a reference run's stage times against the floors bench measured"
+    )
+    acc.add_argument("--timings", default=str(TIMINGS_FILE), help="the stage timing log")
+    acc.add_argument("--floors", default="bench/floors.json", help="ferstudy bench's output")
+    acc.add_argument(
+        "--log", default=".ferstudy/reference_run.log", help="scripts/reference_run.sh's log"
+    )
+    acc.add_argument("--out", default="bench/reference_run.json")
+    acc.set_defaults(handler=_cmd_account)
     check = sub.add_parser(
         "precision-check",
         help="test accuracy with bf16 features minus fp32, paired, over several seeds",

@@ -17,6 +17,8 @@ from conftest import synthetic_images, write_zip
 
 from ferstudy.cli import main
 
+pytestmark = pytest.mark.slow
+
 RUN = "mobilenet-random"
 RUN_ID = "mobilenet-random/seed42"
 

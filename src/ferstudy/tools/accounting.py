@@ -1,0 +1,170 @@
+"""``ferstudy account``: a reference run's time, stage by stage, against the floors that
+``ferstudy bench`` measured on the same machine in the same run.
+
+Reads the stage timing log (``.ferstudy/timings.jsonl``, one line per finished stage), the
+bench's floors (``bench/floors.json``), each run's feature meta (image counts, BN calibration
+images) and params (epochs, batch size). A floor is the least time the stage's work can take
+on that machine:
+
+- ``features``: its forward passes (every image of its subsets, and the BN calibration
+  images) at the forward pass's own images/s; a pretrained seed that copies a sibling's
+  features has a floor of 0;
+- ``train``: its training steps (``epochs`` x steps an epoch) at the tail's floor step (the
+  matmuls of its shapes plus the optimizer's update, fp32); its evaluations count as overhead;
+- every other stage has no floor measured; its time is listed apart.
+
+No TensorFlow: this reads JSON.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ferstudy.core import paths
+from ferstudy.core.errors import FerError
+from ferstudy.core.files import read_json, write_json
+from ferstudy.core.params import Params
+
+#: The stages whose floor ``ferstudy bench`` measures.
+FLOORED = ("features", "train")
+
+
+def read_timings(path: Path) -> list[dict[str, Any]]:
+    """The timing log's records, the last one of each (stage, run, seed), in finish order."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise FerError(f"{path}: cannot read the timing log ({err.strerror})") from None
+    latest: dict[tuple, dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise FerError(f"{path}:{number}: not a JSON line") from None
+        key = (record["stage"], record.get("run"), record.get("seed"))
+        latest.pop(key, None)  # a rerun moves to the end
+        latest[key] = record
+    return list(latest.values())
+
+
+def read_steps(path: Path) -> list[dict[str, Any]]:
+    """The finished steps of ``scripts/reference_run.sh``'s log: name, start, end, seconds."""
+    starts: dict[str, datetime.datetime] = {}
+    steps = []
+    for line in path.read_text().splitlines():
+        stamp, event, name = line.split(" ", 2)
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        if event == "start":
+            starts[name] = when
+        elif event == "end" and name in starts:
+            begun = starts.pop(name)
+            seconds = (when - begun).total_seconds()
+            steps.append({"step": name, "start": begun.isoformat(), "seconds": seconds})
+    return steps
+
+
+def stage_floor(
+    record: dict[str, Any], floors: dict[str, Any], params: Params, copied: bool
+) -> float | None:
+    """Seconds of the stage's floor (module docstring); None where none is measured."""
+    if record["stage"] not in FLOORED:
+        return None
+    backbone, _ = paths.parse_run_name(record["run"])
+    if backbone not in floors:
+        return None
+    meta = read_json(paths.features_dir(paths.run_id(record["run"], record["seed"])) / "meta.json")
+    if record["stage"] == "features":
+        if copied:
+            return 0.0
+        images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
+        return images / floors[backbone]["features"]["forward_images_per_second"]
+    steps = params.epochs * math.ceil(meta["counts"]["train"] / params.batch_size)
+    return steps * floors[backbone]["tail"]["floor_ms"]["fp32"] / 1000
+
+
+def account(
+    timings: list[dict[str, Any]], floors: dict[str, Any], params: Params, cores: int
+) -> dict[str, Any]:
+    """Every stage's seconds beside its floor, and the totals."""
+    rows, seen = [], set()
+    for record in timings:
+        run = record.get("run")
+        copied = (
+            record["stage"] == "features"
+            and run is not None
+            and run.endswith("-pretrained")
+            and run in seen
+        )
+        if record["stage"] == "features" and run:
+            seen.add(run)
+        floor = stage_floor(record, floors, params, copied)
+        cpu = record.get("cpu_seconds")
+        rows.append(
+            {
+                "stage": record["stage"],
+                "run": run,
+                "seed": record.get("seed"),
+                "seconds": record["seconds"],
+                "floor_seconds": None if floor is None else round(floor, 1),
+                "floor_share": None if floor is None else round(floor / record["seconds"], 3),
+                "cpu_share": None if cpu is None else round(cpu / (record["seconds"] * cores), 3),
+            }
+        )
+    floored = [r for r in rows if r["floor_seconds"] is not None]
+    return {
+        "stages": rows,
+        "seconds": round(sum(r["seconds"] for r in rows), 1),
+        "floored_seconds": round(sum(r["seconds"] for r in floored), 1),
+        "floor_seconds": round(sum(r["floor_seconds"] for r in floored), 1),
+        "unfloored_seconds": round(sum(r["seconds"] for r in rows if r not in floored), 1),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The accounting as Markdown: one row per stage, then the totals."""
+    lines = [
+        "| stage | run | seed | seconds | floor (s) | floor / seconds | CPU share |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["stages"]:
+        cells = [r["stage"], r["run"] or "", r["seed"] or "", r["seconds"]]
+        optional = ("floor_seconds", "floor_share", "cpu_share")
+        cells += ["" if r[key] is None else r[key] for key in optional]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    total, floor = result["floored_seconds"], result["floor_seconds"]
+    lines += [
+        "",
+        f"Stages with a floor: {total} s against {floor} s of floors "
+        f"({total / floor if floor else float('nan'):.2f}x); stages without one: "
+        f"{result['unfloored_seconds']} s; all stages: {result['seconds']} s.",
+    ]
+    if "wall_seconds" in result:
+        lines.append(
+            f"Wall time of the run's finished steps: {result['wall_seconds']} s "
+            f"({result['wall_seconds'] / floor if floor else float('nan'):.2f}x the floors)."
+        )
+    return "\n".join(lines)
+
+
+def run(
+    params: Params, timings: Path, floors: Path, out: Path | None, log: Path | None
+) -> dict[str, Any]:
+    """Account the stages of ``timings`` against ``floors``; write JSON to ``out``."""
+    bench = read_json(floors)
+    result = account(
+        read_timings(timings), bench["floors"]["backbones"], params, bench["machine"]["cores"]
+    )
+    result["machine"] = bench["machine"]
+    if log is not None:
+        steps = read_steps(log)
+        result["steps"] = steps
+        result["wall_seconds"] = round(sum(s["seconds"] for s in steps), 1)
+    if out is not None:
+        write_json(out, result)
+    return result

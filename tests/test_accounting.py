@@ -1,0 +1,109 @@
+"""`ferstudy account`: each stage's seconds beside its floor, worked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import params_of
+
+from ferstudy.cli import main
+from ferstudy.core import paths
+from ferstudy.tools import accounting
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOORS = {
+    "machine": {"cpu": "test CPU", "cores": 2},
+    "floors": {
+        "backbones": {
+            "onet": {
+                "features": {"forward_images_per_second": 50.0},
+                "tail": {"floor_ms": {"fp32": 10.0, "bf16": 5.0}},
+            }
+        }
+    },
+}
+COUNTS = {"train": 100, "val": 20, "test": 30}
+
+
+def _timing(stage: str, run: str | None, seed: int | None, seconds: float) -> str:
+    record = {"stage": stage, "run": run, "seed": seed, "seconds": seconds, "cpu_seconds": seconds}
+    return json.dumps(record)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for run, seed, calibration in (
+        ("onet-pretrained", 42, 0),
+        ("onet-pretrained", 43, 0),
+        ("onet-random", 42, 64),
+    ):
+        folder = paths.features_dir(paths.run_id(run, seed))
+        folder.mkdir(parents=True)
+        meta = {"counts": COUNTS, "bn_calibration_images": calibration}
+        (folder / "meta.json").write_text(json.dumps(meta))
+    Path("bench").mkdir()
+    Path("bench/floors.json").write_text(json.dumps(FLOORS))
+    Path(".ferstudy").mkdir()
+    lines = [
+        _timing("acquire", None, None, 7.0),
+        _timing("features", "onet-pretrained", 42, 6.0),  # floor 150 / 50 = 3 s
+        _timing("features", "onet-pretrained", 43, 1.0),  # a copy of seed 42's: floor 0
+        _timing("features", "onet-random", 42, 4.0),  # stale: the rerun below replaces it
+        _timing("train", "onet-pretrained", 42, 0.8),  # 20 epochs x 2 steps x 10 ms = 0.4 s
+        _timing("features", "onet-random", 42, 8.56),  # (150 + 64) / 50 = 4.28 s
+    ]
+    Path(".ferstudy/timings.jsonl").write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    Path("params.yaml").write_text(yaml.safe_dump({**params, "epochs": 20, "batch_size": 64}))
+    Path(".ferstudy/reference_run.log").write_text(
+        "2026-01-01T00:00:00Z start evaluate@onet-pretrained-42\n"
+        "2026-01-01T00:00:20Z end evaluate@onet-pretrained-42\n"
+        "2026-01-01T01:00:00Z start evaluate@onet-random-42\n"  # killed: no end
+    )
+    return params_of({"epochs": 20, "batch_size": 64})
+
+
+def test_each_stage_beside_its_floor(project):
+    result = accounting.run(
+        project,
+        Path(".ferstudy/timings.jsonl"),
+        Path("bench/floors.json"),
+        Path("bench/reference_run.json"),
+        Path(".ferstudy/reference_run.log"),
+    )
+    rows = {(r["stage"], r["run"], r["seed"]): r for r in result["stages"]}
+    assert list(rows) == [
+        ("acquire", None, None),
+        ("features", "onet-pretrained", 42),
+        ("features", "onet-pretrained", 43),
+        ("train", "onet-pretrained", 42),
+        ("features", "onet-random", 42),
+    ]
+    assert rows[("acquire", None, None)]["floor_seconds"] is None
+    assert rows[("features", "onet-pretrained", 42)]["floor_seconds"] == 3.0
+    assert rows[("features", "onet-pretrained", 42)]["floor_share"] == 0.5
+    assert rows[("features", "onet-pretrained", 43)]["floor_seconds"] == 0.0
+    assert rows[("train", "onet-pretrained", 42)]["floor_seconds"] == 0.4
+    assert rows[("features", "onet-random", 42)]["floor_seconds"] == 4.3  # 4.28, rounded
+    assert rows[("features", "onet-random", 42)]["cpu_share"] == 0.5  # 8.56 CPU s on 2 cores
+    assert result["floor_seconds"] == 7.7  # 3 + 0 + 0.4 + 4.28, rounded
+    assert result["floored_seconds"] == 16.4 and result["unfloored_seconds"] == 7.0
+    assert result["wall_seconds"] == 20.0  # the finished step only
+    assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.7
+
+
+def test_the_command_prints_the_table(project, capsys):
+    assert main(["account"]) == 0
+    out = capsys.readouterr().out
+    assert "| features | onet-random | 42 | 8.56 | 4.3 | 0.5 | 0.5 |" in out
+    assert "16.4 s against 7.7 s of floors (2.13x)" in out
+
+
+def test_a_bad_line_is_named(project, capsys):
+    Path(".ferstudy/timings.jsonl").write_text("{not json\n")
+    assert main(["account"]) == 2
+    assert "timings.jsonl:1: not a JSON line" in capsys.readouterr().err
