@@ -26,7 +26,7 @@ from ferstudy.core.params import load_params
 from ferstudy.data.splits import split_rows
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import build_classifier, image_transform
-from ferstudy.stages.finetune import _train_step, class_weights, learning_rate, settings
+from ferstudy.stages.finetune import train_step, class_weights, learning_rate, settings
 
 
 def seconds_per_epoch(params: dict, run: str, steps: int, images, labels) -> dict:
@@ -38,7 +38,7 @@ def seconds_per_epoch(params: dict, run: str, steps: int, images, labels) -> dic
     per_epoch = math.ceil(len(labels) / s.batch_size)
     optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate(s, per_epoch))
     transform = image_transform(get_backbone(backbone).preprocess, s.input_size)
-    step = _train_step(classifier, model, optimizer, transform, s, class_weights(labels, "none"))
+    step = train_step(classifier, model, optimizer, transform, s, class_weights(labels, "none"))
     order = np.random.default_rng(0).permutation(len(labels))
     times = []
     for b in range(steps + 2):

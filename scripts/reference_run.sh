@@ -17,10 +17,15 @@ stamp() { echo "$(date -u +%FT%TZ) $*" >>"$log"; }
 # run take gigabytes, and a copy would double them (local setting, not committed).
 dvc config --local cache.type hardlink
 
-if [ ! -f .ferstudy/bench.done ]; then
-    stamp "start bench"
+dvc repro split  # the dataset and its split, which the bench reads too
+
+# The floors of this machine; measured again when the run resumes on another kind of machine.
+flags=$(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' | xargs)
+machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $flags"
+if [ "$(cat .ferstudy/bench.done 2>/dev/null)" != "$machine" ]; then
+    stamp "start bench ($machine)"
     ferstudy bench --out bench/floors.json
-    touch .ferstudy/bench.done
+    echo "$machine" >.ferstudy/bench.done
     stamp "end bench"
 fi
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import params_of
@@ -15,27 +16,35 @@ from ferstudy.tools import accounting
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
-    "machine": {"cpu": "test CPU", "cores": 2},
+    "machine": {"cpu": "test CPU", "kind": "test CPU, 2 cores", "cores": 2},
     "floors": {
         "backbones": {
             "onet": {
                 "features": {"forward_images_per_second": 50.0},
                 "tail": {"floor_ms": {"fp32": 10.0, "bf16": 5.0}},
             }
-        }
+        },
+        "finetune": {"onet-pretrained": {"floor_ms": {"fp32": 20.0, "bf16": 8.0}}},
     },
 }
 COUNTS = {"train": 100, "val": 20, "test": 30}
 
 
-def _timing(stage: str, run: str | None, seed: int | None, seconds: float) -> str:
+def _timing(
+    stage: str,
+    run: str | None,
+    seed: int | None,
+    seconds: float,
+    machine: str = "test CPU, 2 cores",
+) -> str:
     record = {"stage": stage, "run": run, "seed": seed, "seconds": seconds, "cpu_seconds": seconds}
-    return json.dumps(record)
+    return json.dumps({**record, "machine": machine})
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    paths.DATASET_FILE.parent.mkdir()
     for run, seed, calibration in (
         ("onet-pretrained", 42, 0),
         ("onet-pretrained", 43, 0),
@@ -45,6 +54,11 @@ def project(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         meta = {"counts": COUNTS, "bn_calibration_images": calibration}
         (folder / "meta.json").write_text(json.dumps(meta))
+    usage = ["Training"] * 130 + ["PublicTest"] * 10 + ["PrivateTest"] * 10
+    np.savez(paths.DATASET_FILE, usage=np.array(usage))
+    timing = paths.training_time_file(paths.run_id("onet-pretrained-finetune", 42))
+    timing.parent.mkdir(parents=True)
+    timing.write_text(json.dumps({"epochs_run": 3, "train_seconds": 0.9}))
     Path("bench").mkdir()
     Path("bench/floors.json").write_text(json.dumps(FLOORS))
     Path(".ferstudy").mkdir()
@@ -55,6 +69,8 @@ def project(tmp_path, monkeypatch):
         _timing("features", "onet-random", 42, 4.0),  # stale: the rerun below replaces it
         _timing("train", "onet-pretrained", 42, 0.8),  # 20 epochs x 2 steps x 10 ms = 0.4 s
         _timing("features", "onet-random", 42, 8.56),  # (150 + 64) / 50 = 4.28 s
+        _timing("finetune", "onet-pretrained", 42, 0.9),  # 3 epochs x 3 steps x 20 ms = 0.18 s
+        _timing("train", "onet-random", 42, 5.0, machine="another CPU"),  # no floor of its own
     ]
     Path(".ferstudy/timings.jsonl").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -82,7 +98,10 @@ def test_each_stage_beside_its_floor(project):
         ("features", "onet-pretrained", 43),
         ("train", "onet-pretrained", 42),
         ("features", "onet-random", 42),
+        ("finetune", "onet-pretrained", 42),
+        ("train", "onet-random", 42),
     ]
+    assert rows[("train", "onet-random", 42)]["floor_seconds"] is None
     assert rows[("acquire", None, None)]["floor_seconds"] is None
     assert rows[("features", "onet-pretrained", 42)]["floor_seconds"] == 3.0
     assert rows[("features", "onet-pretrained", 42)]["floor_share"] == 0.5
@@ -90,17 +109,19 @@ def test_each_stage_beside_its_floor(project):
     assert rows[("train", "onet-pretrained", 42)]["floor_seconds"] == 0.4
     assert rows[("features", "onet-random", 42)]["floor_seconds"] == 4.3  # 4.28, rounded
     assert rows[("features", "onet-random", 42)]["cpu_share"] == 0.5  # 8.56 CPU s on 2 cores
-    assert result["floor_seconds"] == 7.7  # 3 + 0 + 0.4 + 4.28, rounded
-    assert result["floored_seconds"] == 16.4 and result["unfloored_seconds"] == 7.0
+    assert rows[("finetune", "onet-pretrained", 42)]["floor_seconds"] == 0.2  # 0.18
+    assert rows[("finetune", "onet-pretrained", 42)]["floor_share"] == 0.2
+    assert result["floor_seconds"] == 7.9  # 3 + 0 + 0.4 + 4.28 + 0.18, rounded
+    assert result["floored_seconds"] == 17.3 and result["unfloored_seconds"] == 12.0
     assert result["wall_seconds"] == 20.0  # the finished step only
-    assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.7
+    assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.9
 
 
 def test_the_command_prints_the_table(project, capsys):
     assert main(["account"]) == 0
     out = capsys.readouterr().out
     assert "| features | onet-random | 42 | 8.56 | 4.3 | 0.5 | 0.5 |" in out
-    assert "16.4 s against 7.7 s of floors (2.13x)" in out
+    assert "17.3 s against 7.9 s of floors (2.19x)" in out
 
 
 def test_a_bad_line_is_named(project, capsys):

@@ -22,6 +22,7 @@ def test_bench_small(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(
         "lr: 0.001\nbatch_size: 16\ndata: {source: kaggle}\n"
         "backbone: {openface: {input_size: 96}, onet: {input_size: 48, fraction: 0.5}}\n"
+        "finetune: {runs: [onet-pretrained], batch_size: 8}\n"
     )
     assert main(["acquire"]) == 0 and main(["split"]) == 0
     assert (
@@ -75,6 +76,15 @@ def test_bench_small(tmp_path, monkeypatch, capsys):
     assert (
         f["backbones"]["onet"]["tail"]["trainable_parameters"] == 1152 * 256 + 256 * 2 + 256 * 7 + 7
     )
+    tuned = f["finetune"]["onet-pretrained"]
+    assert tuned["batch_size"] == 8 and tuned["input_size"] == 48 and tuned["step_ms"] > 0
+    # ONet's 4 convolutions, fc5 and the emotion classifier: forward, weights' and input
+    # gradient each, but no input gradient for the first convolution
+    assert tuned["matmuls"] == 3 * 6 - 1
+    for p in ("fp32", "bf16"):
+        floor = tuned["matmul_ms"][p] + tuned["optimizer_ms"]
+        assert tuned["floor_ms"][p] == pytest.approx(floor, abs=2e-3)
+    assert (tuned["met"] is False) == ("onet-pretrained: finetune_vs_floor_fp32" in f["not_met"])
     assert not list(tmp_path.glob(".ferstudy/checkpoints/*")), "a checkpoint left the scratch"
     out = capsys.readouterr().out
     assert "Speed-up" in out and "| backbone | feature stage / forward (img/s) |" in out
@@ -96,6 +106,20 @@ def test_tail_gemms_by_hand():
         (2, 5, 64),
     ]
     assert tail_training_flops(model) * 2 == sum(2 * m * k * n for m, k, n in tail_gemms(model, 2))
+
+
+def test_tail_gemms_walk_into_a_nested_model():
+    inner_input = keras.Input((8, 8, 3))
+    inner = keras.Model(inner_input, L.Conv2D(4, 3)(inner_input))  # 6x6x4, as a backbone
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, L.Dense(5)(L.Flatten()(inner(inp))))  # 144 -> 5, as a classifier
+    assert tail_gemms(model, 2) == [
+        (72, 27, 4),  # the nested conv: forward and weights' gradient, no input gradient
+        (27, 72, 4),
+        (2, 144, 5),
+        (144, 2, 5),
+        (2, 5, 144),  # the conv below trains
+    ]
 
 
 def test_tail_training_flops_by_hand():

@@ -21,6 +21,7 @@ from pathlib import Path
 from ferstudy.core import paths
 from ferstudy.core.code import module_file
 from ferstudy.core.errors import FerError
+from ferstudy.core.machine import cpu_kind
 from ferstudy.core.native_logs import filter_native_logs
 from ferstudy.core.params import PARAMS_FILE, load_params
 
@@ -290,7 +291,8 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "seed": getattr(args, "seed", None),
         "seconds": round(seconds, 2),
         "process_seconds": round(time.time() - process.create_time(), 2),
-        "cpu_seconds": round(cpu.user + cpu.system, 2),  # over cores: below seconds x cores
+        "cpu_seconds": round(cpu.user + cpu.system, 2),
+        "machine": cpu_kind(),  # over cores: below seconds x cores
         # when the stage waited (for data, or for other jobs on the machine)
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -159,7 +159,7 @@ class _State(tf.Module):
             current.assign(saved)
 
 
-def _train_step(
+def train_step(
     classifier: keras.Model,
     backbone_model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -233,7 +233,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(s, steps))
     optimizer.build(classifier.trainable_variables)
     state = _State(classifier)
-    step = _train_step(
+    step = train_step(
         classifier, backbone_model, optimizer, transform, s, class_weights(train_y, s.class_weight)
     )
 

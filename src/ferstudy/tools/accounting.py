@@ -11,6 +11,8 @@ on that machine:
   features has a floor of 0;
 - ``train``: its training steps (``epochs`` x steps an epoch) at the tail's floor step (the
   matmuls of its shapes plus the optimizer's update, fp32); its evaluations count as overhead;
+- ``finetune``: its training steps (the epochs it ran x steps an epoch) at the fine-tuning
+  floor step (the whole network's matmuls plus the optimizer's update, fp32);
 - every other stage has no floor measured; its time is listed apart.
 
 No TensorFlow: this reads JSON.
@@ -26,11 +28,12 @@ from typing import Any
 
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import read_json, write_json
+from ferstudy.core.files import load_split, load_usage, read_json, write_json
 from ferstudy.core.params import Params
+from ferstudy.data.splits import usage_split
 
 #: The stages whose floor ``ferstudy bench`` measures.
-FLOORED = ("features", "train")
+FLOORED = ("features", "train", "finetune")
 
 
 def read_timings(path: Path) -> list[dict[str, Any]]:
@@ -73,25 +76,45 @@ def stage_floor(
     record: dict[str, Any], floors: dict[str, Any], params: Params, copied: bool
 ) -> float | None:
     """Seconds of the stage's floor (module docstring); None where none is measured."""
-    if record["stage"] not in FLOORED:
+    stage, run = record["stage"], record.get("run")
+    if stage not in FLOORED:
         return None
-    backbone, _ = paths.parse_run_name(record["run"])
-    if backbone not in floors:
+    if stage == "finetune":
+        if run not in floors.get("finetune", {}):
+            return None
+        timing = read_json(
+            paths.training_time_file(paths.run_id(paths.finetune_run(run), record["seed"]))
+        )
+        steps = timing["epochs_run"] * math.ceil(
+            _finetune_images(params) / params.finetune.batch_size
+        )
+        return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
+    backbone, _ = paths.parse_run_name(run)
+    if backbone not in floors["backbones"]:
         return None
-    meta = read_json(paths.features_dir(paths.run_id(record["run"], record["seed"])) / "meta.json")
-    if record["stage"] == "features":
+    measured = floors["backbones"][backbone]
+    meta = read_json(paths.features_dir(paths.run_id(run, record["seed"])) / "meta.json")
+    if stage == "features":
         if copied:
             return 0.0
         images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
-        return images / floors[backbone]["features"]["forward_images_per_second"]
+        return images / measured["features"]["forward_images_per_second"]
     steps = params.epochs * math.ceil(meta["counts"]["train"] / params.batch_size)
-    return steps * floors[backbone]["tail"]["floor_ms"]["fp32"] / 1000
+    return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
+
+
+def _finetune_images(params: Params) -> int:
+    """Training images of a fine-tuning run under ``finetune.split``."""
+    if params.finetune.split == "usage":
+        return len(usage_split(load_usage(paths.DATASET_FILE))["train"])
+    return len(load_split(paths.SPLIT_FILE)["train"])
 
 
 def account(
-    timings: list[dict[str, Any]], floors: dict[str, Any], params: Params, cores: int
+    timings: list[dict[str, Any]], floors: dict[str, Any], params: Params, machine: dict[str, Any]
 ) -> dict[str, Any]:
-    """Every stage's seconds beside its floor, and the totals."""
+    """Every stage's seconds beside its floor, and the totals. A stage timed on another kind
+    of machine than the floors' (``machine["kind"]``) gets no floor."""
     rows, seen = [], set()
     for record in timings:
         run = record.get("run")
@@ -103,8 +126,10 @@ def account(
         )
         if record["stage"] == "features" and run:
             seen.add(run)
-        floor = stage_floor(record, floors, params, copied)
+        same_machine = record.get("machine", machine.get("kind")) == machine.get("kind")
+        floor = stage_floor(record, floors, params, copied) if same_machine else None
         cpu = record.get("cpu_seconds")
+        cores = machine["cores"]
         rows.append(
             {
                 "stage": record["stage"],
@@ -114,6 +139,7 @@ def account(
                 "floor_seconds": None if floor is None else round(floor, 1),
                 "floor_share": None if floor is None else round(floor / record["seconds"], 3),
                 "cpu_share": None if cpu is None else round(cpu / (record["seconds"] * cores), 3),
+                "machine": record.get("machine"),
             }
         )
     floored = [r for r in rows if r["floor_seconds"] is not None]
@@ -157,9 +183,7 @@ def run(
 ) -> dict[str, Any]:
     """Account the stages of ``timings`` against ``floors``; write JSON to ``out``."""
     bench = read_json(floors)
-    result = account(
-        read_timings(timings), bench["floors"]["backbones"], params, bench["machine"]["cores"]
-    )
+    result = account(read_timings(timings), bench["floors"], params, bench["machine"])
     result["machine"] = bench["machine"]
     if log is not None:
         steps = read_steps(log)

@@ -31,6 +31,7 @@ from ferstudy.analysis.stats import Summary, paired_difference, summarize
 from ferstudy.core import paths, runtime
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import SPLITS, load_dataset, load_split, write_json
+from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import Params
 from ferstudy.data.feature_cache import LABELS, META, CachedFeatures, extract_to_file, extractor
 from ferstudy.data.splits import stratified_subset
@@ -68,6 +69,7 @@ def machine() -> dict[str, Any]:
     ]
     return {
         "cpu": cpu,
+        "kind": cpu_kind(),  # what the timing log records
         "cores": os.cpu_count(),
         "gpus": gpus,
         "tensorflow": tf.__version__,
@@ -257,24 +259,42 @@ def matmul_gflops(
     return 2 * m * k * n / _seconds_per_call(lambda: tf.matmul(a, b)[0, 0].numpy()) / 1e9
 
 
-def _tail_nodes(tail_model: keras.Model) -> list[tuple[keras.layers.Layer, Any, bool, bool]]:
-    """``(layer, output shape, trains, upstream)`` of every node of a model: whether the layer
-    has trainable weights, and whether a trainable layer lies upstream of it."""
+def _tail_nodes(
+    model: keras.Model, upstream_in: bool = False
+) -> list[tuple[keras.layers.Layer, Any, bool, bool]]:
+    """``(layer, output shape, trains, upstream)`` of every node of a model, nested functional
+    models walked into: whether the layer has trainable weights, and whether a trainable layer
+    lies upstream of it (``upstream_in``: upstream of the model's inputs)."""
+    return _walk(model, upstream_in)[0]
+
+
+def _walk(
+    model: keras.Model, upstream_in: bool
+) -> tuple[list[tuple[keras.layers.Layer, Any, bool, bool]], bool]:
+    """:func:`_tail_nodes`, and whether the model's output depends on trainable weights."""
     needs_gradient: dict[int, bool] = {}  # node -> its output depends on trainable weights
     found: list[tuple[keras.layers.Layer, Any, bool, bool]] = []
 
     def visit(node: Any) -> bool:
         if id(node) not in needs_gradient:
-            upstream = any([visit(parent) for parent in node.parent_nodes])
-            trains = bool(node.layer.trainable_weights)
-            found.append((node.layer, tf.nest.flatten(node.outputs)[0].shape, trains, upstream))
-            needs_gradient[id(node)] = trains or upstream
+            parents = node.parent_nodes
+            upstream = any([visit(parent) for parent in parents]) if parents else upstream_in
+            if getattr(node.layer, "_is_graph_network", False):  # a model inside the model
+                inner, needs = _walk(node.layer, upstream)
+                found.extend(inner)
+                needs_gradient[id(node)] = needs
+            else:
+                trains = bool(node.layer.trainable_weights)
+                shape = tf.nest.flatten(node.outputs)[0].shape
+                found.append((node.layer, shape, trains, upstream))
+                needs_gradient[id(node)] = trains or upstream
         return needs_gradient[id(node)]
 
-    for output in tail_model.outputs:
+    outputs = []
+    for output in model.outputs:
         history = output._keras_history
-        visit(history.layer._inbound_nodes[history.node_index])
-    return found
+        outputs.append(visit(history.layer._inbound_nodes[history.node_index]))
+    return found, any(outputs)
 
 
 def _gemm(layer: keras.layers.Layer, output_shape: tf.TensorShape) -> tuple[int, int] | None:
@@ -467,6 +487,49 @@ def tail_and_checkpoint(
     }
 
 
+def finetune_floor(params: Params, run: str) -> dict[str, Any]:
+    """A fine-tuning step of ``run`` (``<backbone>-<init>``) as the finetune stage takes it
+    (its compiled step: augmentation, forward with dropout, loss, Adam's update of every
+    layer), timed on a batch of random images, against its floor: the matmuls of the whole
+    network's shapes (:func:`tail_gemms`; no input gradient for the first layer) in fp32 and
+    bf16, plus the optimizer's compiled update."""
+    from ferstudy.stages import finetune
+
+    backbone, init = paths.parse_run_name(run)
+    s = finetune.settings(params, backbone, init, 0)
+    runtime.set_precision("fp32")
+    keras.utils.set_random_seed(0)
+    model = build_backbone(backbone, init, s.input_size, 0)
+    classifier = build_classifier(model)
+    transform = image_transform(get_backbone(backbone).preprocess, s.input_size)
+    optimizer = keras.optimizers.Adam(learning_rate=finetune.learning_rate(s, 100))
+    optimizer.build(classifier.trainable_variables)
+    ones = np.ones(len(CLASSES), np.float32)
+    step = finetune.train_step(classifier, model, optimizer, transform, s, ones)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (s.batch_size, 48, 48), np.uint8))
+    labels = tf.constant(rng.integers(0, len(CLASSES), s.batch_size))
+    seed = tf.constant([0, 0], tf.int64)
+    step_seconds = _seconds_per_call(lambda: float(step(images, labels, seed)[0]), 1.0)
+    gemms = tail_gemms(classifier, s.batch_size)
+    update = optimizer_seconds(
+        keras.optimizers.Adam(learning_rate=s.lr), classifier.trainable_variables
+    )
+    matmuls = {p: gemm_seconds(gemms, p) for p in ("fp32", "bf16")}
+    return {
+        "input_size": s.input_size,
+        "batch_size": s.batch_size,
+        "trainable_parameters": int(sum(np.prod(v.shape) for v in classifier.trainable_variables)),
+        "training_flops_per_image": round(tail_training_flops(classifier)),
+        "step_ms": round(1000 * step_seconds, 3),
+        "matmuls": len(gemms),
+        "matmul_ms": {p: round(1000 * t, 3) for p, t in matmuls.items()},
+        "optimizer_ms": round(1000 * update, 3),
+        "floor_ms": {p: round(1000 * (t + update), 3) for p, t in matmuls.items()},
+        "vs_floor": {p: round((t + update) / step_seconds, 3) for p, t in matmuls.items()},
+    }
+
+
 def floors(
     params: Params,
     backbones: list[str],
@@ -475,8 +538,9 @@ def floors(
     train_images: int,
 ) -> dict[str, Any]:
     """Every backbone's stages against their floors (:func:`feature_floor` on ``images``;
-    :func:`tail_and_checkpoint`, epochs of its ``fraction`` of ``train_images``), with
-    ``TARGETS``, whether each is met, and the ones that are not."""
+    :func:`tail_and_checkpoint`, epochs of its ``fraction`` of ``train_images``) and every
+    fine-tuned run's step (:func:`finetune_floor`), with ``TARGETS``, whether each is met, and
+    the ones that are not."""
     out: dict[str, Any] = {
         "matmul_gflops": {p: round(matmul_gflops(p), 1) for p in ("fp32", "bf16")},
         "matmul_shape": list(MATMUL_SHAPE),
@@ -506,12 +570,18 @@ def floors(
             checkpoint[key] = round(checkpoint[key], 4)
         out["backbones"][name] = measured
         print(f"floors {name}: {ratios}", flush=True)
+    out["finetune"] = {}
+    for run in params.finetune.runs:
+        measured = finetune_floor(params, run)
+        measured["met"] = measured["vs_floor"]["fp32"] >= TARGETS["tail_vs_floor_fp32"]
+        out["finetune"][run] = measured
+        print(f"floors finetune {run}: {measured['vs_floor']}", flush=True)
     out["not_met"] = [
         f"{name}: {key}"
         for name, measured in out["backbones"].items()
         for key, ok in measured["met"].items()
         if not ok
-    ]
+    ] + [f"{run}: finetune_vs_floor_fp32" for run, m in out["finetune"].items() if not m["met"]]
     return out
 
 
@@ -687,6 +757,12 @@ def _floors_table(result: dict[str, Any]) -> str:
             f"{tail['vs_floor']['fp32']}{mark(met['tail_vs_floor_fp32'])} | "
             f"{tail['floor_ms']['bf16']} | {b['checkpoint']['scheduled_share']}"
             f"{mark(met['checkpoint_share'])} |"
+        )
+    for run, t in f.get("finetune", {}).items():
+        lines.append(
+            f"| {run}, fine-tuned (every layer, {t['input_size']} px) | | {t['step_ms']} | "
+            f"{t['floor_ms']['fp32']} | {t['vs_floor']['fp32']}{mark(t['met'])} | "
+            f"{t['floor_ms']['bf16']} | |"
         )
     m, k, n = f["matmul_shape"]
     lines += [
