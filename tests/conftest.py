@@ -234,3 +234,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             not any(item.iter_markers(name="dvc")) and not any(item.iter_markers(name="slow"))
         )
     )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    """A copy of the pipeline after its first ``dvc repro`` (``tests/dvc_project.py``), one per
+    test module: (project, env, repro log)."""
+    from dvc_project import baseline
+
+    return baseline(tmp_path_factory.mktemp("dvc"))

@@ -95,6 +95,8 @@ def test_the_closure_follows_imports_inside_functions_and_packages():
     assert module_file("ferstudy.stages.features") not in files
     evaluate = import_closure("ferstudy.stages.evaluate")
     assert module_file("ferstudy.models.onet") in evaluate  # imported inside a function
+    pins = module_file("ferstudy.models.wheels").with_suffix(".yaml")
+    assert pins in evaluate  # the data a module reads beside itself
 
 
 def test_the_closure_check_fails_when_a_dep_is_dropped():

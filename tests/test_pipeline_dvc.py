@@ -12,17 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from dvc_project import baseline, sh
+from dvc_project import sh
 
 from ferstudy.reporting.markdown import SPEED_HEADING
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.dvc
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return baseline(tmp_path_factory.mktemp("dvc"))
 
 
 def test_repro_runs_every_stage_of_the_matrix(pipeline):

@@ -10,14 +10,9 @@ import time
 import numpy as np
 import pytest
 import yaml
-from dvc_project import baseline, sh
+from dvc_project import sh
 
 pytestmark = pytest.mark.dvc
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return baseline(tmp_path_factory.mktemp("dvc"))
 
 
 def test_exp_run_lr_retrains_without_feature_extraction(pipeline):

