@@ -13,30 +13,27 @@ mkdir -p .ferstudy
 log=.ferstudy/reference_run.log
 stamp() { echo "$(date -u +%FT%TZ) $*" >>"$log"; }
 
-# Directory outputs hardlinked into the cache rather than copied: full-data features of one
-# run take gigabytes, and a copy would double them (local setting, not committed).
-dvc config --local cache.type hardlink
+# Directory outputs hardlinked into the cache rather than copied (DVC copies them under the
+# default reflink,hardlink,copy): full-data features of one run take gigabytes, and a copy
+# would double them (a local setting, not committed; copy where links cannot be made).
+dvc config --local cache.type hardlink,copy
 
 dvc repro split  # the dataset and its split, which the bench reads too
 
 # The floors of this machine; measured again when the run resumes on another kind of machine.
-flags=$(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' | xargs)
-machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $flags"
+machine=$(python -c "from ferstudy.core.machine import cpu_kind; print(cpu_kind())")
 if [ "$(cat .ferstudy/bench.done 2>/dev/null)" != "$machine" ]; then
-    stamp "start bench ($machine)"
+    stamp "start bench"
     ferstudy bench --out bench/floors.json
     echo "$machine" >.ferstudy/bench.done
     stamp "end bench"
 fi
 
-read -r -a seeds < <(python -c "import yaml; print(*yaml.safe_load(open('params.yaml'))['seeds'])")
-if [ "$#" -gt 0 ]; then
-    runs=("$@")
-else
-    read -r -a runs < <(python -c "import yaml; print(*yaml.safe_load(open('params.yaml'))['runs'])")
-fi
-for run in "${runs[@]}"; do
-    for seed in "${seeds[@]}"; do
+seeds=$(python -c "import yaml; print(*yaml.safe_load(open('params.yaml'))['seeds'])")
+runs=${*:-$(python -c "import yaml; print(*yaml.safe_load(open('params.yaml'))['runs'])")}
+[ -n "$seeds" ] && [ -n "$runs" ] || { echo "no runs or seeds in params.yaml" >&2; exit 2; }
+for run in $runs; do
+    for seed in $seeds; do
         stamp "start evaluate@$run-$seed"
         dvc repro "evaluate@$run-$seed"
         stamp "end evaluate@$run-$seed"

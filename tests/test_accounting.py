@@ -36,9 +36,10 @@ def _timing(
     seed: int | None,
     seconds: float,
     machine: str = "test CPU, 2 cores",
+    reused: bool = False,
 ) -> str:
     record = {"stage": stage, "run": run, "seed": seed, "seconds": seconds, "cpu_seconds": seconds}
-    return json.dumps({**record, "machine": machine})
+    return json.dumps({**record, "machine": machine, "cores": 2, "reused": reused})
 
 
 @pytest.fixture
@@ -65,13 +66,14 @@ def project(tmp_path, monkeypatch):
     lines = [
         _timing("acquire", None, None, 7.0),
         _timing("features", "onet-pretrained", 42, 6.0),  # floor 150 / 50 = 3 s
-        _timing("features", "onet-pretrained", 43, 1.0),  # a copy of seed 42's: floor 0
+        _timing("features", "onet-pretrained", 43, 1.0, reused=True),  # seed 42's: floor 0
         _timing("features", "onet-random", 42, 4.0),  # stale: the rerun below replaces it
         _timing("train", "onet-pretrained", 42, 0.8),  # 20 epochs x 2 steps x 10 ms = 0.4 s
         _timing("features", "onet-random", 42, 8.56),  # (150 + 64) / 50 = 4.28 s
         _timing("finetune", "onet-pretrained", 42, 0.9),  # 3 epochs x 3 steps x 20 ms = 0.18 s
         _timing("train", "onet-random", 42, 5.0, machine="another CPU"),  # no floor of its own
-    ]
+        json.dumps({"stage": "train", "run": "onet-pretrained", "seed": 43, "seconds": 2.0}),
+    ]  # the last: an older line, its machine unknown: no floor
     Path(".ferstudy/timings.jsonl").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     Path("params.yaml").write_text(yaml.safe_dump({**params, "epochs": 20, "batch_size": 64}))
@@ -79,6 +81,7 @@ def project(tmp_path, monkeypatch):
         "2026-01-01T00:00:00Z start evaluate@onet-pretrained-42\n"
         "2026-01-01T00:00:20Z end evaluate@onet-pretrained-42\n"
         "2026-01-01T01:00:00Z start evaluate@onet-random-42\n"  # killed: no end
+        "\n"
     )
     return params_of({"epochs": 20, "batch_size": 64})
 
@@ -100,8 +103,10 @@ def test_each_stage_beside_its_floor(project):
         ("features", "onet-random", 42),
         ("finetune", "onet-pretrained", 42),
         ("train", "onet-random", 42),
+        ("train", "onet-pretrained", 43),
     ]
     assert rows[("train", "onet-random", 42)]["floor_seconds"] is None
+    assert rows[("train", "onet-pretrained", 43)]["floor_seconds"] is None
     assert rows[("acquire", None, None)]["floor_seconds"] is None
     assert rows[("features", "onet-pretrained", 42)]["floor_seconds"] == 3.0
     assert rows[("features", "onet-pretrained", 42)]["floor_share"] == 0.5
@@ -112,7 +117,7 @@ def test_each_stage_beside_its_floor(project):
     assert rows[("finetune", "onet-pretrained", 42)]["floor_seconds"] == 0.2  # 0.18
     assert rows[("finetune", "onet-pretrained", 42)]["floor_share"] == 0.2
     assert result["floor_seconds"] == 7.9  # 3 + 0 + 0.4 + 4.28 + 0.18, rounded
-    assert result["floored_seconds"] == 17.3 and result["unfloored_seconds"] == 12.0
+    assert result["floored_seconds"] == 17.3 and result["unfloored_seconds"] == 14.0
     assert result["wall_seconds"] == 20.0  # the finished step only
     assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.9
 

@@ -58,6 +58,34 @@ def test_extraction_resumes_after_the_rows_it_recorded(tmp_path, monkeypatch):
     assert np.array_equal(np.load(path), np.load(tmp_path / "whole.npy"))
 
 
+def test_a_record_left_from_an_earlier_file_is_never_trusted(tmp_path, monkeypatch):
+    """A finished file's record survives the file (its folder deleted by a failure): the next
+    file, killed before its first record, must not be taken for finished."""
+    monkeypatch.setenv("FERSTUDY_CHECKPOINT_SECONDS", "1000")
+    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4), dtype=np.uint8)
+    path = tmp_path / "f.npy"
+    extract_to_file(_batch_dependent, images, path, 3, "f", fingerprint="a")
+    whole = np.load(path)
+    path.unlink()
+    batches: list[int] = []
+
+    def counted(x):
+        batches.append(int(x.shape[0]))
+        return _batch_dependent(x)
+
+    def dies_at_the_second_batch(x):
+        if len(batches) == 2:  # the probe and one batch done
+            raise Killed
+        return counted(x)
+
+    with pytest.raises(Killed):
+        extract_to_file(dies_at_the_second_batch, images, path, 3, "f", fingerprint="a")
+    batches.clear()
+    extract_to_file(counted, images, path, 3, "f", fingerprint="a")
+    assert batches == [1, 3, 3, 3, 1]  # everything again
+    assert np.array_equal(np.load(path), whole)
+
+
 def _project(root: Path) -> None:
     root.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

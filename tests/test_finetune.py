@@ -95,15 +95,13 @@ def test_config_and_curves_of_a_finetuned_run(tuned):
     assert config["val_accuracy"] == pytest.approx(curves["val/accuracy"][best], abs=1e-6)
 
 
-def test_saved_weights_are_the_best_epochs(tuned):
+def test_saved_weights_are_the_best_epochs(tuned, monkeypatch):
     """The model keeps the best validation epoch: rescoring it gives that epoch's accuracy."""
-    import os
-
     from ferstudy.models.registry import get_backbone
     from ferstudy.models.store import load_model
     from ferstudy.models.transfer import image_transform
 
-    os.chdir(tuned)
+    monkeypatch.chdir(tuned)
     loaded = load_model(paths.model_dir(paths.run_id(TUNED, 42)))
     dataset = load_dataset(paths.DATASET_FILE)
     val = split_rows(dataset, loaded.config["split"])["val"]

@@ -70,6 +70,7 @@ def _cmd_stage(args: argparse.Namespace) -> None:
         paths.parse_run_name(run)
     module = importlib.import_module(f"ferstudy.stages.{args.command}")
     result = module.run(params, run, seed)
+    args.reused = bool(result.get("reused"))  # a copy of a sibling seed's, for the timing log
     print(module.describe(result))
 
 
@@ -292,7 +293,9 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "seconds": round(seconds, 2),
         "process_seconds": round(time.time() - process.create_time(), 2),
         "cpu_seconds": round(cpu.user + cpu.system, 2),
-        "machine": cpu_kind(),  # over cores: below seconds x cores
+        "machine": cpu_kind(),
+        "cores": os.cpu_count(),
+        "reused": getattr(args, "reused", False),  # over cores: below seconds x cores
         # when the stage waited (for data, or for other jobs on the machine)
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -70,6 +70,8 @@ def extract_to_file(
     shape = (len(images), first.shape[1])
     progress = path.with_name(path.name + ".progress.json")
     done = _rows_done(path, progress, fingerprint, first.dtype, shape)
+    if not done:  # a record of another file must never vouch for this one's zeros
+        progress.unlink(missing_ok=True)
     out = np.lib.format.open_memmap(
         path, mode="r+" if done else "w+", dtype=first.dtype, shape=shape
     )
@@ -105,9 +107,10 @@ def _rows_done(
         stored = np.load(path, mmap_mode="r", allow_pickle=False)
     except (FerError, ValueError, OSError):
         return 0
+    rows = record.get("rows")
     if record.get("fingerprint") != fingerprint or (stored.dtype, stored.shape) != (dtype, shape):
         return 0
-    return int(record["rows"])
+    return rows if isinstance(rows, int) and 0 <= rows <= shape[0] else 0
 
 
 def weights_sha256(model: tf.keras.Model) -> str:

@@ -23,6 +23,7 @@ compute exactly what was cached. Pretrained backbones keep their own statistics.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -196,6 +197,9 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     partial.mkdir(parents=True, exist_ok=True)
     fingerprint = json_sha256(
         {
+            "run": run,
+            "settings": settings,
+            "trainable_layers": trainable,
             "weights": weights_sha256(cut.frozen),
             "rows": {name: json_sha256(rows[name].tolist()) for name in SPLITS},
             "dataset": file_sha256(paths.DATASET_FILE),
@@ -216,8 +220,8 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         for name in SPLITS
     }
     with atomic_path(out_dir, directory=True) as tmp:
-        for name in SPLITS:
-            (partial / f"{name}.npy").replace(tmp / f"{name}.npy")
+        for name in SPLITS:  # linked, not moved: a failure below keeps the partial files
+            link_or_copy(partial / f"{name}.npy", tmp / f"{name}.npy")
         np.savez(
             tmp / LABELS,
             **{f"{n}_labels": dataset.labels[rows[n]] for n in SPLITS},
@@ -254,6 +258,14 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     }
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link of ``source`` at ``target`` (no second copy on disk), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def measure_health(
     folder: Path,
     meta: dict[str, Any],
@@ -279,6 +291,7 @@ def measure_health(
 def reuse(sibling: Path, out_dir: Path, run_id: str) -> dict[str, Any]:
     """Copy a sibling seed's features (same recipe) and its health record to ``run_id``."""
     start = time.perf_counter()
+    shutil.rmtree(paths.partial_features_dir(run_id), ignore_errors=True)  # not needed now
     with atomic_path(out_dir, directory=True) as tmp:
         for path in sorted(sibling.iterdir()):
             shutil.copy2(path, tmp / path.name)

@@ -15,6 +15,10 @@ on that machine:
   floor step (the whole network's matmuls plus the optimizer's update, fp32);
 - every other stage has no floor measured; its time is listed apart.
 
+A stage killed and resumed logs only its last attempt, against the floor of all its work, so
+its floor share reads high; the script's log (``--log``) has the wall time of every finished
+step.
+
 No TensorFlow: this reads JSON.
 """
 
@@ -57,10 +61,13 @@ def read_timings(path: Path) -> list[dict[str, Any]]:
 
 
 def read_steps(path: Path) -> list[dict[str, Any]]:
-    """The finished steps of ``scripts/reference_run.sh``'s log: name, start, end, seconds."""
+    """The finished steps of ``scripts/reference_run.sh``'s log (the last finished time of
+    each, a step killed before its end left out): name, start, seconds."""
     starts: dict[str, datetime.datetime] = {}
-    steps = []
+    steps: dict[str, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
         stamp, event, name = line.split(" ", 2)
         when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         if event == "start":
@@ -68,34 +75,33 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
         elif event == "end" and name in starts:
             begun = starts.pop(name)
             seconds = (when - begun).total_seconds()
-            steps.append({"step": name, "start": begun.isoformat(), "seconds": seconds})
-    return steps
+            steps[name] = {"step": name, "start": begun.isoformat(), "seconds": seconds}
+    return list(steps.values())
 
 
-def stage_floor(
-    record: dict[str, Any], floors: dict[str, Any], params: Params, copied: bool
-) -> float | None:
-    """Seconds of the stage's floor (module docstring); None where none is measured."""
+def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) -> float | None:
+    """Seconds of the stage's floor (module docstring); None where none is measured or its
+    inputs (a feature meta, a training-time file) are gone."""
     stage, run = record["stage"], record.get("run")
     if stage not in FLOORED:
         return None
-    if stage == "finetune":
-        if run not in floors.get("finetune", {}):
+    try:
+        if stage == "finetune":
+            if run not in floors.get("finetune", {}):
+                return None
+            tuned = paths.run_id(paths.finetune_run(run), record["seed"])
+            epochs = read_json(paths.training_time_file(tuned))["epochs_run"]
+            steps = epochs * math.ceil(_finetune_images(params) / params.finetune.batch_size)
+            return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
+        backbone, _ = paths.parse_run_name(run)
+        if backbone not in floors["backbones"]:
             return None
-        timing = read_json(
-            paths.training_time_file(paths.run_id(paths.finetune_run(run), record["seed"]))
-        )
-        steps = timing["epochs_run"] * math.ceil(
-            _finetune_images(params) / params.finetune.batch_size
-        )
-        return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
-    backbone, _ = paths.parse_run_name(run)
-    if backbone not in floors["backbones"]:
+        measured = floors["backbones"][backbone]
+        meta = read_json(paths.features_dir(paths.run_id(run, record["seed"])) / "meta.json")
+    except FerError:
         return None
-    measured = floors["backbones"][backbone]
-    meta = read_json(paths.features_dir(paths.run_id(run, record["seed"])) / "meta.json")
     if stage == "features":
-        if copied:
+        if record.get("reused"):  # a copy of a sibling seed's features
             return 0.0
         images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
         return images / measured["features"]["forward_images_per_second"]
@@ -113,32 +119,24 @@ def _finetune_images(params: Params) -> int:
 def account(
     timings: list[dict[str, Any]], floors: dict[str, Any], params: Params, machine: dict[str, Any]
 ) -> dict[str, Any]:
-    """Every stage's seconds beside its floor, and the totals. A stage timed on another kind
-    of machine than the floors' (``machine["kind"]``) gets no floor."""
-    rows, seen = [], set()
+    """Every stage's seconds beside its floor, and the totals. Only a stage timed on the kind
+    of machine the floors were measured on (``machine["kind"]``) gets a floor."""
+    rows = []
     for record in timings:
-        run = record.get("run")
-        copied = (
-            record["stage"] == "features"
-            and run is not None
-            and run.endswith("-pretrained")
-            and run in seen
-        )
-        if record["stage"] == "features" and run:
-            seen.add(run)
-        same_machine = record.get("machine", machine.get("kind")) == machine.get("kind")
-        floor = stage_floor(record, floors, params, copied) if same_machine else None
-        cpu = record.get("cpu_seconds")
-        cores = machine["cores"]
+        same_machine = machine.get("kind") is not None and record.get("machine") == machine["kind"]
+        floor = stage_floor(record, floors, params) if same_machine else None
+        cpu, cores = record.get("cpu_seconds"), record.get("cores")
         rows.append(
             {
                 "stage": record["stage"],
-                "run": run,
+                "run": record.get("run"),
                 "seed": record.get("seed"),
                 "seconds": record["seconds"],
                 "floor_seconds": None if floor is None else round(floor, 1),
                 "floor_share": None if floor is None else round(floor / record["seconds"], 3),
-                "cpu_share": None if cpu is None else round(cpu / (record["seconds"] * cores), 3),
+                "cpu_share": None
+                if not (cpu and cores)
+                else round(cpu / (record["seconds"] * cores), 3),
                 "machine": record.get("machine"),
             }
         )
@@ -159,7 +157,7 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["stages"]:
-        cells = [r["stage"], r["run"] or "", r["seed"] or "", r["seconds"]]
+        cells = [r["stage"], r["run"] or "", "" if r["seed"] is None else r["seed"], r["seconds"]]
         optional = ("floor_seconds", "floor_share", "cpu_share")
         cells += ["" if r[key] is None else r[key] for key in optional]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -183,6 +181,8 @@ def run(
 ) -> dict[str, Any]:
     """Account the stages of ``timings`` against ``floors``; write JSON to ``out``."""
     bench = read_json(floors)
+    if "kind" not in bench["machine"]:
+        print(f"warning: {floors} names no kind of machine (an older bench): no floors compared")
     result = account(read_timings(timings), bench["floors"], params, bench["machine"])
     result["machine"] = bench["machine"]
     if log is not None:
