@@ -26,7 +26,7 @@ from ferstudy.core.params import load_params
 from ferstudy.data.splits import split_rows
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import build_classifier, image_transform
-from ferstudy.stages.finetune import train_step, class_weights, learning_rate, settings
+from ferstudy.stages.finetune import class_weights, learning_rate, settings, train_step
 
 
 def seconds_per_epoch(params: dict, run: str, steps: int, images, labels) -> dict:
