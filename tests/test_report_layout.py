@@ -216,8 +216,8 @@ def test_fer_has_one_accuracy_in_the_main_text(inputs):
 
 def test_the_data_share_of_a_run_comes_from_params():
     params = params_of(
-        {"runs": ["mobilenet-random", "onet-pretrained"], "finetune": {"runs": ["onet-pretrained"]}}
+        {"runs": ["resnet50-random", "onet-pretrained"], "finetune": {"runs": ["onet-pretrained"]}}
     )
-    assert report.data_fraction(params, "mobilenet-random") == 0.1
+    assert report.data_fraction(params, "resnet50-random") == 0.3
     assert report.data_fraction(params, "onet-pretrained") == 1.0
     assert report.data_fraction(params, TUNED) == 1.0  # fine-tuning uses every image
