@@ -82,6 +82,8 @@ def project(tmp_path, monkeypatch):
         "2026-01-01T00:00:20Z end evaluate@onet-pretrained-42\n"
         "2026-01-01T01:00:00Z start evaluate@onet-random-42\n"  # killed: no end
         "\n"
+        "2026-01-01T02:00:00Z start evaluate@onet-pretrained-42\n"  # run again: up to date
+        "2026-01-01T02:00:05Z end evaluate@onet-pretrained-42\n"
     )
     return params_of({"epochs": 20, "batch_size": 64})
 
@@ -118,7 +120,7 @@ def test_each_stage_beside_its_floor(project):
     assert rows[("finetune", "onet-pretrained", 42)]["floor_share"] == 0.2
     assert result["floor_seconds"] == 7.9  # 3 + 0 + 0.4 + 4.28 + 0.18, rounded
     assert result["floored_seconds"] == 17.3 and result["unfloored_seconds"] == 14.0
-    assert result["wall_seconds"] == 20.0  # the finished step only
+    assert result["wall_seconds"] == 25.0  # the finished steps, each time they ran
     assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.9
 
 

@@ -61,10 +61,11 @@ def read_timings(path: Path) -> list[dict[str, Any]]:
 
 
 def read_steps(path: Path) -> list[dict[str, Any]]:
-    """The finished steps of ``scripts/reference_run.sh``'s log (the last finished time of
-    each, a step killed before its end left out): name, start, seconds."""
+    """Every finished step of ``scripts/reference_run.sh``'s log, a step run again after an
+    interruption as often as it ran (each is wall time spent; a step killed before its end is
+    left out): name, start, seconds."""
     starts: dict[str, datetime.datetime] = {}
-    steps: dict[str, dict[str, Any]] = {}
+    steps: list[dict[str, Any]] = []
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -75,8 +76,8 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
         elif event == "end" and name in starts:
             begun = starts.pop(name)
             seconds = (when - begun).total_seconds()
-            steps[name] = {"step": name, "start": begun.isoformat(), "seconds": seconds}
-    return list(steps.values())
+            steps.append({"step": name, "start": begun.isoformat(), "seconds": seconds})
+    return steps
 
 
 def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) -> float | None:
