@@ -292,11 +292,11 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "seed": getattr(args, "seed", None),
         "seconds": round(seconds, 2),
         "process_seconds": round(time.time() - process.create_time(), 2),
+        # over cores: below seconds x cores when the stage waited (for data, or other jobs)
         "cpu_seconds": round(cpu.user + cpu.system, 2),
         "machine": cpu_kind(),
         "cores": os.cpu_count(),
-        "reused": getattr(args, "reused", False),  # over cores: below seconds x cores
-        # when the stage waited (for data, or for other jobs on the machine)
+        "reused": getattr(args, "reused", False),  # a copy of a sibling seed's features
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     try:

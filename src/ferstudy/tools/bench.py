@@ -259,19 +259,18 @@ def matmul_gflops(
     return 2 * m * k * n / _seconds_per_call(lambda: tf.matmul(a, b)[0, 0].numpy()) / 1e9
 
 
-def _tail_nodes(
-    model: keras.Model, upstream_in: bool = False
-) -> list[tuple[keras.layers.Layer, Any, bool, bool]]:
+def _tail_nodes(model: keras.Model) -> list[tuple[keras.layers.Layer, Any, bool, bool]]:
     """``(layer, output shape, trains, upstream)`` of every node of a model, nested functional
     models walked into: whether the layer has trainable weights, and whether a trainable layer
-    lies upstream of it (``upstream_in``: upstream of the model's inputs)."""
-    return _walk(model, upstream_in)[0]
+    lies upstream of it."""
+    return _walk(model, upstream_in=False)[0]
 
 
 def _walk(
     model: keras.Model, upstream_in: bool
 ) -> tuple[list[tuple[keras.layers.Layer, Any, bool, bool]], bool]:
-    """:func:`_tail_nodes`, and whether the model's output depends on trainable weights."""
+    """:func:`_tail_nodes` (``upstream_in``: a trainable layer lies upstream of the model's
+    inputs), and whether the model's output depends on trainable weights."""
     needs_gradient: dict[int, bool] = {}  # node -> its output depends on trainable weights
     found: list[tuple[keras.layers.Layer, Any, bool, bool]] = []
 
@@ -356,6 +355,21 @@ def gemm_seconds(gemms: list[tuple[int, int, int]], precision: str) -> float:
     """Seconds of one run of :func:`gemm_program`."""
     program = gemm_program(gemms, precision)
     return _seconds_per_call(lambda: program()[-1][0, 0].numpy()) if gemms else 0.0
+
+
+def step_floor(gemms: list[tuple[int, int, int]], update: float, step: float) -> dict[str, Any]:
+    """A training step of ``step`` seconds against its floor: the :func:`gemm_seconds` of
+    ``gemms`` in fp32 and bf16, plus ``update`` seconds of the optimizer (``vs_floor``
+    unrounded)."""
+    matmuls = {p: gemm_seconds(gemms, p) for p in ("fp32", "bf16")}
+    return {
+        "step_ms": round(1000 * step, 3),
+        "matmuls": len(gemms),
+        "matmul_ms": {p: round(1000 * t, 3) for p, t in matmuls.items()},
+        "optimizer_ms": round(1000 * update, 3),
+        "floor_ms": {p: round(1000 * (t + update), 3) for p, t in matmuls.items()},
+        "vs_floor": {p: (t + update) / step for p, t in matmuls.items()},
+    }
 
 
 def optimizer_seconds(optimizer: keras.optimizers.Optimizer, variables: list) -> float:
@@ -448,7 +462,6 @@ def tail_and_checkpoint(
     update = optimizer_seconds(
         training.make_optimizer(params.optimizer, params.need("lr")), cut.tail.trainable_variables
     )
-    matmuls = {p: gemm_seconds(gemms, p) for p in ("fp32", "bf16")}
     step = per_image * batch_size
     write = checkpoint.seconds / checkpoint.writes
     epoch_seconds = per_image * train_images
@@ -465,13 +478,8 @@ def tail_and_checkpoint(
                 sum(np.prod(v.shape) for v in cut.tail.trainable_variables)
             ),
             "training_flops_per_image": round(flops),
-            "step_ms": round(1000 * step, 3),
             "gflops": round(flops / per_image / 1e9, 2),
-            "matmuls": len(gemms),
-            "matmul_ms": {p: round(1000 * t, 3) for p, t in matmuls.items()},
-            "optimizer_ms": round(1000 * update, 3),
-            "floor_ms": {p: round(1000 * (t + update), 3) for p, t in matmuls.items()},
-            "vs_floor": {p: (t + update) / step for p, t in matmuls.items()},
+            **step_floor(gemms, update, step),
         },
         "checkpoint": {
             "checkpoint_seconds": round(write, 4),
@@ -511,22 +519,17 @@ def finetune_floor(params: Params, run: str) -> dict[str, Any]:
     labels = tf.constant(rng.integers(0, len(CLASSES), s.batch_size))
     seed = tf.constant([0, 0], tf.int64)
     step_seconds = _seconds_per_call(lambda: float(step(images, labels, seed)[0]), 1.0)
-    gemms = tail_gemms(classifier, s.batch_size)
     update = optimizer_seconds(
         keras.optimizers.Adam(learning_rate=s.lr), classifier.trainable_variables
     )
-    matmuls = {p: gemm_seconds(gemms, p) for p in ("fp32", "bf16")}
+    measured = step_floor(tail_gemms(classifier, s.batch_size), update, step_seconds)
+    measured["vs_floor"] = {p: round(r, 3) for p, r in measured["vs_floor"].items()}
     return {
         "input_size": s.input_size,
         "batch_size": s.batch_size,
         "trainable_parameters": int(sum(np.prod(v.shape) for v in classifier.trainable_variables)),
         "training_flops_per_image": round(tail_training_flops(classifier)),
-        "step_ms": round(1000 * step_seconds, 3),
-        "matmuls": len(gemms),
-        "matmul_ms": {p: round(1000 * t, 3) for p, t in matmuls.items()},
-        "optimizer_ms": round(1000 * update, 3),
-        "floor_ms": {p: round(1000 * (t + update), 3) for p, t in matmuls.items()},
-        "vs_floor": {p: round((t + update) / step_seconds, 3) for p, t in matmuls.items()},
+        **measured,
     }
 
 
