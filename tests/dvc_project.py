@@ -20,6 +20,12 @@ def sh(cmd: str, cwd: Path, env: dict) -> str:
     return proc.stdout + proc.stderr
 
 
+def stages_run(log: str) -> list[str]:
+    """The stages a ``dvc repro`` or ``dvc exp run`` log says it ran, sorted."""
+    lines = log.splitlines()
+    return sorted(line.split("'")[1] for line in lines if line.startswith("Running stage"))
+
+
 def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     """A copy of this repository's pipeline with tiny params, in a fresh git + DVC repo."""
     project = tmp / "project"
@@ -60,9 +66,10 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     return project, env
 
 
-def baseline(tmp: Path) -> tuple[Path, dict, str]:
-    """A project after its first ``dvc repro``, committed: (project, env, repro log)."""
-    project, env = make_project(tmp)
+def baseline(tmp: Path, **overrides) -> tuple[Path, dict, str]:
+    """A project (``make_project``'s overrides) after its first ``dvc repro``, committed:
+    (project, env, repro log)."""
+    project, env = make_project(tmp, **overrides)
     log = sh("dvc repro", project, env)
     sh("git add -A && git commit -qm baseline", project, env)
     return project, env, log

@@ -33,7 +33,7 @@ def project(tmp_path_factory):
     params["backbone"]["mobilenet"] = {"input_size": 32, "fraction": 1.0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(150))))
+    monkeypatch.setenv("FER2013_PATH", str(write_zip(tmp_path / "f.zip", *synthetic_images(40))))
     for stage in (["acquire"], ["split"], ["features", RUN, "--seed", "42"]):
         assert main(stage) == 0
     yield tmp_path
