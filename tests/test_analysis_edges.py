@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import t
 
-from ferstudy.analysis.findings import seed_difference
+from ferstudy.analysis.findings import SeedDifference, real_after_holm, seed_difference
 from ferstudy.analysis.health import health_summary
 from ferstudy.analysis.ranking import accuracy_interval, versus_fixed
+from ferstudy.analysis.results import common_study
 from ferstudy.analysis.scores import short_scores
 from ferstudy.analysis.stats import paired_difference, summarize
 
@@ -58,6 +60,41 @@ def test_seed_difference_with_one_seed_on_either_side_has_no_interval():
     assert seed_difference([0.5, 0.6], [0.4]).high is None
     one_flat = seed_difference([0.5, 0.5], [0.3, 0.5])  # one side varies: a real interval
     assert one_flat.low < one_flat.difference < one_flat.high
+    assert seed_difference([0.5], [0.5, 0.5, 0.5]) == SeedDifference(0.0, None, None, 1)
+
+
+def test_seed_difference_without_spread_is_the_point_on_the_smaller_side():
+    d = seed_difference([0.5, 0.5], [0.25, 0.25, 0.25])
+    assert d == SeedDifference(0.25, 0.25, 0.25, 2)
+    assert d.significant and d.describe() == "+0.2500 (95 % CI +0.2500 to +0.2500, 2 seeds)"
+
+
+def test_seed_difference_is_welchs_interval_by_hand():
+    """Unequal spreads and seed counts, where Welch's and Student's intervals differ."""
+    a, b = np.array([0.60, 0.62, 0.61, 0.70, 0.58]), np.array([0.50, 0.51])
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t.ppf(0.975, df) * np.sqrt(va + vb)
+    d = seed_difference(list(a), list(b))
+    assert d.difference == pytest.approx(a.mean() - b.mean())
+    assert (d.low, d.high) == pytest.approx((d.difference - half, d.difference + half))
+    assert d.seeds == 2
+
+
+def test_real_after_holm_reads_the_pair_either_way_round():
+    stored = {"b vs a": {"significant_holm": True}, "a vs c": {"significant_holm": False}}
+    assert real_after_holm(stored, "a", "b") and real_after_holm(stored, "b", "a")
+    assert not real_after_holm(stored, "c", "a")
+    assert not real_after_holm(stored, "a", "d")  # not compared
+
+
+def test_common_study_of_one_seed_is_that_seed():
+    study = {
+        "MCR": {"accuracy": {"1-5": 0.1}, "loss": {"1-5": -0.2}},
+        "MOFR": {"accuracy": {"1-5": 0.0}, "loss": {"1-5": 0.3}},
+        "epochs": 5,
+    }
+    assert common_study([study]) == [study]
 
 
 def test_short_scores_are_accuracy_macro_f1_and_count():

@@ -41,6 +41,54 @@ def test_pareto_front_counts_speeds_within_the_noise_as_equal():
     assert FASTER_BY == 1.2
 
 
+def test_pareto_front_at_its_boundaries():
+    """Equal speed: the more accurate wins; equal accuracy: the faster beyond the noise wins;
+    equal on both: neither beats the other."""
+    assert pareto_front({"a": (0.9, 100.0), "b": (0.8, 100.0)}) == ["a"]
+    assert pareto_front({"a": (0.8, 110.0), "b": (0.8, 120.0)}, FASTER_BY) == ["b"]
+    assert pareto_front({"a": (0.8, 100.0), "b": (0.8, 100.0)}) == ["a", "b"]
+
+
+def speed_results(points: dict[str, tuple[float, float]]) -> dict[str, dict]:
+    return {
+        run: {"eval": {"accuracy": acc}, "speed": {"images_per_second_batch64": speed}}
+        for run, (acc, speed) in points.items()
+    }
+
+
+def test_speed_choice_in_full():
+    lines = speed_choice(
+        speed_results({"onet-pretrained": (0.6, 400.0), "onet-random": (0.5, 1000.0)})
+    )
+    assert lines == [
+        "Pareto front (mean test accuracy on each run's own test set vs images/s, speeds within "
+        "20 % of each other counted as equal, fastest first): onet-random (0.500, 1000 img/s), "
+        "onet-pretrained (0.600, 400 img/s)",
+        "When speed matters: **onet-random** (1000 img/s on this machine, at least 20 % faster "
+        "than any other run; test accuracy 0.500).",
+    ]
+    tuned = speed_results({"onet-pretrained-finetune": (0.6, 400.0), "onet-random": (0.5, 450.0)})
+    assert speed_choice(tuned) == [
+        "Pareto front (mean test accuracy on each run's own test set, for a fine-tuned run its "
+        "own split's, vs images/s, speeds within 20 % of each other counted as equal, fastest "
+        "first): onet-pretrained-finetune (0.600, 400 img/s)"
+    ]
+
+
+def test_accuracy_choice_names_every_run_the_best_is_not_ahead_of():
+    results = speed_results(
+        {"a-pretrained": (0.7, 1.0), "b-random": (0.6, 1.0), "c-random": (0.5, 1.0)}
+    )
+    assert accuracy_choice(results) == (
+        "When accuracy matters: a-pretrained has the highest mean test accuracy (0.700) but is "
+        "not ahead at 95 % after Holm of b-random, c-random on the test images they share: no "
+        "single most accurate run."
+    )
+    assert accuracy_choice({"a-pretrained": results["a-pretrained"]}) == (
+        "When accuracy matters: **a-pretrained** (the only run)."
+    )
+
+
 def test_a_speed_pick_needs_a_difference_beyond_the_noise():
     results = {
         "onet-pretrained": result("onet", "pretrained", 0.533),
