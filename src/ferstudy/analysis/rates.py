@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""The study's learning-curve rates, per window of epochs, read from a run's dvclive log.
+
+MCR (mean convergence rate) is the mean epoch-to-epoch change of a training curve; MOFR (mean
+overfitting rate) the mean change of the train-minus-validation gap. The first window's first
+step starts from ``M[0]``: the untrained model's value (``untrained``, the default) or, as an
+alternative reading of the study, epoch 1's (``epoch1``). ``docs/training-and-rates.md``
+has the definitions and Tables 2-5."""
 
 from __future__ import annotations
 

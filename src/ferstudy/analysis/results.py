@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""A run's seeds read as one: element-wise means, the rate windows and curve epochs every
+seed has, and the split of runs into the study's and the fine-tuned ones."""
 
 from __future__ import annotations
 
@@ -61,4 +62,5 @@ def study_runs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def finetuned_runs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The fine-tuned runs (``<backbone>-<init>-finetune``)."""
     return {run: r for run, r in results.items() if paths.is_finetune(run)}
