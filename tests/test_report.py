@@ -12,9 +12,12 @@ from ferstudy import CLASSES
 from ferstudy.analysis.fidelity import load_paper_tables
 from ferstudy.analysis.findings import (
     FASTER_BY,
+    SeedDifference,
+    _study_claim,
     accuracy_choice,
     findings,
     pareto_front,
+    pretrained_wins,
     speed_choice,
 )
 from ferstudy.analysis.ranking import aggregate_run
@@ -87,6 +90,40 @@ def test_accuracy_choice_names_every_run_the_best_is_not_ahead_of():
     assert accuracy_choice({"a-pretrained": results["a-pretrained"]}) == (
         "When accuracy matters: **a-pretrained** (the only run)."
     )
+    two = {run: results[run] for run in ("a-pretrained", "b-random")}
+    assert accuracy_choice(two).startswith("When accuracy matters: a-pretrained has the highest")
+
+
+def test_a_study_claim_counts_backbones_by_point_or_by_interval():
+    """A difference of exactly 0 is no point for either side; two seeds already need an
+    interval."""
+    by_point = {"a": SeedDifference(0.0, None, None, 1), "b": SeedDifference(0.1, None, None, 1)}
+    assert _study_claim("S", by_point, True, 1) == (
+        "S: 1 of 2 backbones by the point estimate, with one seed no claim (a +0.0000; "
+        "b +0.1000); the study: yes."
+    )
+    assert _study_claim("S", by_point, False, 1).startswith("S: 0 of 2 backbones")
+    by_interval = {
+        "a": SeedDifference(0.1, 0.05, 0.15, 2),
+        "b": SeedDifference(0.2, -0.05, 0.45, 2),
+    }
+    assert _study_claim("S", by_interval, True, 2) == (
+        "S: 1 of 2 backbones with a 95 % interval that excludes 0 (a +0.1000 (95 % CI +0.0500 "
+        "to +0.1500, 2 seeds); b +0.2000 (95 % CI -0.0500 to +0.4500, 2 seeds)); the study: yes."
+    )
+
+
+def test_pretrained_wins_pairs_only_backbones_with_both_inits():
+    results = {
+        f"{b}-{i}": {"backbone": b, "init": i}
+        for b, i in [
+            ("openface", "pretrained"),
+            ("openface", "random"),
+            ("resnet50", "random"),
+            ("mobilenet", "pretrained"),
+        ]
+    }
+    assert pretrained_wins(results, {}) == ({"openface": None}, [])
 
 
 def test_a_speed_pick_needs_a_difference_beyond_the_noise():

@@ -104,7 +104,7 @@ SEED_CLAIMS = (
 def _study_claim(start: str, diffs: dict[str, SeedDifference], higher: bool, seeds: int) -> str:
     """One of the study's claims, counted over backbones: by interval with 2+ seeds, by the
     point estimate (and no claim) with one."""
-    point = [b for b, d in diffs.items() if (d.difference > 0) == higher]
+    point = [b for b, d in diffs.items() if (d.difference > 0 if higher else d.difference < 0)]
     if seeds < 2:
         detail = "; ".join(f"{b} {d.difference:+.4f}" for b, d in diffs.items())
         return (
