@@ -18,11 +18,12 @@ from ferstudy.analysis.findings import (
     findings,
     pareto_front,
     pretrained_wins,
+    seed_difference,
     speed_choice,
 )
 from ferstudy.analysis.ranking import aggregate_run
 from ferstudy.analysis.rates import METRIC0, TABLES
-from ferstudy.analysis.stats import paired_difference
+from ferstudy.analysis.stats import PairedDifference, paired_difference
 from ferstudy.reporting import protocol as PR
 from ferstudy.reporting.tables import side_by_side
 
@@ -334,6 +335,21 @@ def test_a_win_needs_an_interval_that_excludes_zero():
     assert findings(results, behind)[0] == f"{BEATS} for 0 of 1 backbones (none); the study: all."
 
 
+def test_findings_name_every_backbone_where_pretrained_wins():
+    results = {
+        f"{b}-{i}": result(b, i, **(STRONG if i == "pretrained" else WEAK))
+        for b in ("openface", "mobilenet")
+        for i in ("pretrained", "random")
+    }
+    pairs = {
+        **PAIR,
+        **comparison("mobilenet-pretrained", "mobilenet-random", AHEAD, CLEAR),
+    }
+    assert sentence(findings(results, pairs), BEATS) == (
+        f"{BEATS} for 2 of 2 backbones (mobilenet, openface); the study: all."
+    )
+
+
 def test_findings_pretrained_behind():
     results = {
         "openface-pretrained": result("openface", "pretrained", **WEAK),
@@ -426,9 +442,18 @@ def test_a_finetuned_run_never_stands_in_for_the_study_run_of_its_backbone_and_i
     assert out[: len(alone)] == alone
     assert sentence(out, INITIAL_ACC) == point(INITIAL_ACC, 1, "+0.1000")
     (line,) = out[len(alone) :]
-    assert line.startswith(
+    gain = PairedDifference.from_dict(
+        pairs["openface-pretrained-finetune vs openface-pretrained"]
+    ).verdict()
+    assert line == (
         "Fine-tuning end to end (openface-pretrained-finetune) minus the study's frozen recipe "
-        "(openface-pretrained): test accuracy +"
+        f"(openface-pretrained): test accuracy {gain}; beyond the study, which fine-tuned "
+        "nothing."
+    )
+    assert findings(both, PAIR)[-1] == (
+        "Fine-tuning end to end (openface-pretrained-finetune) minus the study's frozen recipe "
+        "(openface-pretrained): not compared (no frozen run of it here, or too few shared test "
+        "images); beyond the study, which fine-tuned nothing."
     )
     for r in both.values():
         r["speed"]["images_per_second_batch64"] = 100.0
@@ -442,8 +467,59 @@ def test_a_finetuned_run_never_stands_in_for_the_study_run_of_its_backbone_and_i
 
 def test_findings_without_a_pair_say_so():
     out = findings({"openface-random": result("openface", "random", **WEAK)})
-    assert any(x.startswith("Pretrained vs random cannot be compared") for x in out)
+    assert sentence(out, "Pretrained vs random cannot be compared") == (
+        "Pretrained vs random cannot be compared: no backbone has both runs here (pretrained "
+        "weights need a download; see the README)."
+    )
     assert not any(x.startswith((BEATS, FASTER, OVERFITS)) for x in out)
+
+
+def test_every_finding_of_a_random_only_matrix_in_full():
+    results = {
+        "openface-random": result("openface", "random", 0.5, mcr_acc=(0.04,) * 4),
+        "resnet50-random": result("resnet50", "random", 0.4, mcr_acc=(0.03,) * 4, worst="fear"),
+        "mobilenet-random": result("mobilenet", "random", 0.3, mcr_acc=(0.01,) * 4),
+        "vggface-random": result("vggface", "random", 0.2),
+    }
+    results["vggface-random"]["health"] = {"degenerate": True}
+    pairs = {
+        **comparison("openface-random", "resnet50-random", AHEAD, CLEAR),
+        **comparison("openface-random", "mobilenet-random", AHEAD, CLEAR),
+    }
+    versus_resnet = PairedDifference.from_dict(pairs["openface-random vs resnet50-random"])
+    mobilenet_minus = PairedDifference.from_dict(
+        pairs["openface-random vs mobilenet-random"]
+    ).flipped()
+    assert findings(results, pairs) == [
+        "Pretrained vs random cannot be compared: no backbone has both runs here (pretrained "
+        "weights need a download; see the README).",
+        "Pretrained weights of one family at most ran here (none): no comparison.",
+        "VGG-Face from random initialisation does not learn (all rates ~0): agrees with the "
+        "study (largest |rate| 0.0000); its frozen features are flagged degenerate, so what it "
+        "learns is the class prior.",
+        f"OpenFace vs ResNet-50 (random): OpenFace minus ResNet-50 test accuracy "
+        f"{versus_resnet.verdict()}, with 4.0x fewer parameters; the study: about as accurate.",
+        f"MobileNet (random) is below OpenFace in test accuracy (MobileNet minus OpenFace "
+        f"{mobilenet_minus.describe()}); the study: below.",
+        "Highest mean accuracy MCR among random runs: openface by the point estimate, not "
+        "distinguishable from resnet50 (+0.0100 (one seed: no interval)); the study: OpenFace.",
+        "Disgust has the lowest test F1 (seed mean, point estimate) in 3 of 4 runs; the study: "
+        "disgust worst.",
+    ]
+    del pairs["openface-random vs mobilenet-random"]
+    results["vggface-random"]["health"] = {"degenerate": False}
+    for name in ("openface-random", "resnet50-random"):
+        results[name] = seeds_of(results[name], [-0.001, 0.0, 0.001])
+    out = findings(results, pairs)
+    assert sentence(out, "VGG-Face").endswith("(largest |rate| 0.0000).")
+    assert sentence(out, "MobileNet (random)") == (
+        "MobileNet (random) is not compared with OpenFace in test accuracy; the study: below."
+    )
+    mcr = seed_difference([0.039, 0.04, 0.041], [0.029, 0.03, 0.031])
+    assert sentence(out, "Highest mean accuracy MCR") == (
+        f"Highest mean accuracy MCR among random runs: openface (ahead of resnet50 by "
+        f"{mcr.describe()}); the study: OpenFace."
+    )
 
 
 @pytest.mark.parametrize(
