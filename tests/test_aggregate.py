@@ -13,7 +13,7 @@ from scipy.stats import t as scipy_t
 from statsmodels.stats.multitest import multipletests
 
 from ferstudy.analysis import ranking
-from ferstudy.analysis.headline import headline
+from ferstudy.analysis.headline import headline, summary
 from ferstudy.analysis.stats import paired_difference
 from ferstudy.core import paths
 from ferstudy.core.files import save_npz, write_json
@@ -332,11 +332,11 @@ def test_mean_record_averages_numbers_lists_and_arrays():
 
     records = [
         {"a": 1, "b": [1.0, 2.0], "c": np.array([0.0, 2.0]), "d": "x", "e": True, "f": None},
-        {"a": 3, "b": [3.0, 4.0], "c": np.array([2.0, 4.0]), "d": "y", "e": False, "f": None},
+        {"a": 3, "b": [3.0, 4.0], "c": np.array([4.0, 4.0]), "d": "y", "e": False, "f": None},
     ]
     mean = mean_record(records)
     assert mean["a"] == 2.0 and mean["b"] == [2.0, 3.0]
-    np.testing.assert_array_equal(mean["c"], [1.0, 3.0])
+    np.testing.assert_array_equal(mean["c"], [2.0, 3.0])  # per element, across the records
     assert (mean["d"], mean["e"], mean["f"]) == ("x", True, None)
     assert mean_record([{"g": np.float32(1.0)}, {"g": np.float32(2.0)}])["g"] == 1.5
 
@@ -384,3 +384,28 @@ def test_headline_rounds_and_reads_the_first_window():
     assert (h["mcr_first"], h["mofr_first"]) == (0.01235, -0.00123)
     assert h["img_per_s"] == 1240 and isinstance(h["img_per_s"], int)
     assert headline(aggregate, [{"images_per_second_batch64": 13.44}])["img_per_s"] == 13.4
+    assert h == {
+        "test_acc": 0.1235,
+        "test_acc_hw": 0.0123,
+        "macro_f1": 0.1235,
+        "macro_f1_hw": 0.0123,
+        "private_acc": None,
+        "initial_acc": 0.1235,
+        "mcr_first": 0.01235,
+        "mofr_first": -0.00123,
+        "img_per_s": 1240,
+    }
+    assert headline(aggregate, [])["img_per_s"] is None
+    assert headline(aggregate, [{"images_per_second_batch64": 99.94}])["img_per_s"] == 99.9
+    later = {**aggregate, "MCR": {"accuracy": {"10-12": {"mean": 0.5}, "4-6": {"mean": 0.25}}}}
+    assert headline(later, speeds)["mcr_first"] == 0.25  # by the first epoch, not as text
+    assert headline({**aggregate, "MCR": {"accuracy": {}}}, speeds)["mcr_first"] is None
+
+
+def test_summary_is_the_study_runs_mean_and_the_best_of_all():
+    headlines = {
+        "a-random": {"test_acc": 0.5},
+        "b-random": {"test_acc": 0.61234},
+        "a-pretrained-finetune": {"test_acc": 0.7},
+    }
+    assert summary(headlines, ["a-random", "b-random"]) == {"mean_acc": 0.5562, "best_acc": 0.7}

@@ -773,6 +773,15 @@ def test_family_finding_names_the_best_family_only_beyond_noise():
         "mobilenetv2-pretrained (ImageNet) (paired 95 % interval above 0, real after Holm); "
         "the study: face recognition (VGG-Face pretrained best)."
     )
+    two = {run: results[run] for run in ("onet-pretrained", "facenet-pretrained")}
+    assert sentence(findings(two, clear), FAMILY).startswith(
+        f"{FAMILY} (the best pretrained run of each): onet-pretrained (face detection), ahead "
+        "of facenet-pretrained (face recognition) (paired"
+    )
+    tie = {**two, "openface-pretrained": result("openface", "pretrained", accuracy=0.50)}
+    assert "ahead of facenet-pretrained (face recognition)" in sentence(
+        findings(tie, clear), FAMILY
+    )  # a tie within a family keeps the first run
     one = {"facenet-pretrained": results["facenet-pretrained"]}
     assert sentence(findings(one, {}), "Pretrained weights of one family") == (
         "Pretrained weights of one family at most ran here (face recognition: "
