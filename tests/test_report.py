@@ -773,6 +773,20 @@ def test_family_finding_names_the_best_family_only_beyond_noise():
         "mobilenetv2-pretrained (ImageNet) (paired 95 % interval above 0, real after Holm); "
         "the study: face recognition (VGG-Face pretrained best)."
     )
+    tail = (
+        "(paired 95 % interval above 0, real after Holm); the study: face recognition "
+        "(VGG-Face pretrained best)."
+    )
+    both = {**clear, **comparison("onet-pretrained", "mobilenetv2-pretrained", AHEAD, CLEAR)}
+    assert sentence(findings(results, both), FAMILY) == (
+        f"{FAMILY} (the best pretrained run of each): onet-pretrained (face detection), ahead "
+        f"of mobilenetv2-pretrained (ImageNet), facenet-pretrained (face recognition) {tail}"
+    )
+    assert sentence(findings(results, {}), FAMILY) == (
+        f"{FAMILY} (the best pretrained run of each): onet-pretrained (face detection), ahead "
+        "of no other family; not distinguishable from facenet-pretrained (face recognition), "
+        f"mobilenetv2-pretrained (ImageNet) {tail}"  # the tied most accurate first
+    )
     two = {run: results[run] for run in ("onet-pretrained", "facenet-pretrained")}
     assert sentence(findings(two, clear), FAMILY).startswith(
         f"{FAMILY} (the best pretrained run of each): onet-pretrained (face detection), ahead "
