@@ -351,8 +351,7 @@ def test_compare_pairs_two_runs_on_the_rows_they_share_only():
 
 
 def test_compare_on_two_shared_images_one_and_none():
-    """Two shared images are compared; one is left to the bootstrap's own refusal (callers
-    skip pairs under MIN_IMAGES); none is refused with the runs' names."""
+    """Two shared images are compared; one or none is refused with the runs' names."""
     correctness = {
         "a-random": (np.array([0, 1, 2]), np.array([_bools("111")])),
         "b-random": (np.array([1, 2, 5]), np.array([_bools(".11")])),
@@ -361,13 +360,17 @@ def test_compare_on_two_shared_images_one_and_none():
     }
     two = ranking.compare(correctness, "a-random", "b-random")  # rows 1, 2
     assert (two.images, two.difference, two.only_a_right, two.only_b_right) == (2, 0.5, 1, 0)
-    with pytest.raises(ValueError) as err:  # row 2 alone
+    with pytest.raises(FerError) as err:  # row 2 alone
         ranking.compare(correctness, "a-random", "d-random")
-    assert type(err.value) is ValueError
+    assert str(err.value) == (
+        "a-random and d-random share 1 test images; a comparison needs 2 or more"
+    )
     assert ranking.shared_images(correctness, "a-random", "c-random") == 0
     with pytest.raises(FerError) as err:
         ranking.compare(correctness, "a-random", "c-random")
-    assert str(err.value) == "a-random and c-random share no test image"
+    assert str(err.value) == (
+        "a-random and c-random share 0 test images; a comparison needs 2 or more"
+    )
 
 
 # --- comparisons -----------------------------------------------------------------------------
@@ -589,6 +592,12 @@ def test_accuracy_interval_is_clipped_at_0_and_is_a_point_without_spread():
     alternate = np.array([_bools("1.1.1."), _bools(".1.1.1")])
     assert ranking.accuracy_interval(alternate) == (0.5, 0.5, 0.5)
     assert ranking.accuracy_interval(np.array([_bools("111")])) == (1.0, 1.0, 1.0)
+    assert ranking.accuracy_interval(np.array(_bools("111"))) == (1.0, 1.0, 1.0)  # 1-D: one seed
+    often = np.ones((2, 30), bool)
+    often[0, 0] = False  # two seeds, 59 of 60 right: a t interval reaches past 1
+    mean, low, high = ranking.accuracy_interval(often)
+    assert mean == pytest.approx(59 / 60) and low < mean and high == 1.0
+    assert ranking.versus_fixed(often, np.zeros(30, bool)).high > 1.0
 
 
 def test_scored_on_names_all_of_privatetest_only_for_every_image():

@@ -140,8 +140,11 @@ def compare(
 ) -> PairedDifference:
     """Test accuracy of ``a`` minus ``b`` on the test images both were scored on."""
     shared_a, shared_b = shared_correctness(*correctness[a], *correctness[b])
-    if shared_a.shape[-1] == 0:
-        raise FerError(f"{a} and {b} share no test image")
+    if shared_a.shape[-1] < MIN_IMAGES:
+        raise FerError(
+            f"{a} and {b} share {shared_a.shape[-1]} test images; a comparison needs "
+            f"{MIN_IMAGES} or more"
+        )
     return paired_difference(shared_a, shared_b)
 
 
@@ -347,8 +350,6 @@ def compare_with_dense(
     """Per kind: test accuracy across seeds, and the head minus the run's dense head, paired
     on the same test images and seeds (each seed's head and dense head read the same
     features)."""
-    from ferstudy.analysis.ranking import seed_correctness
-
     rows, dense = seed_correctness(run_name, seeds, labels)
     out = {}
     for kind in kinds:
