@@ -524,7 +524,11 @@ def test_every_finding_of_a_random_only_matrix_in_full():
 
 @pytest.mark.parametrize(
     "mcr, verdict",
-    [((0.0, 0.0005, -0.0009, 0.0), "does not learn"), ((0.0, 0.002, 0.0, 0.0), "does learn")],
+    [
+        ((0.0, 0.0005, -0.0009, 0.0), "does not learn"),
+        ((0.0, 0.001, 0.0, 0.0), "does learn"),  # the bound itself learns
+        ((0.0, 0.002, 0.0, 0.0), "does learn"),
+    ],
 )
 def test_findings_vggface_random_verdict(mcr, verdict):
     out = findings({"vggface-random": result("vggface", "random", 0.3, mcr_acc=mcr)})
