@@ -138,6 +138,8 @@ def fidelity_of_logs(
 def variant_record(logs_dir: Path, label: str, description: str, window: int = 5) -> dict[str, Any]:
     """Fidelity of every run logged under ``logs_dir`` (``metrics/train`` of some run of the
     pipeline), labelled as one protocol variant, for ``reference/protocol_variants/``."""
+    if not Path(logs_dir).is_dir():
+        raise FerError(f"{logs_dir}: not a folder")
     runs = sorted(
         p.name
         for p in Path(logs_dir).iterdir()

@@ -65,6 +65,9 @@ def read_curves(live_dir: str | Path) -> dict[str, np.ndarray]:
             if steps != list(range(len(steps))):
                 raise FerError(f"{path}: epochs are not 0..N in order")
             curves[f"{split}/{metric}"] = np.array([float(r[metric]) for r in rows])
+    if len({len(v) for v in curves.values()}) > 1:
+        lengths = ", ".join(f"{k} {len(v)}" for k, v in curves.items())
+        raise FerError(f"{live_dir}: the curves differ in length ({lengths} epochs)")
     return curves
 
 
@@ -154,7 +157,10 @@ def study_table_rows(per_run: dict[str, list[dict[str, Any]]]) -> list[dict[str,
 def read_run_logs(folder: Path) -> list[dict[str, np.ndarray]]:
     """The curves of every seed logged under a run's folder (``seed*/``, or the folder itself
     in the layout before seeds)."""
-    seeds = sorted(p for p in folder.glob("seed*") if (p / "plots").is_dir())
+    seeds = sorted(
+        (p for p in folder.glob("seed*") if (p / "plots").is_dir()),
+        key=lambda p: int(p.name.removeprefix("seed")),
+    )
     return [read_curves(p) for p in seeds] if seeds else [read_curves(folder)]
 
 
