@@ -198,6 +198,16 @@ class LocalServer:
         self.httpd.server_close()
 
 
+def curves_of(train_acc, val_acc, train_loss, val_loss) -> dict[str, np.ndarray]:
+    """A run's four dvclive curves (index 0 = untrained) as ``read_curves`` returns them."""
+    return {
+        "train/accuracy": np.array(train_acc, float),
+        "val/accuracy": np.array(val_acc, float),
+        "train/loss": np.array(train_loss, float),
+        "val/loss": np.array(val_loss, float),
+    }
+
+
 def write_log(folder: Path, curves: dict[str, np.ndarray]) -> None:
     """A run's per-epoch log in dvclive's layout (plots/metrics/<split>/<metric>.tsv)."""
     for key, values in curves.items():

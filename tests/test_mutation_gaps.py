@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import params_of, write_log
+from conftest import curves_of, params_of, write_log
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from ferstudy import CLASSES
@@ -31,17 +31,8 @@ from ferstudy.stages.evaluate import privatetest_scores, scores
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _curves(train_acc, val_acc, train_loss, val_loss):
-    return {
-        "train/accuracy": np.array(train_acc, float),
-        "val/accuracy": np.array(val_acc, float),
-        "train/loss": np.array(train_loss, float),
-        "val/loss": np.array(val_loss, float),
-    }
-
-
 # 3 epochs; thirds so that rounding to 6 decimals shows
-THIRDS = _curves(
+THIRDS = curves_of(
     [0.0, 1 / 3, 0.5, 2 / 3],
     [0.0, 1 / 7, 2 / 7, 1 / 6],
     [2.0, 5 / 3, 4 / 3, 1.0],
@@ -50,7 +41,7 @@ THIRDS = _curves(
 
 _RNG = np.random.default_rng(0)
 # 10 epochs of noisy curves: windows 1-5 and 6-10, as in the study's tables
-LONG = _curves(*(np.round(_RNG.random((4, 11)), 4)))
+LONG = curves_of(*(np.round(_RNG.random((4, 11)), 4)))
 
 
 @pytest.fixture
@@ -79,12 +70,12 @@ def test_unknown_metric0_reading_is_refused_by_name():
 
 
 def test_run_of_one_epoch_is_scored_and_of_none_refused():
-    one = _curves([0.1, 0.4], [0.1, 0.3], [2.0, 1.5], [2.0, 1.7])
+    one = curves_of([0.1, 0.4], [0.1, 0.3], [2.0, 1.5], [2.0, 1.7])
     result = rates.run_metrics(one, window=5)
     assert result["epochs"] == 1
     assert result["MCR"]["accuracy"] == {"1-1": 0.3}
     with pytest.raises(FerError, match="^a run needs at least one trained epoch$"):
-        rates.run_metrics(_curves([0.1], [0.1], [2.0], [2.0]), window=5)
+        rates.run_metrics(curves_of([0.1], [0.1], [2.0], [2.0]), window=5)
 
 
 def test_run_metrics_records_reading_epochs_and_first_epoch_values_to_6_decimals():
@@ -106,7 +97,7 @@ def test_run_metrics_records_reading_epochs_and_first_epoch_values_to_6_decimals
 
 
 def test_untrained_value_is_rounded_to_6_decimals():
-    curves = _curves([0.1, 0.2], [1 / 3, 0.5], [2.0, 1.9], [2.0, 1.8])
+    curves = curves_of([0.1, 0.2], [1 / 3, 0.5], [2.0, 1.9], [2.0, 1.8])
     assert rates.run_metrics(curves, window=5)["untrained_val_accuracy"] == round(1 / 3, 6)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_log
+from conftest import curves_of, write_log
 
 from ferstudy.analysis import fidelity, rates
 from ferstudy.core.errors import FerError
@@ -18,15 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 T975_1DF = float(np.tan(np.pi * 0.475))
 
 EMPTY = {"rates": 0, "signs_agree": 0, "sign_agreement": None, "rmse": None}
-
-
-def _curves(train_acc, val_acc, train_loss, val_loss):
-    return {
-        "train/accuracy": np.array(train_acc, float),
-        "val/accuracy": np.array(val_acc, float),
-        "train/loss": np.array(train_loss, float),
-        "val/loss": np.array(val_loss, float),
-    }
 
 
 def _agreement(rates_, agree, share, rmse):
@@ -42,7 +33,7 @@ def _row(backbone, init, table, epochs, value):
 
 
 # 4 epochs; epoch 0's validation accuracy is the highest, epochs 2 and 3 tie for the best
-FOUR = _curves(
+FOUR = curves_of(
     [0.0, 1 / 3, 0.5, 2 / 3, 1.0],
     [6 / 7, 0.2, 4 / 9, 4 / 9, 2 / 7],
     [2.0, 1.5, 1.2, 1.1, 1.0],
@@ -220,7 +211,7 @@ def test_run_metrics_with_windows_of_one_epoch():
 
 
 def test_run_metrics_of_one_epoch_in_full():
-    one = _curves([0.1, 0.4], [0.3, 0.25], [2.0, 1.5], [2.0, 1.75])
+    one = curves_of([0.1, 0.4], [0.3, 0.25], [2.0, 1.5], [2.0, 1.75])
     assert rates.run_metrics(one, window=5) == {
         "metric0": "untrained",
         "MCR": {"accuracy": {"1-1": 0.3}, "loss": {"1-1": -0.5}},
@@ -240,17 +231,17 @@ def test_run_metrics_of_one_epoch_in_full():
 
 
 def test_run_metrics_best_epoch_is_the_first_of_equal_bests_and_the_last_when_it_is_best():
-    rising = _curves([0, 0, 0, 0], [0.0, 0.1, 0.2, 0.3], [1, 1, 1, 1], [1, 1, 1, 1])
+    rising = curves_of([0, 0, 0, 0], [0.0, 0.1, 0.2, 0.3], [1, 1, 1, 1], [1, 1, 1, 1])
     result = rates.run_metrics(rising, window=5)
     assert (result["best_epoch"], result["best_val_accuracy"]) == (3, 0.3)
-    flat = _curves([0, 0, 0, 0], [0.4, 0.2, 0.2, 0.2], [1, 1, 1, 1], [1, 1, 1, 1])
+    flat = curves_of([0, 0, 0, 0], [0.4, 0.2, 0.2, 0.2], [1, 1, 1, 1], [1, 1, 1, 1])
     result = rates.run_metrics(flat, window=5)
     assert (result["best_epoch"], result["best_val_accuracy"]) == (1, 0.2)
 
 
 def test_run_metrics_refuses_a_log_of_epoch_0_alone():
     with pytest.raises(FerError) as info:
-        rates.run_metrics(_curves([0.1], [0.1], [2.0], [2.0]), window=1)
+        rates.run_metrics(curves_of([0.1], [0.1], [2.0], [2.0]), window=1)
     assert str(info.value) == "a run needs at least one trained epoch"
 
 
@@ -264,7 +255,7 @@ def test_read_curves_reads_each_split_and_metric_in_order(tmp_path):
 
 
 def test_read_curves_reads_a_string_folder_and_a_log_of_epoch_0_alone(tmp_path):
-    write_log(tmp_path, _curves([0.5], [0.25], [2.0], [1.5]))
+    write_log(tmp_path, curves_of([0.5], [0.25], [2.0], [1.5]))
     got = rates.read_curves(str(tmp_path))
     assert {k: v.tolist() for k, v in got.items()} == {
         "train/accuracy": [0.5],
@@ -568,7 +559,7 @@ def test_fidelity_of_no_rows():
 
 
 # 2 epochs: one window of 2 under window=2
-TWO = _curves([0.0, 0.2, 0.4], [0.0, 0.1, 0.1], [2.0, 1.6, 1.2], [2.0, 1.8, 1.9])
+TWO = curves_of([0.0, 0.2, 0.4], [0.0, 0.1, 0.1], [2.0, 1.6, 1.2], [2.0, 1.8, 1.9])
 TWO_PAPER = {(2, "onet", "random", "1-2"): 0.1, (5, "onet", "random", "1-2"): -0.1}
 
 
@@ -673,7 +664,7 @@ def test_load_paper_tables_refuses_a_missing_file_with_the_reason(tmp_path):
 
 def _linear(step, epochs):
     acc = np.arange(epochs + 1) * step
-    return _curves(acc, acc, 2 - acc, 2 - acc)
+    return curves_of(acc, acc, 2 - acc, 2 - acc)
 
 
 def test_variant_record_in_full(tmp_path, monkeypatch):
