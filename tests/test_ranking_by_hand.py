@@ -84,17 +84,17 @@ def _flat_summary(n, value):
 
 
 def _published(entry):
-    return {
-        **entry,
-        "kind": "published",
-        "measured_here": False,
-        "low": None,
-        "high": None,
-        "interval": None,
-        "scored_on": "published, not measured here",
-        "seeds": None,
-        "minus_fer": None,
-    }
+    return dict(
+        entry,
+        kind="published",
+        measured_here=False,
+        low=None,
+        high=None,
+        interval=None,
+        scored_on="published, not measured here",
+        seeds=None,
+        minus_fer=None,
+    )
 
 
 def _fake_seed_correctness(monkeypatch, data, seeds, labels):

@@ -318,18 +318,9 @@ def test_study_table_rows_in_full_for_one_and_two_seeds():
     one_seed = [_seed_result({"1-5": 1 / 3}, {"1-5": -0.5}, {"1-5": 0.25}, {"1-5": -1 / 7})]
     rows = rates.study_table_rows({"vggface-pretrained": one_seed, "onet-random": two_seeds})
 
-    def row(table, metric, rate, backbone, init, epochs, value, seeds, half_width):
-        return {
-            "table": table,
-            "metric": metric,
-            "rate": rate,
-            "backbone": backbone,
-            "init": init,
-            "epochs": epochs,
-            "value": value,
-            "seeds": seeds,
-            "half_width": half_width,
-        }
+    def row(*values):
+        keys = ("table", "metric", "rate", "backbone", "init", "epochs", "value", "seeds")
+        return dict(zip((*keys, "half_width"), values, strict=True))
 
     assert rows == [
         row(2, "accuracy", "MCR", "onet", "random", "1-5", 0.15, 2, round(T975_1DF * 0.05, 6)),
