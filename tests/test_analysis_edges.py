@@ -60,6 +60,9 @@ def test_seed_difference_with_one_seed_on_either_side_has_no_interval():
     assert seed_difference([0.5, 0.6], [0.4]).high is None
     one_flat = seed_difference([0.5, 0.5], [0.3, 0.5])  # one side varies: a real interval
     assert one_flat.low < one_flat.difference < one_flat.high
+    other_flat = seed_difference([0.3, 0.5], [0.5, 0.5])  # Welch with one variance 0: df 1
+    half = t.ppf(0.975, 1) * 0.1
+    assert (other_flat.low, other_flat.high) == pytest.approx((-0.1 - half, -0.1 + half))
     assert seed_difference([0.5], [0.5, 0.5, 0.5]) == SeedDifference(0.0, None, None, 1)
 
 

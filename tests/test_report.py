@@ -534,6 +534,17 @@ def test_every_finding_of_a_random_only_matrix_in_full():
         "OpenFace vs ResNet-50 (random): OpenFace minus ResNet-50 test accuracy not compared, "
         "with 4000000.0x fewer parameters; the study: about as accurate."
     )
+    del results["vggface-random"]  # two runs of one init are still compared
+    results["openface-random"]["eval"]["per_class"]["fear"]["f1"] = 0.1  # disgust not below
+    out = findings(results, {})
+    assert sentence(out, "Highest mean accuracy MCR") == (
+        f"Highest mean accuracy MCR among random runs: openface (ahead of resnet50 by "
+        f"{mcr.describe()}); the study: OpenFace."
+    )
+    assert sentence(out, "Disgust") == (
+        "Disgust has the lowest test F1 (seed mean, point estimate) in 0 of 2 runs; the study: "
+        "disgust worst."
+    )
 
 
 @pytest.mark.parametrize(
