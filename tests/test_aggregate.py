@@ -397,6 +397,9 @@ def test_headline_rounds_and_reads_the_first_window():
     }
     assert headline(aggregate, [])["img_per_s"] is None
     assert headline(aggregate, [{"images_per_second_batch64": 99.94}])["img_per_s"] == 99.9
+    for rate, shown in ((100.0, 100), (105.3, 105)):  # three digits and more: an int
+        img_per_s = headline(aggregate, [{"images_per_second_batch64": rate}])["img_per_s"]
+        assert img_per_s == shown and isinstance(img_per_s, int)
     later = {**aggregate, "MCR": {"accuracy": {"10-12": {"mean": 0.5}, "4-6": {"mean": 0.25}}}}
     assert headline(later, speeds)["mcr_first"] == 0.25  # by the first epoch, not as text
     assert headline({**aggregate, "MCR": {"accuracy": {}}}, speeds)["mcr_first"] is None

@@ -700,6 +700,23 @@ def test_feature_health_of_two_images_in_three_dimensions():
     )
 
 
+def test_feature_health_of_features_whose_total_variance_is_below_one():
+    x = np.array([[0.0, 0.0], [0.1, 0.1]])  # total variance 4 * 0.05**2 = 0.01
+    assert feature_health(x) == pytest.approx(
+        {
+            "rms": math.sqrt(0.005),
+            "across_image_std": 0.05,
+            "relative_std": 0.05 / math.sqrt(0.005),
+            "constant_fraction": 0.0,
+            "top1_variance": 1.0,
+            "top10_variance": 1.0,
+            "images": 2,
+            "dimensions": 2,
+        },
+        rel=1e-12,
+    )
+
+
 def test_feature_health_of_zeros_and_of_a_constant():
     assert feature_health(np.zeros((3, 2))) == {
         "rms": 0.0,
