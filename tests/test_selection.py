@@ -110,7 +110,7 @@ def test_a_class_nobody_predicts_or_shows_counts_as_zero_in_the_mean():
 def test_macro_f1_interval_is_scipys_percentile_bootstrap_of_sklearns_macro_f1():
     from scipy.stats import bootstrap
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(5)  # both ends have a 7th decimal: rounding to 6 shows
     labels = rng.integers(0, 7, 120)
     predicted = np.where(rng.random(120) < 0.6, labels, rng.integers(0, 7, 120))
 
