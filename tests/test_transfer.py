@@ -128,3 +128,36 @@ def test_pointwise_as_matmul_swaps_only_1x1_convolutions_on_a_1x1_map():
     images = np.random.default_rng(1).normal(size=(2, 3, 3, 4)).astype("float32")
     np.testing.assert_allclose(converted(images), model(images), rtol=1e-5, atol=1e-6)
     assert pointwise_as_matmul(converted) is converted  # nothing left to swap
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "xla"),
+    [
+        ("mobilenet", 64, False),
+        ("resnet50", 64, False),
+        ("mobilenet", 32, True),
+        ("onet", 48, True),
+    ],
+)
+def test_the_train_stage_compiles_tails_of_matmuls_alone_with_xla(name, size, xla):
+    """XLA fuses Adam's update of a tail of matmuls, but its CPU convolutions are slower than
+    oneDNN's: MobileNet's and ResNet-50's tails, convolutions over a 2 x 2 map at 64 px (7 x 7
+    at full size), train without it; at 32 px their map is 1 x 1 and MobileNet's last
+    convolution a matmul."""
+    from ferstudy.stages.train import compile_tail
+
+    cut = split_frozen_tail(build_classifier(build_backbone(name, "random", size, seed=0)), 4)
+    compile_tail(cut.tail, keras.optimizers.Adam(1e-4))
+    assert cut.tail.jit_compile is xla
+
+
+def test_a_pointwise_matmul_is_no_convolution_kernel():
+    from ferstudy.models.transfer import pointwise_as_matmul, runs_convolutions
+
+    inputs = tf.keras.Input((1, 1, 4))
+    model = tf.keras.Model(inputs, tf.keras.layers.Conv2D(5, 1, name="fc7")(inputs))
+    assert runs_convolutions(model)
+    assert not runs_convolutions(pointwise_as_matmul(model))
+    inputs = tf.keras.Input((4, 4, 2))
+    depthwise = tf.keras.layers.DepthwiseConv2D(3, padding="same")(inputs)
+    assert runs_convolutions(tf.keras.Model(inputs, tf.keras.layers.Dense(3)(depthwise)))

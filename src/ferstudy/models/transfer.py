@@ -61,6 +61,26 @@ class PointwiseMatmul(layers.Conv2D):
         return tf.tensordot(inputs, kernel[0, 0], axes=[[3], [0]])
 
 
+#: Layers that compute a convolution kernel (a :class:`PointwiseMatmul` computes a matmul).
+CONVOLUTIONS = (
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.Conv3D,
+    layers.DepthwiseConv1D,
+    layers.DepthwiseConv2D,
+    layers.SeparableConv1D,
+    layers.SeparableConv2D,
+)
+
+
+def runs_convolutions(model: keras.Model) -> bool:
+    """Whether any layer of ``model`` computes a convolution kernel."""
+    return any(
+        isinstance(layer, CONVOLUTIONS) and not isinstance(layer, PointwiseMatmul)
+        for layer in model.submodules
+    )
+
+
 def _is_pointwise_on_one_pixel(layer: keras.layers.Layer) -> bool:
     return (
         type(layer) is layers.Conv2D

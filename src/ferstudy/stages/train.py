@@ -39,6 +39,7 @@ from ferstudy.models.training import (
     seed_dropout,
     start_log,
 )
+from ferstudy.models.transfer import runs_convolutions
 
 keras = tf.keras
 
@@ -69,13 +70,15 @@ class _EpochLog(keras.callbacks.Callback):
 
 
 def compile_tail(tail: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> None:
-    """Compile a tail as this stage trains it: categorical cross-entropy, accuracy, and the
-    step under XLA, which fuses the optimizer's update of every tail variable."""
+    """Compile a tail as this stage trains it: categorical cross-entropy, accuracy, and a tail
+    of matmuls under XLA, which fuses the optimizer's update of every tail variable. A tail
+    that runs convolution kernels trains without XLA, whose CPU convolutions are slower than
+    oneDNN's (docs/performance.md)."""
     tail.compile(
         optimizer=optimizer,
         loss="categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=True,
+        jit_compile=not runs_convolutions(tail),
     )
 
 
