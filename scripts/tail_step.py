@@ -2,10 +2,11 @@
 
 usage: python scripts/tail_step.py [--backbone vggface] [--steps 10]
 
-Variants, each at batch 64 on random cached features: the tail as the train stage runs it
-(1x1 convolutions over a 1x1 map as matmuls, Adam, XLA), the same without XLA, the same with
-those layers as convolution kernels (no XLA, then XLA), and the forward pass and gradients
-alone with XLA (no optimizer update): the step's matmul work, its floor.
+Variants, each at batch 64 on random cached features: the tail with 1x1 convolutions over a
+1x1 map as matmuls, Adam, with XLA and without (the train stage uses XLA only for a tail
+without convolution kernels, and the output says which it uses), the same with those layers as
+convolution kernels (no XLA, then XLA), and the forward pass and gradients alone with XLA (no
+optimizer update): the step's matmul work, its floor.
 """
 
 from __future__ import annotations
@@ -29,18 +30,22 @@ def _timed(step, steps: int) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def tail_of(backbone: str, matmul: bool) -> transfer.FrozenTail:
+    """The backbone's frozen part and tail under the study's recipe, at its native size."""
+    entry = registry.get_backbone(backbone)
+    transfer.keras.utils.set_random_seed(0)
+    model = entry.build_architecture(entry.native_input_size, entry.check_descriptor(None))
+    if matmul:
+        model = transfer.pointwise_as_matmul(model)
+    return transfer.split_frozen_tail(transfer.build_classifier(model), entry.trainable_layers(4))
+
+
 def step_ms(backbone: str, matmul: bool, optimizer: str, xla: bool, steps: int) -> float:
     """ms per training step; ``optimizer`` "none": forward and gradients only (the floor)."""
     import tensorflow as tf  # after ferstudy, which sets TF_USE_LEGACY_KERAS
 
     keras = tf.keras
-    entry = registry.get_backbone(backbone)
-    size = entry.native_input_size
-    keras.utils.set_random_seed(0)
-    model = entry.build_architecture(size, entry.check_descriptor(None))
-    if matmul:
-        model = transfer.pointwise_as_matmul(model)
-    cut = transfer.split_frozen_tail(transfer.build_classifier(model), entry.trainable_layers(4))
+    cut = tail_of(backbone, matmul)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, cut.feature_size)).astype("float32")
     y = np.eye(7, dtype="float32")[rng.integers(0, 7, 64)]
@@ -67,8 +72,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     print(machine())
+    xla = not transfer.runs_convolutions(tail_of(args.backbone, matmul=True).tail)
+    print(f"the train stage compiles {args.backbone}'s tail {'with' if xla else 'without'} XLA")
     rows = {
-        "as trained (matmul, Adam, XLA)": (True, "adam", True),
+        "matmul, Adam, XLA": (True, "adam", True),
         "matmul, Adam, no XLA": (True, "adam", False),
         "convolution kernels, Adam, no XLA": (False, "adam", False),
         "convolution kernels, Adam, XLA": (False, "adam", True),
