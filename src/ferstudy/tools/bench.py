@@ -374,7 +374,8 @@ def step_floor(gemms: list[tuple[int, int, int]], update: float, step: float) ->
 
 def optimizer_seconds(optimizer: keras.optimizers.Optimizer, variables: list) -> float:
     """Seconds of one update of ``variables`` by ``optimizer`` (built first, as the train stage
-    builds it), compiled with XLA as the train stage compiles its step, on constant gradients."""
+    builds it), compiled with XLA, which fuses it (the train stage compiles a tail of matmuls so;
+    one with convolution kernels runs it unfused), on constant gradients."""
     optimizer.build(variables)
     gradients = [tf.ones_like(v) * 1e-3 for v in variables]
 
