@@ -147,3 +147,8 @@ def test_rates_across_seeds_of_unequal_length_use_the_windows_every_seed_has():
     row = next(r for r in rows if (r["rate"], r["metric"]) == ("MCR", "accuracy"))
     mean = (long["MCR"]["accuracy"]["1-5"] + short["MCR"]["accuracy"]["1-5"]) / 2
     assert row["value"] == pytest.approx(mean, abs=1e-6)
+
+
+def test_a_run_without_seeds_results_is_refused_by_name():
+    with pytest.raises(FerError, match="openface-random: no seed's results"):
+        study_table_rows({"openface-random": []})

@@ -182,3 +182,16 @@ def test_holm_matches_statsmodels():
     assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
     assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2])  # by hand: 4p, 3p, 2p, p, monotone
     assert holm([]) == []
+
+
+def test_paired_seeds_with_equal_differences_have_no_seed_spread():
+    """A right on 3 more images than B under every seed, at three different accuracies: the
+    per-seed differences are equal, so the seed part is exactly 0 and the interval is the
+    images' alone (normal), not a t with a df from a rounding residue."""
+    a, b = np.zeros((3, 1000), bool), np.zeros((3, 1000), bool)
+    for seed, right in enumerate([100, 137, 174]):
+        b[seed, :right] = True
+        a[seed, : right + 3] = True
+    d = paired_difference(a, b, paired_seeds=True)
+    assert d.seed_se == 0.0 and d.df is None
+    assert d.difference == pytest.approx(0.003)

@@ -134,6 +134,8 @@ def study_table_rows(per_run: dict[str, list[dict[str, Any]]]) -> list[dict[str,
     windows that every seed has (:func:`common_windows`)."""
     rows = []
     for run, results in sorted(per_run.items()):
+        if not results:
+            raise FerError(f"{run}: no seed's results to summarize")
         backbone, init = paths.parse_run_name(run)
         for (metric, rate), table in TABLES.items():
             for epochs in common_windows(results, rate, metric):

@@ -203,10 +203,12 @@ def paired_difference(
             only_a_right=only_a,
             only_b_right=only_b,
         )
-    if paired_seeds:
-        seed_parts: tuple[float, ...] = ((a.mean(axis=1) - b.mean(axis=1)).var(ddof=1) / seeds,)
-    else:
-        seed_parts = a.mean(axis=1).var(ddof=1) / seeds, b.mean(axis=1).var(ddof=1) / seeds
+    # the variance of the per-seed accuracies from their integer counts of right answers:
+    # seeds with equal counts (paired: equal differences of counts) then have a variance of
+    # exactly 0, where floating-point accuracies leave a rounding residue
+    right_a, right_b = a.sum(axis=1), b.sum(axis=1)
+    counts = (right_a - right_b,) if paired_seeds else (right_a, right_b)
+    seed_parts: tuple[float, ...] = tuple(c.var(ddof=1) / images**2 / seeds for c in counts)
     seed_var = float(sum(seed_parts))
     se = float(np.sqrt(seed_var + image_se**2))
     df = float(se**4 / sum(part**2 / (seeds - 1) for part in seed_parts)) if seed_var > 0 else None
