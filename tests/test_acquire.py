@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -349,3 +350,30 @@ def test_gzip_detection_does_not_depend_on_name(tmp_path, tiny_images):
     with gzip.open(path) as fh:
         assert fh.read(7) == b"emotion"
     assert len(acquire.read_local(path).dataset) == 70
+
+
+def test_stage_timing_counts_its_worker_processes_cpu(tmp_path, monkeypatch):
+    """A stage's CPU seconds include its live worker processes' (dlib's), not only its own."""
+    import argparse
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ferstudy.cli import log_timing
+
+    monkeypatch.chdir(tmp_path)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    worker = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while sum(psutil.Process(worker.pid).cpu_times()[:2]) < 0.95:
+            assert time.monotonic() < deadline, "the worker did not burn its CPU second"
+            time.sleep(0.05)
+        own = sum(psutil.Process().cpu_times()[:2])
+        log_timing(argparse.Namespace(command="features"), 1.0)
+    finally:
+        worker.kill()
+        worker.wait()
+    record = json.loads(TIMINGS_FILE.read_text())
+    assert record["cpu_seconds"] - own >= 0.9

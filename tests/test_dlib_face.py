@@ -10,7 +10,9 @@ from conftest import fer_faces
 from ferstudy.core.errors import FerError
 from ferstudy.core.params import BACKBONE_NAMES, PRETRAINED_ONLY, validate_params
 from ferstudy.data.feature_cache import extractor
-from ferstudy.models.dlib_face import DlibDescriptor, build_dlib, model_file, to_chip
+from ferstudy.models import dlib_net
+from ferstudy.models.dlib_face import DlibDescriptor, build_dlib
+from ferstudy.models.dlib_net import model_file, to_chip
 from ferstudy.models.registry import REGISTRY, build_backbone, get_backbone
 from ferstudy.models.transfer import build_classifier, image_transform, split_frozen_tail
 
@@ -131,11 +133,9 @@ def test_layer_config_round_trip() -> None:
 def test_missing_package_is_one_line(monkeypatch) -> None:
     import importlib.util
 
-    from ferstudy.models import dlib_face
-
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FerError, match=r"face_recognition_models package is not installed"):
-        dlib_face.model_file()
+        dlib_net.model_file()
 
 
 def test_params_refuse_dlib_random() -> None:
@@ -147,3 +147,19 @@ def test_params_refuse_dlib_random() -> None:
     )
     ok = validate_params({"runs": ["dlib-pretrained"], "backbone": backbone})
     assert ok.runs == ["dlib-pretrained"]
+
+
+def test_batches_are_spread_over_worker_processes_in_order(faces, reference, monkeypatch) -> None:
+    """One piece per core, each in its own process: the same descriptors, in the same order,
+    as dlib's own network one chip at a time, whatever the number of workers."""
+    import psutil
+
+    x = image_transform(get_backbone("dlib").preprocess, 150)(tf.constant(faces)).numpy()
+    x = np.concatenate([x, x[::-1, :, ::-1]])  # 8 distinct faces
+    want = _dlib_own(reference, np.stack([to_chip(image) for image in x]))
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(dlib_net, "cores", lambda workers=workers: workers)
+        np.testing.assert_allclose(dlib_net.describe(x), want, atol=1e-6, rtol=0)
+    workers = psutil.Process().children()
+    assert len(workers) >= 2, "the descriptors were not computed in worker processes"
+    assert dlib_net.describe(x[:0]).shape == (0, 128)

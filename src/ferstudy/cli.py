@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import importlib
 import json
@@ -286,6 +287,11 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
 
     process = psutil.Process()
     cpu = process.cpu_times()
+    # worker processes' CPU too: those that ended, and those still alive (dlib's)
+    children = cpu.children_user + cpu.children_system
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # ended since it was listed
+            children += sum(child.cpu_times()[:2])
     record = {
         "stage": args.command,
         "run": getattr(args, "run", None),
@@ -293,7 +299,7 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "seconds": round(seconds, 2),
         "process_seconds": round(time.time() - process.create_time(), 2),
         # over cores: below seconds x cores when the stage waited (for data, or other jobs)
-        "cpu_seconds": round(cpu.user + cpu.system, 2),
+        "cpu_seconds": round(cpu.user + cpu.system + children, 2),
         "machine": cpu_kind(),
         "cores": os.cpu_count(),
         "reused": getattr(args, "reused", False),  # a copy of a sibling seed's features

