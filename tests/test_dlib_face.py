@@ -149,17 +149,58 @@ def test_params_refuse_dlib_random() -> None:
     assert ok.runs == ["dlib-pretrained"]
 
 
+def _workers() -> list:
+    """This process's dlib worker processes (not multiprocessing's resource tracker)."""
+    import psutil
+
+    return [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+
+
 def test_batches_are_spread_over_worker_processes_in_order(faces, reference, monkeypatch) -> None:
     """One piece per core, each in its own process: the same descriptors, in the same order,
     as dlib's own network one chip at a time, whatever the number of workers."""
-    import psutil
-
     x = image_transform(get_backbone("dlib").preprocess, 150)(tf.constant(faces)).numpy()
     x = np.concatenate([x, x[::-1, :, ::-1]])  # 8 distinct faces
     want = _dlib_own(reference, np.stack([to_chip(image) for image in x]))
-    for workers in (1, 2, 3):
+    dlib_net.shutdown()
+    for workers in (1, 3, 2):
         monkeypatch.setattr(dlib_net, "cores", lambda workers=workers: workers)
         np.testing.assert_allclose(dlib_net.describe(x), want, atol=1e-6, rtol=0)
-    workers = psutil.Process().children()
-    assert len(workers) >= 2, "the descriptors were not computed in worker processes"
+        assert len(_workers()) == (0 if workers == 1 else workers)  # the pool of 3 ended
     assert dlib_net.describe(x[:0]).shape == (0, 128)
+    dlib_net.shutdown()
+    assert not _workers()
+
+
+def test_workers_end_when_their_process_is_killed(tmp_path) -> None:
+    """SIGKILL runs no exit code: the workers see their parent gone and end by themselves."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "describe.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from ferstudy.models import dlib_net\n"
+        "if __name__ == '__main__':\n"
+        "    dlib_net.cores = lambda: 2\n"
+        "    dlib_net.describe(np.zeros((2, 150, 150, 3), np.float32))\n"
+        "    print(flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline() == b"\n"
+        workers = [
+            p
+            for p in psutil.Process(parent.pid).children()
+            if "spawn_main" in " ".join(p.cmdline())
+        ]
+        assert len(workers) == 2
+    finally:
+        parent.kill()
+        parent.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "workers outlived their killed parent"

@@ -65,3 +65,28 @@ def test_a_process_that_starts_tensorflow(verbose):
     assert (b"oneDNN custom operations" in err) == bool(verbose)
     if not verbose:
         assert all(keep(line) for line in err.splitlines())
+
+
+CHILD_SCRIPT = """
+import subprocess, sys, time
+from ferstudy.core.native_logs import filter_native_logs
+restore = filter_native_logs()
+child = subprocess.Popen(["sleep", "30"])  # inherits descriptor 2, the pipe's write end
+print("before restore", file=sys.stderr)
+start = time.monotonic()
+restore()
+print(round(time.monotonic() - start, 2))
+print("after restore", file=sys.stderr)
+child.kill()
+"""
+
+
+def test_restore_does_not_wait_for_child_processes_holding_the_pipe():
+    """A worker process that inherited the pipe keeps its write end open: the restore
+    forwards what is there and returns, rather than waiting for an end that never comes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD_SCRIPT], env=os.environ, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 1.0
+    assert proc.stderr == b"before restore\nafter restore\n"

