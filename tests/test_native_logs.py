@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ferstudy.core.native_logs import keep, split_lines
+from ferstudy.core.native_logs import _pump, keep, split_lines
 
 NATIVE = [
     b"E0000 00:00:1795920508.552752    1577 cuda_platform.cc:52] failed call to cuInit: X",
@@ -71,7 +71,7 @@ CHILD_SCRIPT = """
 import subprocess, sys, time
 from ferstudy.core.native_logs import filter_native_logs
 restore = filter_native_logs()
-child = subprocess.Popen(["sleep", "30"])  # inherits descriptor 2, the pipe's write end
+child = subprocess.Popen(["sleep", "30"], stdout=subprocess.DEVNULL)  # holds descriptor 2
 print("before restore", file=sys.stderr)
 start = time.monotonic()
 restore()
@@ -85,8 +85,28 @@ def test_restore_does_not_wait_for_child_processes_holding_the_pipe():
     """A worker process that inherited the pipe keeps its write end open: the restore
     forwards what is there and returns, rather than waiting for an end that never comes."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD_SCRIPT], env=os.environ, capture_output=True, timeout=60
+        [sys.executable, "-c", CHILD_SCRIPT],
+        env={**os.environ, "FERSTUDY_VERBOSE": ""},
+        capture_output=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout) < 1.0
     assert proc.stderr == b"before restore\nafter restore\n"
+
+
+def test_a_stopped_reader_forwards_what_the_pipe_holds_and_closes_its_descriptors():
+    """Lines still in the pipe at the stop are forwarded, filtered, though a write end stays
+    open; the reader closes the pipe's read end, its target and the stop pipe's read end."""
+    source, held_open = os.pipe()
+    target_read, target = os.pipe()
+    stop, stop_write = os.pipe()
+    os.write(held_open, b"kept\n" + NATIVE[0] + b"\nlast")
+    os.write(stop_write, b"x")
+    _pump(source, target, stop)
+    assert os.read(target_read, 1024) == b"kept\nlast"
+    for fd in (source, target, stop):
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    for fd in (held_open, target_read, stop_write):
+        os.close(fd)

@@ -47,7 +47,15 @@ def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 def _pump(source: int, target: int, stop: int) -> None:
     """Forward what ``source`` brings, filtered, until its end or until ``stop`` is readable;
-    then forward what is left in the pipe without waiting for more."""
+    then forward what is left in the pipe without waiting for more, and close all three."""
+    try:
+        _forward(source, target, stop)
+    finally:
+        for fd in (source, target, stop):
+            os.close(fd)
+
+
+def _forward(source: int, target: int, stop: int) -> None:
     pending = b""
     while True:
         ready, _, _ = select.select([source, stop], [], [])
@@ -68,13 +76,12 @@ def _pump(source: int, target: int, stop: int) -> None:
             os.write(target, out)
     if pending and keep(pending):
         os.write(target, pending)
-    os.close(source)
 
 
 def filter_native_logs() -> Callable[[], None]:
     """Filter descriptor 2 from now until the returned function (also run at exit) restores
     it; a no-op under ``FERSTUDY_VERBOSE=1``. Child processes that inherited the pipe (worker
-    processes) write to it until the restore; later writes of theirs are lost."""
+    processes) write to it until the restore; later writes of theirs fail (a broken pipe)."""
     if os.environ.get("FERSTUDY_VERBOSE", "") not in ("", "0"):
         return lambda: None
     sys.stderr.flush()
@@ -86,18 +93,18 @@ def filter_native_logs() -> Callable[[], None]:
     reader = threading.Thread(target=_pump, args=(read_end, original, stop_read), daemon=True)
     reader.start()
     done = False
+    owner = os.getpid()
 
     def restore() -> None:
         nonlocal done
-        if done:
+        if done or os.getpid() != owner:  # a forked child exiting leaves its parent's alone
             return
         done = True
         sys.stderr.flush()
         os.dup2(original, 2)  # this process's write end closed: it has written all it will
-        os.write(stop_write, b"x")
+        os.write(stop_write, b"x")  # the reader drains the pipe and closes its descriptors
+        os.close(stop_write)
         reader.join(timeout=5)
-        for fd in (original, stop_read, stop_write):
-            os.close(fd)
 
     atexit.register(restore)
     return restore

@@ -125,6 +125,16 @@ def _close_pool() -> None:
         _POOL = None
 
 
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """Forget a broken pool, if it is still the current one, so that the next call starts a
+    new one (a pool another thread started since is left alone)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is pool:
+            _POOL = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def shutdown() -> None:
     """End the worker processes (they end with this process anyway)."""
     with _POOL_LOCK:
@@ -147,12 +157,14 @@ def describe(images: np.ndarray) -> np.ndarray:
         with _NET_LOCK:  # one network object: its forward pass keeps state
             return describe_chips(chips)
     dlib_net()  # a missing package or weights file fails here, in one line, not in a worker
-    pool = _pool(cores())
-    try:
-        return np.concatenate(list(pool.map(describe_chips, np.array_split(chips, workers))))
-    except BrokenProcessPool:
-        shutdown()  # the next call starts a new pool
-        raise FerError(
-            "dlib: a worker process ended abruptly (out of memory, or a script that starts "
-            'work outside `if __name__ == "__main__":`)'
-        ) from None
+    pieces = np.array_split(chips, workers)
+    for _ in range(2):  # a worker that died while idle broke the pool: one new pool
+        pool = _pool(cores())
+        try:
+            return np.concatenate(list(pool.map(describe_chips, pieces)))
+        except BrokenProcessPool:
+            _discard(pool)
+    raise FerError(
+        "dlib: a worker process ended abruptly twice (out of memory, or a script that starts "
+        'work outside `if __name__ == "__main__":`)'
+    )
