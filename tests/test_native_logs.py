@@ -110,3 +110,23 @@ def test_a_stopped_reader_forwards_what_the_pipe_holds_and_closes_its_descriptor
             os.fstat(fd)
     for fd in (held_open, target_read, stop_write):
         os.close(fd)
+
+
+def test_restore_after_the_reader_saw_the_pipes_end():
+    """Restoring closes the pipe's last write end, and the reader may see the end and close
+    its descriptors before the stop byte is written: that is no error (a tiny switch interval
+    lets the reader run first on most of the cycles)."""
+    script = (
+        "import sys\n"
+        "sys.setswitchinterval(1e-6)\n"
+        "from ferstudy.core.native_logs import filter_native_logs\n"
+        "for _ in range(300):\n"
+        "    filter_native_logs()()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "FERSTUDY_VERBOSE": ""},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr

@@ -11,6 +11,7 @@ progress bars included. ``FERSTUDY_VERBOSE=1`` keeps every line.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import select
@@ -102,7 +103,10 @@ def filter_native_logs() -> Callable[[], None]:
         done = True
         sys.stderr.flush()
         os.dup2(original, 2)  # this process's write end closed: it has written all it will
-        os.write(stop_write, b"x")  # the reader drains the pipe and closes its descriptors
+        # the reader drains the pipe and closes its descriptors; a broken pipe: it saw the
+        # pipe's end (no child held a write end) and has done so already
+        with contextlib.suppress(BrokenPipeError):
+            os.write(stop_write, b"x")
         os.close(stop_write)
         reader.join(timeout=5)
 
