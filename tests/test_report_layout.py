@@ -218,6 +218,11 @@ def test_the_data_share_of_a_run_comes_from_params():
     params = params_of(
         {"runs": ["resnet50-random", "onet-pretrained"], "finetune": {"runs": ["onet-pretrained"]}}
     )
+    backbones = {
+        **params.backbone,
+        "resnet50": params.backbone["resnet50"].model_copy(update={"fraction": 0.3}),
+    }
+    params = params.model_copy(update={"backbone": backbones})
     assert report.data_fraction(params, "resnet50-random") == 0.3
     assert report.data_fraction(params, "onet-pretrained") == 1.0
     assert report.data_fraction(params, TUNED) == 1.0  # fine-tuning uses every image
