@@ -23,6 +23,7 @@ from ferstudy.analysis.health import health_summary
 from ferstudy.core import paths
 from ferstudy.core.files import load_dataset, load_split, write_json
 from ferstudy.core.params import Params, load_params
+from ferstudy.data.extraction import calibrate, run_settings
 from ferstudy.data.feature_cache import extractor
 from ferstudy.models.registry import build_backbone, get_backbone
 from ferstudy.models.transfer import (
@@ -32,7 +33,6 @@ from ferstudy.models.transfer import (
     split_frozen_tail,
 )
 from ferstudy.reporting.protocol import HEALTH_BY_FROZEN_BN
-from ferstudy.stages.features import calibrate, run_settings
 
 
 def measure(params: Params, run: str, images: np.ndarray, count: int) -> dict:

@@ -30,9 +30,12 @@ def make_project(tmp: Path, **overrides) -> tuple[Path, dict]:
     """A copy of this repository's pipeline with tiny params, in a fresh git + DVC repo."""
     project = tmp / "project"
     project.mkdir()
-    for name in ("dvc.yaml", "reference", "src"):
+    for name in (".gitignore", "dvc.yaml", "reference", "src", "ports"):  # ports: links into src
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
+        if src.is_dir():
+            shutil.copytree(src, project / name, symlinks=True)
+        else:
+            shutil.copy(src, project / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
         runs=["openface-random", "mobilenet-random", "onet-pretrained", "onet-random"],

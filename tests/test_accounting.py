@@ -92,7 +92,7 @@ def test_each_stage_beside_its_floor(project):
     result = accounting.run(
         project,
         Path(".ferstudy/timings.jsonl"),
-        Path("bench/floors.json"),
+        [Path("bench/floors.json")],
         Path("bench/reference_run.json"),
         Path(".ferstudy/reference_run.log"),
     )
@@ -122,6 +122,24 @@ def test_each_stage_beside_its_floor(project):
     assert result["floored_seconds"] == 17.3 and result["unfloored_seconds"] == 14.0
     assert result["wall_seconds"] == 25.0  # the finished steps, each time they ran
     assert json.loads(Path("bench/reference_run.json").read_text())["floor_seconds"] == 7.9
+
+
+def test_a_stage_gets_the_floors_of_the_machine_it_ran_on(project):
+    """A run that went on over several kinds of machine: each stage is floored by the bench
+    of its own machine, and a stage from a machine without a bench gets none."""
+    other = {
+        "machine": {"cpu": "another CPU", "kind": "another CPU", "cores": 2},
+        "floors": {"backbones": {"onet": {"tail": {"floor_ms": {"fp32": 20.0}}}}},
+    }
+    Path("bench/other.json").write_text(json.dumps(other))
+    timings = Path(".ferstudy/timings.jsonl")
+    floors = [Path("bench/floors.json"), Path("bench/other.json")]
+    result = accounting.run(project, timings, floors, None, None)
+    rows = {(r["stage"], r["run"], r["seed"]): r for r in result["stages"]}
+    assert rows[("train", "onet-random", 42)]["floor_seconds"] == 0.8  # 40 steps x 20 ms
+    assert rows[("train", "onet-pretrained", 42)]["floor_seconds"] == 0.4  # the first bench's
+    assert rows[("train", "onet-pretrained", 43)]["floor_seconds"] is None
+    assert [m["kind"] for m in result["machines"]] == ["test CPU, 2 cores", "another CPU"]
 
 
 def test_the_command_prints_the_table(project, capsys):

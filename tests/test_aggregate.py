@@ -4,7 +4,6 @@ computed independently here, and the pretrained-features reuse across seeds."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from ferstudy.analysis.headline import headline, summary
 from ferstudy.analysis.stats import paired_difference
 from ferstudy.core import paths
 from ferstudy.core.files import save_npz, write_json
-from ferstudy.data import feature_cache
 from ferstudy.stages import aggregate as A
-from ferstudy.stages import features as F
 
 SEEDS = [1, 2, 3]
 WINDOWS = ("1-5", "6-10")
@@ -285,46 +282,6 @@ def test_seeds_scored_on_different_images_are_refused(outputs):
     )
     with pytest.raises(Exception, match="seeds were scored on different test images"):
         A.run(params_of(params))
-
-
-def test_pretrained_features_are_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    paths.DATASET_FILE.parent.mkdir(parents=True)
-    paths.DATASET_FILE.write_bytes(b"dataset")
-    paths.SPLIT_FILE.write_bytes(b"split")
-    settings = {"backbone": "onet", "precision": "fp32"}
-    recipe = F.recipe_digest(settings)
-    assert F.recipe_digest(settings) == recipe  # deterministic
-    assert F.recipe_digest({**settings, "precision": "bf16"}) != recipe
-    sibling = paths.features_dir(paths.run_id("onet-pretrained", 42))
-    write_json(sibling / feature_cache.META, {"recipe": recipe})
-    here = paths.features_dir(paths.run_id("onet-pretrained", 43))
-    assert F.reusable_sibling("onet-pretrained", recipe, here) == sibling
-    assert F.reusable_sibling("onet-pretrained", recipe, sibling) is None  # not itself
-    assert F.reusable_sibling("onet-pretrained", "other", here) is None
-    paths.DATASET_FILE.write_bytes(b"another dataset")  # the data changed: a new recipe
-    assert F.reusable_sibling("onet-pretrained", F.recipe_digest(settings), here) is None
-
-
-def test_the_recipe_hashes_the_features_stages_import_closure(tmp_path, monkeypatch):
-    """A pretrained seed reuses a sibling's features only if the code that computed them is
-    the same: a change to any module the features stage imports is a new recipe."""
-    from ferstudy.core import code
-
-    monkeypatch.chdir(tmp_path)
-    paths.DATASET_FILE.parent.mkdir(parents=True)
-    paths.DATASET_FILE.write_bytes(b"dataset")
-    paths.SPLIT_FILE.write_bytes(b"split")
-    recipe = F.recipe_digest({})
-    files = code.import_closure("ferstudy.stages.features")
-    assert code.module_file("ferstudy.models.transfer") in files
-    health = code.module_file("ferstudy.analysis.health")
-    assert health in files
-    original = code.file_sha256
-    monkeypatch.setattr(
-        code, "file_sha256", lambda p: "changed" if Path(p) == health else original(p)
-    )
-    assert F.recipe_digest({}) != recipe
 
 
 def test_mean_record_averages_numbers_lists_and_arrays():

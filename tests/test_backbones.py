@@ -134,10 +134,10 @@ def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatc
     into the project's OpenFace (L2 dropped) layer by layer."""
     from deepface.models.facial_recognition.tf import OpenFace
 
-    from ferstudy.models.registry import _deepface_without_weights
+    from ferstudy.models.weights_files import deepface_without_weights
 
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
-    with _deepface_without_weights():
+    with deepface_without_weights():
         theirs = OpenFace.load_model()
     theirs.set_weights(
         [np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(theirs.weights)]
@@ -146,7 +146,7 @@ def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatc
     path.parent.mkdir(parents=True)
     theirs.save_weights(str(path))
     ours = build_backbone("openface", "pretrained", 96, seed=0)
-    with _deepface_without_weights():
+    with deepface_without_weights():
         reference = OpenFace.load_model()
     assert _compare_with_file(ours, reference, path) == len(
         [layer for layer in theirs.layers if layer.weights]
@@ -154,7 +154,7 @@ def test_openface_pretrained_loads_deepfaces_own_model_file(tmp_path, monkeypatc
 
 
 def test_a_weights_file_of_another_shape_is_refused(tmp_path):
-    from ferstudy.models.registry import copy_weights
+    from ferstudy.models.weights_files import copy_weights
 
     small = build_backbone("mobilenet", "random", 32, seed=0)
     other = build_backbone("resnet50", "random", 32, seed=0)

@@ -102,6 +102,8 @@ def test_the_shipped_model_reproduces_its_card_through_the_public_api(exported):
     assert result["privatetest"]["low"] <= accuracy <= result["privatetest"]["high"]
     text = (folder / "MODEL_CARD.md").read_text()
     assert f"Accuracy {100 * accuracy:.1f} %" in text and card["name"] in text
+    augment = ", ".join(f"{k} {v}" for k, v in card["recipe"]["augmentation"].items())
+    assert "flip True" in augment and f"Augmentation on the fly: {augment}." in text
 
 
 def test_paired_differences_are_those_of_the_predictions(exported):

@@ -12,9 +12,8 @@ from conftest import synthetic_images, write_zip
 
 from ferstudy.cli import main
 from ferstudy.core import paths
-from ferstudy.data import feature_cache
+from ferstudy.data import extraction, feature_cache
 from ferstudy.data.feature_cache import CachedFeatures, extract_to_file
-from ferstudy.stages import features
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "onet-random"
@@ -117,7 +116,7 @@ def test_a_killed_features_stage_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
         return extract_to_file(extract, images, path, *args, **kwargs)
 
     with monkeypatch.context() as mp:
-        mp.setattr(features, "extract_to_file", killed_at_the_test_split)
+        mp.setattr(extraction, "extract_to_file", killed_at_the_test_split)
         with pytest.raises(Killed):
             main(["features", RUN])
     assert not paths.features_dir(run_id).exists()
@@ -135,7 +134,7 @@ def test_a_killed_features_stage_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
 
         return counted
 
-    monkeypatch.setattr(features, "extractor", counting_extractor)
+    monkeypatch.setattr(extraction, "extractor", counting_extractor)
     assert main(["features", RUN]) == 0
     cache = CachedFeatures(paths.features_dir(run_id))
     assert sum(seen) - 3 == len(cache.labels["test"])  # 3 probes of one image, then test only

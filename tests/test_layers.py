@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from ferstudy.cli import STAGES, stage_help
-from ferstudy.core.code import direct_imports, import_closure, module_file
+from ferstudy.core.code import (
+    REGISTRY_MODULE,
+    code_digest,
+    direct_imports,
+    import_closure,
+    module_file,
+    port_files,
+)
+from ferstudy.models.specs import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "ferstudy"
@@ -93,13 +101,70 @@ def test_the_closure_follows_imports_inside_functions_and_packages():
     assert module_file("ferstudy.data.splits") in files  # a module-level import
     assert module_file("ferstudy") in files  # ferstudy/__init__.py sets the Keras variable
     assert module_file("ferstudy.stages.features") not in files
+    assert module_file("ferstudy.tools.predict") in import_closure("ferstudy.cli")  # in a function
     evaluate = import_closure("ferstudy.stages.evaluate")
-    assert module_file("ferstudy.models.onet") in evaluate  # imported inside a function
+    assert module_file("ferstudy.models.onet") not in evaluate  # a port: imported by name
     pins = module_file("ferstudy.models.wheels").with_suffix(".yaml")
-    assert pins in evaluate  # the data a module reads beside itself
+    assert pins in import_closure("ferstudy.stages.outside")  # the data a module reads beside it
 
 
 def test_the_closure_check_fails_when_a_dep_is_dropped():
     stage = dict(_dvc_stages()["train"])
     stage["deps"] = [d for d in stage["deps"] if d != "src/ferstudy/models/store.py"]
     assert "src/ferstudy/models/store.py" in missing_code_deps(stage)
+
+
+PORT_DEP = "ports/${item.run}"
+
+
+def _linked_files(folder: Path) -> set[Path]:
+    return {p.resolve() for p in folder.rglob("*") if p.is_symlink()}
+
+
+def test_the_registry_imports_no_port_and_every_port_has_the_three_builders():
+    import importlib
+
+    shared = import_closure(REGISTRY_MODULE)
+    for spec in SPECS.values():
+        assert module_file(spec.port_module) not in shared, spec.name
+        port = importlib.import_module(spec.port_module)
+        for name in ("architecture", "load_pretrained", "preprocess"):
+            assert callable(getattr(port, name)), f"{spec.port_module}.{name}"
+
+
+def test_every_port_folder_links_exactly_its_backbones_port_files():
+    """``ports/<backbone>-<init>/`` (``scripts/stage_deps.py``) for every initialisation each
+    backbone has: links to the files its port adds, no more, no less, none broken."""
+    expected = {f"{s.name}-{init}": s.name for s in SPECS.values() for init in s.inits}
+    assert sorted(p.name for p in (ROOT / "ports").iterdir()) == sorted(expected)
+    for run, backbone in expected.items():
+        folder = ROOT / "ports" / run
+        assert all(p.exists() for p in folder.rglob("*")), f"{folder}: a broken link"
+        assert _linked_files(folder) == {f.resolve() for f in port_files(backbone)}, run
+
+
+def test_every_stage_that_builds_a_backbone_declares_its_runs_port_folder():
+    registry = module_file(REGISTRY_MODULE)
+    for name, stage in _dvc_stages().items():
+        command = stage["cmd"].split()[1]
+        builds = registry in import_closure(f"ferstudy.stages.{command}")
+        assert (PORT_DEP in stage.get("deps", [])) == builds, name
+        if builds:
+            assert "${item.run}" in stage["cmd"], name
+
+
+def test_a_stages_code_digest_holds_its_own_port_and_no_other():
+    digest = code_digest("ferstudy.data.extraction", "onet")
+    assert "ferstudy/models/onet.py" in digest
+    assert "ferstudy/models/registry.py" in digest
+    assert not {"ferstudy/models/facenet.py", "ferstudy/models/dlib_face.py"} & set(digest)
+    assert "ferstudy/models/dlib_net.py" in code_digest("ferstudy.data.extraction", "dlib")
+
+
+def test_the_port_check_fails_when_a_link_is_missing(tmp_path):
+    files = port_files("dlib")
+    for file in files:
+        (tmp_path / file.name).symlink_to(file)
+    assert _linked_files(tmp_path) == {f.resolve() for f in files}
+    (tmp_path / files[-1].name).unlink()
+    assert _linked_files(tmp_path) != {f.resolve() for f in files}

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ferstudy.core.errors import FerError
-from ferstudy.models.onet import build_onet, load_onet_pretrained, mtcnn_onet, onet_preprocess
+from ferstudy.models.onet import build_onet, load_pretrained, mtcnn_onet, preprocess
 
 
 def _mtcnn_trunk_and_heads(crops: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -35,8 +35,8 @@ def test_pretrained_trunk_matches_mtcnn() -> None:
     crops = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 3)).astype(np.float32)
     want, heads = _mtcnn_trunk_and_heads(crops)
     model = build_onet(48)
-    load_onet_pretrained(model)
-    got = model(onet_preprocess(tf.constant(crops))).numpy()
+    load_pretrained(model)
+    got = model(preprocess(tf.constant(crops))).numpy()
     assert got.shape == (8, 256)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     # and mtcnn's heads on our trunk give mtcnn's outputs (mtcnn_onet: our copy of its loading)
@@ -48,7 +48,7 @@ def test_pretrained_trunk_matches_mtcnn() -> None:
 def test_wrong_shape_is_refused() -> None:
     model = build_onet(56)  # fc5 then takes 4x4x128 = 2048 inputs, mtcnn's takes 1152
     with pytest.raises(FerError, match=r"fc5.*\(2048, 256\).*\(1152, 256\)"):
-        load_onet_pretrained(model)
+        load_pretrained(model)
 
 
 def test_seeded_random_init() -> None:

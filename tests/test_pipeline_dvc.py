@@ -227,6 +227,32 @@ def test_which_params_send_features_out_of_date(pipeline, change):
     assert "acquire" not in stale and "split" not in stale
 
 
+PORT_EDITS = {  # a source file -> the backbones whose stages it puts out of date
+    "src/ferstudy/models/onet.py": {"onet"},
+    "src/ferstudy/models/openface.py": {"openface"},
+    "src/ferstudy/models/mobilenet.py": {"mobilenet"},
+    "src/ferstudy/models/weights_files.py": {"openface", "mobilenet"},  # their shared helper
+}
+
+
+@pytest.mark.parametrize("source", list(PORT_EDITS))
+def test_a_change_to_one_port_puts_only_its_backbones_stages_out_of_date(pipeline, source):
+    """Every per-run stage declares its backbone's port files (``ports/<run>``) and not the
+    other ports: an edit to one port leaves every other backbone's finished runs up to date."""
+    project, env, _ = pipeline
+    assert "Running stage" not in sh("dvc repro --dry", project, env)  # a clean baseline
+    path = project / source
+    saved = path.read_text()
+    path.write_text(saved + "\n# an edit\n")
+    try:
+        stale = json.loads(sh("dvc status --json", project, env).strip().splitlines()[-1])
+    finally:
+        path.write_text(saved)
+    backbones = {name.split("@")[1].split("-")[0] for name in stale}
+    assert backbones == PORT_EDITS[source], sorted(stale)
+    assert all("@" in name for name in stale), sorted(stale)  # no cross-run stage
+
+
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = [
     "Findings",

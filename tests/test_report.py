@@ -830,3 +830,21 @@ def test_family_finding_names_the_best_family_only_beyond_noise():
         "Pretrained weights of one family at most ran here (face recognition: "
         "facenet-pretrained): no comparison."
     )
+
+
+def test_the_summary_names_the_shipped_model_with_its_interval_and_fers():
+    """The report's summary shows the model that ships (stage export), not only the best
+    run's seed mean: the exported record's PrivateTest accuracy, interval and paired
+    difference to fer's."""
+    from ferstudy.core.files import read_json
+    from ferstudy.reporting.markdown import shipped_line
+
+    shipped = read_json(Path(__file__).resolve().parents[1] / "metrics" / "export.json")
+    line = shipped_line(shipped)
+    p = shipped["privatetest"]
+    for number in (p["accuracy"], p["low"], p["high"]):
+        assert f"{number:.4f}" in line
+    assert shipped["shipped"] in line and shipped["run"] in line
+    verdict = PairedDifference.from_dict(shipped["minus_fer"]).verdict()
+    assert f"minus `fer`'s, paired on the same images: {verdict}" in line
+    assert shipped_line(None) is None

@@ -147,3 +147,10 @@ def test_macro_f1_by_hand_equals_scikit_learn():
 def test_result_is_plain_json():
     result = scores(LABELS, PREDICTED)
     assert json.loads(json.dumps(result)) == result
+
+
+def test_python_lists_are_compared_element_by_element():
+    from ferstudy.analysis.scores import scores as analysis_scores
+
+    assert analysis_scores([0, 1, 2, 3], [0, 1, 2, 4])["accuracy"] == 0.75
+    assert analysis_scores((5, 5), [5, 6])["accuracy"] == 0.5

@@ -31,13 +31,13 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 #: The DVC stages in pipeline order; stage ``x`` is the module ``ferstudy.stages.x``.
 STAGES: tuple[str, ...] = (
-    "acquire", "split", "features", "train", "finetune", "evaluate",
+    "acquire", "split", "pretrained_features", "features", "train", "finetune", "evaluate",
     "flipped", "heads", "outside", "export", "metrics", "aggregate", "report",
 )  # fmt: skip
 #: The stages that run once per run and seed (``ferstudy <stage> RUN --seed N``).
 PER_RUN = frozenset({"features", "train", "finetune", "evaluate", "flipped", "heads"})
 #: The stages that run once per run, over all seeds (``ferstudy <stage> RUN``).
-PER_RUN_ALL_SEEDS = frozenset({"export"})
+PER_RUN_ALL_SEEDS = frozenset({"pretrained_features", "export"})
 #: One JSON line per finished stage command, appended in the working folder (git-ignored):
 #: which stage, run and seed, its seconds and its process's seconds since start (the
 #: interpreter and TensorFlow's import included), when it finished.
@@ -71,7 +71,7 @@ def _cmd_stage(args: argparse.Namespace) -> None:
         paths.parse_run_name(run)
     module = importlib.import_module(f"ferstudy.stages.{args.command}")
     result = module.run(params, run, seed)
-    args.reused = bool(result.get("reused"))  # a copy of a sibling seed's, for the timing log
+    args.reused = bool(result.get("reused"))  # linked pretrained features, for the timing log
     print(module.describe(result))
 
 
@@ -139,11 +139,38 @@ def _cmd_account(args: argparse.Namespace) -> None:
     from ferstudy.tools import accounting
 
     log = Path(args.log) if args.log and Path(args.log).is_file() else None
+    floors = [Path(f) for f in args.floors]
     result = accounting.run(
-        load_params(args.params), Path(args.timings), Path(args.floors), Path(args.out), log
+        load_params(args.params), Path(args.timings), floors, Path(args.out), log
     )
     print(accounting.table(result))
     print(f"written: {args.out}")
+
+
+def _cmd_reference_run(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from ferstudy.tools import accounting, reference_run
+
+    params = load_params(args.params)
+
+    def bench(path: Path) -> None:
+        subprocess.run(["ferstudy", "bench", "--out", str(path)], check=True)
+
+    def account() -> None:
+        floors = sorted(reference_run.RECORD_DIR.glob("floors-*.json"))
+        accounting.run(
+            params,
+            reference_run.TIMINGS,
+            floors,
+            reference_run.ACCOUNT_FILE,
+            reference_run.STEPS_LOG,
+        )
+
+    budget = reference_run.parse_budget(args.budget)
+    reference_run.reference_run(
+        params, budget, bench, account, dry=args.dry, only=args.pieces or None
+    )
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:
@@ -209,12 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
         "account", help="a reference run's stage times against the floors bench measured"
     )
     acc.add_argument("--timings", default=str(TIMINGS_FILE), help="the stage timing log")
-    acc.add_argument("--floors", default="bench/floors.json", help="ferstudy bench's output")
+    acc.add_argument(
+        "--floors",
+        nargs="+",
+        default=["bench/floors.json"],
+        help="ferstudy bench's outputs, one per kind of machine the stages ran on",
+    )
     acc.add_argument(
         "--log", default=".ferstudy/reference_run.log", help="scripts/reference_run.sh's log"
     )
     acc.add_argument("--out", default="bench/reference_run.json")
     acc.set_defaults(handler=_cmd_account)
+    ref = sub.add_parser(
+        "reference-run",
+        help="the whole study on the full data, in pieces that each land in one commit",
+    )
+    ref.add_argument("pieces", nargs="*", help="the pieces to run (default: every one pending)")
+    ref.add_argument("--budget", default="140m", help="time to spend: 140m, 2h, 5400 (s)")
+    ref.add_argument("--dry", action="store_true", help="only say what is left and its forecast")
+    ref.set_defaults(handler=_cmd_reference_run)
     check = sub.add_parser(
         "precision-check",
         help="test accuracy with bf16 features minus fp32, paired, over several seeds",
@@ -302,7 +342,7 @@ def log_timing(args: argparse.Namespace, seconds: float) -> None:
         "cpu_seconds": round(cpu.user + cpu.system + children, 2),
         "machine": cpu_kind(),
         "cores": os.cpu_count(),
-        "reused": getattr(args, "reused", False),  # a copy of a sibling seed's features
+        "reused": getattr(args, "reused", False),  # linked pretrained features
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     try:

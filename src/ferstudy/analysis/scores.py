@@ -26,7 +26,12 @@ def is_privatetest(usage: np.ndarray) -> np.ndarray:
 
 
 def scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    ``labels`` and ``predicted`` are class indices, as arrays or any sequence of the same
+    length (compared element by element).
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=range(len(CLASSES)), zero_division=0
     )

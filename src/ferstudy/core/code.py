@@ -1,10 +1,13 @@
 """The code a stage runs: the import closure of its module, read from the source.
 
-The closure decides what must not drift from the code: the ``features`` stage's recipe hash (a
-pretrained seed reuses a sibling's features only when the same code computed them), the
-fingerprint of a training checkpoint (a checkpoint resumes only under the same code) and the
-code deps of every stage in ``dvc.yaml`` (checked by ``tests/test_layers.py``).
-Imports inside functions count as much as module-level ones.
+The closure decides what must not drift from the code: the fingerprint of a partial feature
+extraction or a training checkpoint (either resumes only under the same code) and the code
+deps of every stage in ``dvc.yaml`` (written by ``scripts/stage_deps.py``, checked by
+``tests/test_layers.py``). Imports inside functions count as much as module-level ones.
+
+The registry imports a backbone's *port* by name only when that backbone is asked for, so
+the closure of a stage leaves the ports out; :func:`port_files` is what one port adds, and
+``dvc.yaml`` declares it per run through the links in ``ports/<backbone>-<init>/``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import ast
 from pathlib import Path
 
 from ferstudy.core.files import file_sha256
+from ferstudy.models.specs import get_spec
 
 #: The folder that holds the ``ferstudy`` package.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +59,18 @@ def import_closure(name: str) -> list[Path]:
     return sorted(files + data)
 
 
-def code_digest(name: str) -> dict[str, str]:
-    """SHA-256 of every source file in ``name``'s import closure, by path in the package."""
-    return {str(file.relative_to(SOURCE_ROOT)): file_sha256(file) for file in import_closure(name)}
+#: The module that imports the ports by name; what it imports itself every port shares.
+REGISTRY_MODULE = "ferstudy.models.registry"
+
+
+def port_files(backbone: str) -> list[Path]:
+    """The source files ``backbone``'s port brings beyond the registry's own closure."""
+    shared = set(import_closure(REGISTRY_MODULE))
+    return [f for f in import_closure(get_spec(backbone).port_module) if f not in shared]
+
+
+def code_digest(name: str, backbone: str | None = None) -> dict[str, str]:
+    """SHA-256 of every source file in ``name``'s import closure, and of ``backbone``'s port
+    files when one is given, by path in the package."""
+    files = sorted(set(import_closure(name)) | set(port_files(backbone) if backbone else ()))
+    return {str(file.relative_to(SOURCE_ROOT)): file_sha256(file) for file in files}

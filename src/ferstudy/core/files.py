@@ -21,12 +21,24 @@ from ferstudy import CLASSES
 from ferstudy.core.errors import FerError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The permission bits a file or folder created the ordinary way gets (the process's umask).
+FILE_MODE, FOLDER_MODE = (0o666 & ~_process_umask(), 0o777 & ~_process_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
     On any exception the temporary file or folder is removed and ``target`` is untouched,
     so a failed or killed run never leaves something that looks like a finished output.
+    The result has the ordinary permissions (``FILE_MODE``, ``FOLDER_MODE``), not the
+    owner-only ones of a temporary file.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,11 +51,12 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     try:
         yield tmp
         if directory:
+            tmp.chmod(FOLDER_MODE)
             if target.exists():
                 shutil.rmtree(target)
-            os.replace(tmp, target)
         else:
-            os.replace(tmp, target)
+            tmp.chmod(FILE_MODE)
+        os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

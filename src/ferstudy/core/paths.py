@@ -26,6 +26,8 @@ PAPER_TABLES = Path("reference/paper_tables.csv")
 FIDELITY_FILE = METRICS_DIR / "fidelity.json"
 COMPARISONS_FILE = METRICS_DIR / "comparisons.json"
 RANKING_FILE = METRICS_DIR / "ranking.json"
+#: The shipped model's choice and scores (stage export).
+EXPORT_FILE = METRICS_DIR / "export.json"
 #: One file per run with its headline numbers: the pipeline's declared metrics.
 HEADLINE_DIR = METRICS_DIR / "headline"
 #: Mean and best test accuracy across runs: the columns of ``dvc exp show``.

@@ -33,6 +33,7 @@ from ferstudy.models.transfer import (
 META = "meta.json"
 LABELS = "labels.npz"
 BACKBONE_WEIGHTS = "backbone.weights.h5"
+HEALTH = "health.json"
 
 
 def extractor(frozen: tf.keras.Model, transform) -> tf.types.experimental.GenericFunction:

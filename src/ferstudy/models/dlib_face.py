@@ -28,7 +28,7 @@ no layer of it is visible to Keras, so ``trainable_layers`` must be 0 and the st
 recommended recipe, every backbone layer frozen and fully connected layers on top, is the
 only one. It has no random initialisation (dlib ships the network only with its weights).
 
-Input: float32 RGB in [0, 255], (batch, 150, 150, 3) (``dlib_preprocess`` is the identity).
+Input: float32 RGB in [0, 255], (batch, 150, 150, 3) (``preprocess`` is the identity).
 dlib takes uint8, so each value is rounded to the nearest integer (halves to even,
 ``numpy.rint``) and clipped to [0, 255] (:func:`ferstudy.models.dlib_net.to_chip`); an
 input already integral in [0, 255] reaches dlib unchanged. Channels stay RGB (dlib's Python
@@ -96,11 +96,16 @@ def build_dlib(input_size: int = CHIP_SIZE) -> keras.Model:
     return keras.Model(inputs, DlibDescriptor(name="dlib_resnet_v1")(inputs), name="dlib")
 
 
-def dlib_preprocess(x: tf.Tensor) -> tf.Tensor:
+def architecture(size: int, descriptor: str | None) -> keras.Model:
+    """The port's builder (the registry's signature): :func:`build_dlib`."""
+    return build_dlib(size)
+
+
+def preprocess(x: tf.Tensor) -> tf.Tensor:
     """Float32 RGB in [0, 255] is dlib's input already (rounded to uint8 inside the layer)."""
     return tf.cast(x, tf.float32)
 
 
-def load_dlib_pretrained(model: keras.Model) -> None:
+def load_pretrained(model: keras.Model) -> None:
     """Nothing to copy (the layer calls dlib); check that dlib and its weights file load."""
     dlib_net()

@@ -70,9 +70,10 @@ def dlib_net():
         raise FerError(f"dlib: {path} is not a dlib face recognition model ({err})") from None
 
 
-def to_chip(image: np.ndarray) -> np.ndarray:
-    """Float RGB (150, 150, 3) -> the uint8 chip dlib takes: rounded half to even, clipped."""
-    return np.ascontiguousarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+def to_chip(images: np.ndarray) -> np.ndarray:
+    """Float RGB (150, 150, 3), or a batch of them -> the uint8 chips dlib takes: rounded
+    half to even, clipped, C-contiguous."""
+    return np.ascontiguousarray(np.clip(np.rint(images), 0, 255).astype(np.uint8))
 
 
 def describe_chips(chips: np.ndarray) -> np.ndarray:
@@ -149,11 +150,9 @@ def describe(images: np.ndarray) -> np.ndarray:
         raise FerError(
             f"dlib: expected images of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {images.shape}"
         )
-    if len(images) == 0:
-        return np.empty((0, DESCRIPTOR_SIZE), dtype=np.float32)
-    chips = np.stack([to_chip(image) for image in images])
+    chips = to_chip(images)
     workers = min(cores(), len(images))
-    if workers == 1:
+    if workers <= 1:  # one image, one core, or none
         with _NET_LOCK:  # one network object: its forward pass keeps state
             return describe_chips(chips)
     dlib_net()  # a missing package or weights file fails here, in one line, not in a worker

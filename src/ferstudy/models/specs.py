@@ -23,6 +23,7 @@ class BackboneSpec:
     """One backbone's facts: input size, initialisations, precision, where it comes from."""
 
     name: str
+    port: str  # the module that builds it: ferstudy.models.<port>
     native_input_size: int
     fixed_input_size: bool  # the builder cannot change its input size
     source: str  # where the architecture and weights come from
@@ -34,6 +35,11 @@ class BackboneSpec:
     inits_note: str = ""  # why an initialisation is missing (for the error message)
     frozen_only: bool = False  # no backbone layer can train (dlib): trainable_layers is 0
     frozen_only_note: str = ""  # why it cannot train (for the error message)
+
+    @property
+    def port_module(self) -> str:
+        """The dotted name of the port module."""
+        return f"ferstudy.models.{self.port}"
 
     @property
     def architecture_init(self) -> str:
@@ -79,6 +85,7 @@ SPECS: dict[str, BackboneSpec] = {
     for s in (
         BackboneSpec(
             "vggface",
+            "vggface",
             224,
             True,
             "deepface 0.0.103 VGG-Face base_model()",
@@ -86,11 +93,20 @@ SPECS: dict[str, BackboneSpec] = {
             descriptors=("fc8", "fc7"),
         ),
         BackboneSpec(
-            "openface", 96, True, "deepface 0.0.103 OpenFace", FACE_RECOGNITION, bf16=False
+            "openface",
+            "openface",
+            96,
+            True,
+            "deepface 0.0.103 OpenFace",
+            FACE_RECOGNITION,
+            bf16=False,
         ),
-        BackboneSpec("resnet50", 224, False, "Keras applications ResNet50", IMAGENET),
-        BackboneSpec("mobilenet", 224, False, "Keras applications MobileNet v1", IMAGENET),
+        BackboneSpec("resnet50", "resnet50", 224, False, "Keras applications ResNet50", IMAGENET),
         BackboneSpec(
+            "mobilenet", "mobilenet", 224, False, "Keras applications MobileNet v1", IMAGENET
+        ),
+        BackboneSpec(
+            "mobilenetv2",
             "mobilenetv2",
             224,
             False,
@@ -98,6 +114,7 @@ SPECS: dict[str, BackboneSpec] = {
             IMAGENET,
         ),
         BackboneSpec(
+            "facenet",
             "facenet",
             160,
             True,
@@ -107,6 +124,7 @@ SPECS: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             "onet",
+            "onet",
             48,
             True,
             "mtcnn 1.0.0 ONet (weights in the package)",
@@ -115,6 +133,7 @@ SPECS: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             "dlib",
+            "dlib_face",
             150,
             True,
             "dlib face_recognition_model_v1 (face_recognition_models)",

@@ -110,6 +110,7 @@ class Inputs:
     outside: dict[str, Any] | None = None
     heads: dict[str, dict[str, dict[str, Any]]] | None = None
     ranking: dict[str, Any] | None = None
+    shipped: dict[str, Any] | None = None
     study: dict[str, dict[str, Any]] = field(init=False)
     seeds: str = field(init=False)
 
@@ -162,6 +163,23 @@ def headline(inputs: Inputs) -> str:
     return text + "."
 
 
+def shipped_line(s: dict[str, Any] | None) -> str | None:
+    """The model that ships inside the package (stage export's record ``s``), on FER2013's
+    PrivateTest."""
+    if s is None:
+        return None
+    p = s["privatetest"]
+    text = (
+        f"- **The shipped model** (what `ferstudy.analyze` runs): {s['run']}, "
+        f"{s['shipped']}, chosen on validation: {p['accuracy']:.4f} on FER2013's PrivateTest "
+        f"(95 % Wilson interval {p['low']:.4f} to {p['high']:.4f}, {p['images']:,} images)"
+    )
+    if s.get("minus_fer") is not None:
+        d = PairedDifference.from_dict(s["minus_fer"])
+        text += f"; minus `fer`'s, paired on the same images: {d.verdict()}"
+    return text + "."
+
+
 def study_answer(inputs: Inputs) -> str | None:
     """The study's question, which frozen backbone and which initialisation learn FER2013
     best, answered from the study's runs and the paired comparisons."""
@@ -200,11 +218,12 @@ def study_answer(inputs: Inputs) -> str | None:
 def summary(inputs: Inputs, main: list[str], appendices: list[str]) -> list[str]:
     """The title and a few lines that answer first (``main``, ``appendices``: the headings
     below, linked)."""
-    answer = study_answer(inputs)
+    answer, shipped = study_answer(inputs), shipped_line(inputs.shipped)
     return [
         TITLE,
         "",
         headline(inputs),
+        *([shipped] if shipped else []),
         *([answer] if answer else []),
         "- **Below**: "
         + "; ".join(heading_link(h) for h in main)
@@ -510,6 +529,7 @@ def markdown_report(
     outside: dict[str, Any] | None = None,
     heads: dict[str, dict[str, dict[str, Any]]] | None = None,
     ranking: dict[str, Any] | None = None,
+    shipped: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown (the drawn figures as ``{{IMG:path}}`` placeholders)."""
     inputs = Inputs(
@@ -521,6 +541,7 @@ def markdown_report(
         outside,
         heads,
         ranking,
+        shipped,
     )
     main = [section(inputs) for section in MAIN]
     appendices = [section(inputs) for section in APPENDICES]

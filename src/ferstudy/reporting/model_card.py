@@ -47,7 +47,7 @@ def model_card(card: dict[str, Any]) -> str:
     mirror = (
         "; each face is also read mirrored and the probabilities averaged" if card["flip"] else ""
     )
-    augment = ", ".join(f"{k} {v}" for k, v in recipe.get("augment", {}).items())
+    augment = ", ".join(f"{k} {v}" for k, v in recipe["augmentation"].items())
     lines = [
         f"# Model card: {card['name']}",
         "",

@@ -49,7 +49,7 @@ from ferstudy.reporting.model_card import model_card
 
 #: The package folder the shipped model is written to, from the project root.
 EXPORT_DIR = Path("src/ferstudy/shipped")
-EXPORT_FILE = paths.METRICS_DIR / "export.json"
+EXPORT_FILE = paths.EXPORT_FILE
 EXPORT_SPEED_FILE = paths.METRICS_DIR / "export_speed.json"
 #: Keys of a member's config that describe that seed's run, not the recipe.
 PER_SEED = ("seed", "val_accuracy", "best_epoch", "epochs_run", "weights_sha256")

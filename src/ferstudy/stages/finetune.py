@@ -243,7 +243,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             "settings": s.as_dict(),
             "dataset": file_sha256(paths.DATASET_FILE),
             "split": file_sha256(paths.SPLIT_FILE) if paths.SPLIT_FILE.is_file() else None,
-            "code": code_digest(__name__),
+            "code": code_digest(__name__, backbone),
         }
     )
     generators = seed_dropout(classifier, s.seed)

@@ -187,6 +187,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     comparisons = read_json(COMPARISONS_FILE)
     outside = read_json(OUTSIDE_FILE) if OUTSIDE_FILE.is_file() else None
     ranking = read_json(RANKING_FILE) if RANKING_FILE.is_file() else None
+    shipped = read_json(paths.EXPORT_FILE) if params.export.runs else None
     dataset = load_dataset(paths.DATASET_FILE)
     drawn = draw_figures(results, dataset)
     labels = dataset.labels
@@ -196,7 +197,8 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
         if name in results
     }
     args = (results, paper, fidelity, drawn)
-    md = markdown_report(*args, False, comparisons, outside, heads, ranking)
+    extra = (comparisons, outside, heads, ranking, shipped)
+    md = markdown_report(*args, False, *extra)
     write_text(
         REPORTS_DIR / "report.md",
         "\n".join(
@@ -207,7 +209,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
     )
     write_text(
         REPORTS_DIR / "report.html",
-        markdown_to_html(markdown_report(*args, True, comparisons, outside, heads, ranking)),
+        markdown_to_html(markdown_report(*args, True, *extra)),
     )
     return {"figures": [str(p) for _, p in drawn], "findings": findings(results, comparisons)}
 

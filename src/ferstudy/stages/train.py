@@ -111,7 +111,7 @@ def run(params: Params, run: str | None = None, seed: int | None = None) -> dict
             "features": (cache.folder / "train.npy").stat().st_size,
             "dataset": file_sha256(paths.DATASET_FILE),
             "split": file_sha256(paths.SPLIT_FILE),
-            "code": code_digest(__name__),
+            "code": code_digest(__name__, backbone),
         }
     )
     generators = seed_dropout(cut.tail, settings["seed"])

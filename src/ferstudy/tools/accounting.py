@@ -6,9 +6,10 @@ bench's floors (``bench/floors.json``), each run's feature meta (image counts, B
 images) and params (epochs, batch size). A floor is the least time the stage's work can take
 on that machine:
 
-- ``features``: its forward passes (every image of its subsets, and the BN calibration
-  images) at the forward pass's own images/s; a pretrained seed that copies a sibling's
-  features has a floor of 0;
+- ``features`` and ``pretrained_features``: its forward passes (every image of its subsets,
+  and the BN calibration images) at the forward pass's own images/s; a pretrained seed that
+  links its run's pretrained features, and a random run's ``pretrained_features`` (a note),
+  have a floor of 0;
 - ``train``: its training steps (``epochs`` x steps an epoch) at the tail's floor step (the
   matmuls of its shapes plus the optimizer's update, fp32); its evaluations count as overhead;
 - ``finetune``: its training steps (the epochs it ran x steps an epoch) at the fine-tuning
@@ -37,7 +38,7 @@ from ferstudy.core.params import Params
 from ferstudy.data.splits import usage_split
 
 #: The stages whose floor ``ferstudy bench`` measures.
-FLOORED = ("features", "train", "finetune")
+FLOORED = ("pretrained_features", "features", "train", "finetune")
 
 
 def read_timings(path: Path) -> list[dict[str, Any]]:
@@ -98,11 +99,12 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
         if backbone not in floors["backbones"]:
             return None
         measured = floors["backbones"][backbone]
-        meta = read_json(paths.features_dir(paths.run_id(run, record["seed"])) / "meta.json")
+        part = "pretrained" if stage == "pretrained_features" else f"seed{record['seed']}"
+        meta = read_json(paths.features_dir(f"{run}/{part}") / "meta.json")
     except FerError:
         return None
-    if stage == "features":
-        if record.get("reused"):  # a copy of a sibling seed's features
+    if stage in ("features", "pretrained_features"):
+        if record.get("reused") or "counts" not in meta:  # linked, or a random run's note
             return 0.0
         images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
         return images / measured["features"]["forward_images_per_second"]
@@ -118,14 +120,15 @@ def _finetune_images(params: Params) -> int:
 
 
 def account(
-    timings: list[dict[str, Any]], floors: dict[str, Any], params: Params, machine: dict[str, Any]
+    timings: list[dict[str, Any]], benches: list[dict[str, Any]], params: Params
 ) -> dict[str, Any]:
-    """Every stage's seconds beside its floor, and the totals. Only a stage timed on the kind
-    of machine the floors were measured on (``machine["kind"]``) gets a floor."""
+    """Every stage's seconds beside its floor, and the totals. A stage gets the floor of the
+    bench measured on the kind of machine it ran on (``machine["kind"]``), if any."""
+    by_kind = {b["machine"]["kind"]: b["floors"] for b in benches if b["machine"].get("kind")}
     rows = []
     for record in timings:
-        same_machine = machine.get("kind") is not None and record.get("machine") == machine["kind"]
-        floor = stage_floor(record, floors, params) if same_machine else None
+        floors = by_kind.get(record.get("machine"))
+        floor = None if floors is None else stage_floor(record, floors, params)
         cpu, cores = record.get("cpu_seconds"), record.get("cores")
         rows.append(
             {
@@ -178,14 +181,16 @@ def table(result: dict[str, Any]) -> str:
 
 
 def run(
-    params: Params, timings: Path, floors: Path, out: Path | None, log: Path | None
+    params: Params, timings: Path, floors: list[Path], out: Path | None, log: Path | None
 ) -> dict[str, Any]:
-    """Account the stages of ``timings`` against ``floors``; write JSON to ``out``."""
-    bench = read_json(floors)
-    if "kind" not in bench["machine"]:
-        print(f"warning: {floors} names no kind of machine (an older bench): no floors compared")
-    result = account(read_timings(timings), bench["floors"], params, bench["machine"])
-    result["machine"] = bench["machine"]
+    """Account the stages of ``timings`` against the benches in ``floors`` (one per kind of
+    machine the stages ran on); write JSON to ``out``."""
+    benches = [read_json(path) for path in floors]
+    for path, bench in zip(floors, benches):
+        if "kind" not in bench["machine"]:
+            print(f"warning: {path} names no kind of machine (an older bench): no floors there")
+    result = account(read_timings(timings), benches, params)
+    result["machines"] = [bench["machine"] for bench in benches]
     if log is not None:
         steps = read_steps(log)
         result["steps"] = steps

@@ -596,11 +596,12 @@ BF16_TOLERANCE = -0.01
 def seed_correctness_at(params: Params, run: str, seeds: list[int]) -> np.ndarray:
     """Train and evaluate ``run`` under each seed in a scratch folder; per seed, which test
     images it classified right."""
-    from ferstudy.stages import evaluate, features, train
+    from ferstudy.stages import evaluate, features, pretrained_features, train
 
     labels = load_dataset(paths.DATASET_FILE).labels
     correct = []
     with _workdir_with_data():
+        pretrained_features.run(params, run, None)
         for seed in seeds:
             for stage in (features, train, evaluate):
                 stage.run(params, run, seed)

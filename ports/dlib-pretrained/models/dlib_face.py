@@ -1,0 +1,1 @@
+../../../src/ferstudy/models/dlib_face.py

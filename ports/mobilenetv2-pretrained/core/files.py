@@ -1,0 +1,1 @@
+../../../src/ferstudy/core/files.py

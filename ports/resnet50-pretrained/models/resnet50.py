@@ -1,0 +1,1 @@
+../../../src/ferstudy/models/resnet50.py

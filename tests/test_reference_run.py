@@ -1,0 +1,104 @@
+"""`ferstudy reference-run`: the study in pieces that each land in one commit; a second clone
+without the cache skips every landed piece and finishes from the git-tracked results alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc_project import make_project, sh, stages_run
+
+from ferstudy.core.machine import cpu_kind
+from ferstudy.tools import reference_run as R
+
+pytestmark = pytest.mark.dvc
+
+RUNS = ["onet-random", "onet-pretrained"]
+#: Handmade floors of this machine, so that no bench runs here (``ferstudy bench``: minutes).
+FLOORS = {
+    "machine": {"kind": cpu_kind(), "cores": 2},
+    "floors": {
+        "backbones": {
+            "onet": {
+                "features": {"forward_images_per_second": 1000.0},
+                "tail": {"floor_ms": {"fp32": 1.0}},
+            }
+        }
+    },
+}
+
+
+def test_the_pieces_of_the_study(tmp_path):
+    from conftest import params_of
+
+    committed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    keep = ("heads", "finetune", "export")
+    params = params_of({"runs": RUNS, "seeds": [42, 43], **{k: committed[k] for k in keep}})
+    got = {p.name: p.stages for p in R.pieces(params)}
+    assert list(got) == [
+        "onet-random-42",
+        "onet-random-43",
+        "onet-pretrained",
+        "onet-pretrained-finetune-42",
+        "onet-pretrained-finetune-43",
+        "export",
+        "report",
+    ]
+    assert got["onet-random-43"] == (
+        "pretrained_features@onet-random",
+        "features@onet-random-43",
+        "train@onet-random-43",
+        "evaluate@onet-random-43",
+    )
+    # a pretrained run's seeds share its features: they land together, heads with them
+    assert got["onet-pretrained"][0] == "pretrained_features@onet-pretrained"
+    assert "heads@onet-pretrained-43" in got["onet-pretrained"]
+    assert got["export"] == ("outside", "export@onet-pretrained")
+    assert R.parse_budget("140m") == 8400 and R.parse_budget("2h") == 7200
+    assert R.parse_budget("90") == 90
+
+
+def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
+    project, env = make_project(tmp_path, runs=RUNS, seeds=[42])
+    floors = project / R.floors_file(cpu_kind())
+    floors.parent.mkdir(parents=True)
+    floors.write_text(json.dumps(FLOORS))
+    sh("git add -A && git commit -qm floors", project, env)
+
+    first = tmp_path / "first"
+    sh(f"git clone -q {project} {first}", tmp_path, env)
+    pieces = "onet-random-42 onet-pretrained onet-pretrained-finetune-42"
+    log = sh(f"ferstudy reference-run {pieces} --budget 2h", first, env)
+    assert f"landed: {pieces.replace(' ', ', ')}" in log
+    subjects = sh("git log --format=%s", first, env).splitlines()
+    for piece in pieces.split():
+        assert any(s.startswith(f"reference run: {piece} landed") for s in subjects), subjects
+    assert sh("git status --porcelain", first, env).strip() == ""  # each piece committed
+    timed = (first / R.TIMINGS).read_text().splitlines()
+    assert {json.loads(line)["stage"] for line in timed} >= {"features", "train", "finetune"}
+
+    second = tmp_path / "second"  # another machine: the commits, and no DVC cache
+    sh(f"git clone -q {first} {second}", tmp_path, env)
+    assert not (second / ".dvc" / "cache").exists()
+    log = sh("ferstudy reference-run --budget 2h", second, env)
+    assert "landed: export, report" in log
+    ran = set(stages_run(log))
+    assert ran <= {"acquire", "split", "outside", "export@onet-pretrained"} | {
+        "metrics",
+        "aggregate",
+        "report",
+    }, ran  # nothing of the landed pieces: the report reads their git-tracked results
+    assert "Running stage" not in sh("dvc repro --allow-missing --dry", second, env)
+    summary = json.loads((second / "metrics" / "summary.json").read_text())
+    assert summary  # the cross-run stages ran from the git-tracked results
+
+    # a changed dep sends the landed pieces of that backbone back to the list
+    port = second / "src" / "ferstudy" / "models" / "onet.py"
+    port.write_text(port.read_text() + "\n# an edit\n")
+    dry = sh("ferstudy reference-run --dry", second, env)
+    assert "onet-random-42:" in dry and "onet-pretrained:" in dry
+    assert "uncommitted changes to the pipeline's inputs" in sh(
+        "ferstudy reference-run 2>&1 || true", second, env
+    )
