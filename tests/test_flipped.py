@@ -25,7 +25,13 @@ def _pipeline(root: Path, images: np.ndarray, labels: np.ndarray, run: str, prec
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("FER2013_PATH", str(write_zip(root / "f.zip", images, labels)))
-        for stage in (["acquire"], ["split"], ["features", run], ["flipped", run]):
+        for stage in (
+            ["acquire"],
+            ["split"],
+            ["pretrained_features", run],
+            ["features", run],
+            ["flipped", run],
+        ):
             assert main(stage) == 0, stage
 
 

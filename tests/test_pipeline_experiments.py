@@ -79,8 +79,10 @@ def test_exp_run_with_two_seeds_aggregates_and_shares_pretrained_features(pipeli
     ):
         assert f"Running stage '{stage}'" in log
     assert "Running stage 'features@onet-random-42'" not in log  # seed 42 is reused as it was
-    # a pretrained backbone's features do not depend on the seed: copied, cached once
-    assert "features onet-pretrained/seed43: reused" in log
+    # a pretrained backbone's features do not depend on the seed: extracted once (stage
+    # pretrained_features, not run again for a new seed), linked by each seed, cached once
+    assert "Running stage 'pretrained_features@onet-pretrained'" not in log
+    assert "features onet-pretrained/seed43: linked data/features/onet-pretrained/pretrained" in log
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
 
     def out_md5(stage: str) -> str:

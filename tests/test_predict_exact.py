@@ -35,7 +35,14 @@ def evaluated(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("FER2013_PATH", str(write_zip(root / "f.zip", *synthetic_images(15, seed=2))))
-        for stage in (["acquire"], ["split"], ["features", run], ["train", run], ["evaluate", run]):
+        for stage in (
+            ["acquire"],
+            ["split"],
+            ["pretrained_features", run],
+            ["features", run],
+            ["train", run],
+            ["evaluate", run],
+        ):
             assert main(stage) == 0, stage
     return run, root
 
