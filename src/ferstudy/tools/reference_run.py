@@ -251,6 +251,11 @@ def floors_file(kind: str) -> Path:
     return RECORD_DIR / f"floors-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}.json"
 
 
+def all_floors() -> list[Path]:
+    """The floors of every kind of machine the run has met."""
+    return sorted(RECORD_DIR.glob("floors-*.json"))
+
+
 def machine_floors(bench: Callable[[Path], None]) -> dict[str, Any]:
     """This machine's floors, measured by ``bench(path)`` (``ferstudy bench``, minutes) and
     committed the first time the run meets this kind of machine."""
