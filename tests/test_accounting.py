@@ -142,8 +142,16 @@ def test_a_stage_gets_the_floors_of_the_machine_it_ran_on(project):
     assert [m["kind"] for m in result["machines"]] == ["test CPU, 2 cores", "another CPU"]
 
 
+ACCOUNT = [
+    "account",
+    "--timings=.ferstudy/timings.jsonl",
+    "--floors=bench/floors.json",
+    "--log=.ferstudy/reference_run.log",
+]
+
+
 def test_the_command_prints_the_table(project, capsys):
-    assert main(["account"]) == 0
+    assert main(ACCOUNT) == 0
     out = capsys.readouterr().out
     assert "| features | onet-random | 42 | 8.56 | 4.3 | 0.5 | 0.5 |" in out
     assert "17.3 s against 7.9 s of floors (2.19x)" in out
@@ -151,5 +159,5 @@ def test_the_command_prints_the_table(project, capsys):
 
 def test_a_bad_line_is_named(project, capsys):
     Path(".ferstudy/timings.jsonl").write_text("{not json\n")
-    assert main(["account"]) == 2
+    assert main(ACCOUNT) == 2
     assert "timings.jsonl:1: not a JSON line" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import synthetic_images, write_zip
 from dvc_project import make_project, sh, stages_run
 
 from ferstudy.core.machine import cpu_kind
@@ -102,3 +103,9 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
     assert "uncommitted changes to the pipeline's inputs" in sh(
         "ferstudy reference-run 2>&1 || true", second, env
     )
+    port.write_text(port.read_text().removesuffix("\n# an edit\n"))
+
+    # another dataset cannot stand in for the one the landed pieces were computed on
+    other = write_zip(tmp_path / "other.zip", *synthetic_images(per_class=12, seed=9))
+    refused = sh("ferstudy reference-run 2>&1 || true", second, {**env, "FER2013_PATH": str(other)})
+    assert "differ from the committed hashes" in refused, refused[-2000:]

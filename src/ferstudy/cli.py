@@ -136,10 +136,10 @@ def _cmd_precision_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_account(args: argparse.Namespace) -> None:
-    from ferstudy.tools import accounting
+    from ferstudy.tools import accounting, reference_run
 
     log = Path(args.log) if args.log and Path(args.log).is_file() else None
-    floors = [Path(f) for f in args.floors]
+    floors = [Path(f) for f in args.floors] if args.floors else reference_run.all_floors()
     result = accounting.run(
         load_params(args.params), Path(args.timings), floors, Path(args.out), log
     )
@@ -158,14 +158,8 @@ def _cmd_reference_run(args: argparse.Namespace) -> None:
         subprocess.run(["ferstudy", "bench", "--out", str(path)], check=True)
 
     def account() -> None:
-        floors = sorted(reference_run.RECORD_DIR.glob("floors-*.json"))
-        accounting.run(
-            params,
-            reference_run.TIMINGS,
-            floors,
-            reference_run.ACCOUNT_FILE,
-            reference_run.STEPS_LOG,
-        )
+        record = (reference_run.TIMINGS, reference_run.all_floors(), reference_run.ACCOUNT_FILE)
+        accounting.run(params, *record, reference_run.STEPS_LOG)
 
     budget = reference_run.parse_budget(args.budget)
     reference_run.reference_run(
@@ -235,16 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     acc = sub.add_parser(
         "account", help="a reference run's stage times against the floors bench measured"
     )
-    acc.add_argument("--timings", default=str(TIMINGS_FILE), help="the stage timing log")
+    record = "bench/reference_run"  # ferstudy reference-run's committed record
+    acc.add_argument("--timings", default=f"{record}/timings.jsonl", help="stage timing log")
     acc.add_argument(
         "--floors",
         nargs="+",
-        default=["bench/floors.json"],
-        help="ferstudy bench's outputs, one per kind of machine the stages ran on",
+        help=f"ferstudy bench's outputs, one per kind of machine (default: {record}/floors-*)",
     )
-    acc.add_argument(
-        "--log", default=".ferstudy/reference_run.log", help="scripts/reference_run.sh's log"
-    )
+    acc.add_argument("--log", default=f"{record}/steps.log", help="the run's step log")
     acc.add_argument("--out", default="bench/reference_run.json")
     acc.set_defaults(handler=_cmd_account)
     ref = sub.add_parser(

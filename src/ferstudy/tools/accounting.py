@@ -62,7 +62,7 @@ def read_timings(path: Path) -> list[dict[str, Any]]:
 
 
 def read_steps(path: Path) -> list[dict[str, Any]]:
-    """Every finished step of ``scripts/reference_run.sh``'s log, a step run again after an
+    """Every finished step of ``ferstudy reference-run``'s log, a step run again after an
     interruption as often as it ran (each is wall time spent; a step killed before its end is
     left out): name, start, seconds."""
     starts: dict[str, datetime.datetime] = {}

@@ -251,6 +251,11 @@ def floors_file(kind: str) -> Path:
     return RECORD_DIR / f"floors-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}.json"
 
 
+def all_floors() -> list[Path]:
+    """The floors of every kind of machine the run has met."""
+    return sorted(RECORD_DIR.glob("floors-*.json"))
+
+
 def machine_floors(bench: Callable[[Path], None]) -> dict[str, Any]:
     """This machine's floors, measured by ``bench(path)`` (``ferstudy bench``, minutes) and
     committed the first time the run meets this kind of machine."""
@@ -314,15 +319,21 @@ def reference_run(
     if unknown:
         known = ", ".join(p.name for p in chosen)
         raise FerError(f"no piece named {', '.join(sorted(unknown))} (pieces: {known})")
-    pending = [p for p in chosen if stages_to_run(p.stages)]
-    todo = [p for p in pending if only is None or p.name in only]
+    named = [p for p in chosen if only is None or p.name in only]
+    # a dry run costs seconds a piece: ask about the others only where they may block one
+    asked = chosen if any(_before(p, q) for p in chosen for q in named if p is not q) else named
+    pending = [p for p in asked if stages_to_run(p.stages)]
+    todo = [p for p in pending if p in named]
     spent = floor_done = 0.0
     ratio = DEFAULT_RATIO
     forecast = {p.name: piece_forecast(p, params, floors, ratio) for p in todo}
     known = "" if floors else " (no floors measured on this kind of machine yet)"
-    print(f"{len(todo)} pieces to run, forecast {sum(forecast.values()) / 3600:.1f} h here{known}:")
+    print(
+        f"{len(todo)} pieces to run, forecast {sum(forecast.values()) / 3600:.1f} h here{known}:",
+        flush=True,
+    )
     for p in todo:
-        print(f"  {p.name}: {forecast[p.name] / 60:.0f} min")
+        print(f"  {p.name}: {forecast[p.name] / 60:.0f} min", flush=True)
     landed: list[str] = []
     for piece in list(todo):
         left = budget - (time.monotonic() - start)
@@ -330,7 +341,7 @@ def reference_run(
         blocked = [p.name for p in pending if p is not piece and _before(p, piece)]
         if dry or needed > left or blocked:
             why = f"after {', '.join(blocked)}" if blocked else f"{needed / 60:.0f} min"
-            print(f"not started: {piece.name} ({why}; {left / 60:.0f} min left)")
+            print(f"not started: {piece.name} ({why}; {left / 60:.0f} min left)", flush=True)
             continue
         lines = _timing_lines()
         _stamp("start", piece.name)
@@ -355,7 +366,10 @@ def reference_run(
             spent, floor_done = spent + max(seconds - overhead, 0.0), floor_done + floor
             ratio = max(spent / floor_done, 1.0)
     left = sum(piece_forecast(p, params, floors, ratio) for p in todo)
-    print(f"landed: {', '.join(landed) or 'none'}; {len(todo)} pieces left, {left / 3600:.1f} h")
+    print(
+        f"landed: {', '.join(landed) or 'none'}; {len(todo)} pieces left, {left / 3600:.1f} h",
+        flush=True,
+    )
     return landed
 
 
