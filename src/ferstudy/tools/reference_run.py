@@ -18,7 +18,8 @@ cache rebuilds the dataset and its split (the same hashes, or it stops), skips e
 piece (``dvc repro --allow-missing --dry`` would run none of its stages) and goes on. A piece
 starts only when its forecast fits in what is left of ``--budget``: its stages' floors on this
 machine (``ferstudy bench``, run first on a new kind of machine) times the ratio of time to
-floor of the pieces finished so far (``DEFAULT_RATIO`` before the first).
+floor of the stages already timed on this kind of machine (``DEFAULT_RATIO`` before the
+first).
 
 Every finished step's start and end go to ``bench/reference_run/steps.log`` and every stage's
 time to ``bench/reference_run/timings.jsonl``, both committed with their piece, so the
@@ -144,6 +145,16 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
     if init == "random" and params.frozen_bn == "recalibrated":
         images += params.bn_calibration_images
     return images / measured["features"]["forward_images_per_second"]
+
+
+def measured_ratio(kind: str) -> float:
+    """Seconds over floor of the stages with a floor timed on ``kind`` of machine so far
+    (the committed accounting), at least 1; ``DEFAULT_RATIO`` before any."""
+    rows = read_json(ACCOUNT_FILE)["stages"] if ACCOUNT_FILE.is_file() else []
+    timed = [r for r in rows if r.get("machine") == kind and r.get("floor_seconds")]
+    if not timed:
+        return DEFAULT_RATIO
+    return max(sum(r["seconds"] for r in timed) / sum(r["floor_seconds"] for r in timed), 1.0)
 
 
 def piece_forecast(piece: Piece, params: Params, floors: dict[str, Any], ratio: float) -> float:
@@ -324,8 +335,7 @@ def reference_run(
     asked = chosen if any(_before(p, q) for p in chosen for q in named if p is not q) else named
     pending = [p for p in asked if stages_to_run(p.stages)]
     todo = [p for p in pending if p in named]
-    spent = floor_done = 0.0
-    ratio = DEFAULT_RATIO
+    ratio = measured_ratio(cpu_kind())
     forecast = {p.name: piece_forecast(p, params, floors, ratio) for p in todo}
     known = "" if floors else " (no floors measured on this kind of machine yet)"
     print(
@@ -360,11 +370,7 @@ def reference_run(
         todo.remove(piece)
         pending.remove(piece)
         landed.append(piece.name)
-        floor = sum(stage_floor(s, params, floors) or 0.0 for s in piece.stages)
-        overhead = STAGE_OVERHEAD * len(piece.stages)
-        if floor > 0:
-            spent, floor_done = spent + max(seconds - overhead, 0.0), floor_done + floor
-            ratio = max(spent / floor_done, 1.0)
+        ratio = measured_ratio(cpu_kind())  # the accounting now holds this piece too
     left = sum(piece_forecast(p, params, floors, ratio) for p in todo)
     print(
         f"landed: {', '.join(landed) or 'none'}; {len(todo)} pieces left, {left / 3600:.1f} h",
