@@ -105,7 +105,9 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
     )
     port.write_text(port.read_text().removesuffix("\n# an edit\n"))
 
-    # another dataset cannot stand in for the one the landed pieces were computed on
+    # on a new machine, another dataset cannot stand in for the one the landed pieces used
+    third = tmp_path / "third"
+    sh(f"git clone -q {second} {third}", tmp_path, env)
     other = write_zip(tmp_path / "other.zip", *synthetic_images(per_class=12, seed=9))
-    refused = sh("ferstudy reference-run 2>&1 || true", second, {**env, "FER2013_PATH": str(other)})
+    refused = sh("ferstudy reference-run 2>&1 || true", third, {**env, "FER2013_PATH": str(other)})
     assert "differ from the committed hashes" in refused, refused[-2000:]
