@@ -61,6 +61,39 @@ def test_the_pieces_of_the_study(tmp_path):
     assert R.parse_budget("90") == 90
 
 
+def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
+    """Forecasts come from the split's counts and this machine's floors, worked by hand."""
+    import numpy as np
+    from conftest import params_of
+
+    from ferstudy.core import paths
+
+    monkeypatch.chdir(tmp_path)
+    paths.SPLIT_FILE.parent.mkdir()
+    np.savez(paths.SPLIT_FILE, train=np.arange(70), val=np.arange(10), test=np.arange(20))
+    params = params_of({"runs": RUNS, "epochs": 2, "batch_size": 64, "bn_calibration_images": 24})
+    floors = {
+        "backbones": {
+            "onet": {
+                "features": {"forward_images_per_second": 10.0},
+                "tail": {"floor_ms": {"fp32": 100.0}},
+            }
+        }
+    }
+    floor = {stage: R.stage_floor(stage, params, floors) for stage in R.pieces(params)[0].stages}
+    assert floor == {
+        "pretrained_features@onet-random": 0.0,  # a note
+        "features@onet-random-42": 12.4,  # (100 images + 24 calibration) / 10 img/s
+        "train@onet-random-42": 0.4,  # 2 epochs x 2 steps x 100 ms
+        "evaluate@onet-random-42": None,  # no floor measured
+    }
+    assert R.stage_floor("pretrained_features@onet-pretrained", params, floors) == 10.0
+    assert R.stage_floor("features@onet-pretrained-42", params, floors) == 0.0  # linked
+    assert R.stage_floor("features@dlib-pretrained-42", params, floors) is None
+    piece = R.pieces(params)[0]
+    assert R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(2 * 12.8 + 4 * 30)
+
+
 def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
     project, env = make_project(tmp_path, runs=RUNS, seeds=[42])
     floors = project / R.floors_file(cpu_kind())

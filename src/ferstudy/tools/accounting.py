@@ -93,7 +93,7 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
                 return None
             tuned = paths.run_id(paths.finetune_run(run), record["seed"])
             epochs = read_json(paths.training_time_file(tuned))["epochs_run"]
-            steps = epochs * math.ceil(_finetune_images(params) / params.finetune.batch_size)
+            steps = epochs * math.ceil(finetune_images(params) / params.finetune.batch_size)
             return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
         backbone, _ = paths.parse_run_name(run)
         if backbone not in floors["backbones"]:
@@ -112,7 +112,7 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
     return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
 
 
-def _finetune_images(params: Params) -> int:
+def finetune_images(params: Params) -> int:
     """Training images of a fine-tuning run under ``finetune.split``."""
     if params.finetune.split == "usage":
         return len(usage_split(load_usage(paths.DATASET_FILE))["train"])

@@ -46,6 +46,7 @@ from ferstudy.core.errors import FerError
 from ferstudy.core.files import load_split, read_json
 from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import Params
+from ferstudy.tools.accounting import finetune_images
 
 #: Where the run keeps its committed record: floors per machine, stage timings, step log.
 RECORD_DIR = Path("bench/reference_run")
@@ -125,8 +126,8 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
         run = key.rsplit("-", 1)[0]
         if run not in floors.get("finetune", {}):
             return None
-        split = load_split(paths.SPLIT_FILE)
-        steps = params.finetune.epochs * math.ceil(len(split["train"]) / params.finetune.batch_size)
+        images = finetune_images(params)  # every epoch, before any early stop
+        steps = params.finetune.epochs * math.ceil(images / params.finetune.batch_size)
         return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
     if name not in ("pretrained_features", "features", "train"):
         return None
