@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import params_of
@@ -55,8 +54,8 @@ def project(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         meta = {"counts": COUNTS, "bn_calibration_images": calibration}
         (folder / "meta.json").write_text(json.dumps(meta))
-    usage = ["Training"] * 130 + ["PublicTest"] * 10 + ["PrivateTest"] * 10
-    np.savez(paths.DATASET_FILE, usage=np.array(usage))
+    summary = {"per_usage": {"Training": 130, "PublicTest": 10, "PrivateTest": 10}}
+    paths.DATASET_SUMMARY.write_text(json.dumps(summary))
     timing = paths.training_time_file(paths.run_id("onet-pretrained-finetune", 42))
     timing.parent.mkdir(parents=True)
     timing.write_text(json.dumps({"epochs_run": 3, "train_seconds": 0.9}))

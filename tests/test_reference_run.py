@@ -62,15 +62,16 @@ def test_the_pieces_of_the_study(tmp_path):
 
 
 def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
-    """Forecasts come from the split's counts and this machine's floors, worked by hand."""
-    import numpy as np
+    """Forecasts come from the split's git-tracked counts and this machine's floors, worked by
+    hand."""
     from conftest import params_of
 
     from ferstudy.core import paths
 
     monkeypatch.chdir(tmp_path)
-    paths.SPLIT_FILE.parent.mkdir()
-    np.savez(paths.SPLIT_FILE, train=np.arange(70), val=np.arange(10), test=np.arange(20))
+    paths.SPLIT_SUMMARY.parent.mkdir()
+    totals = {"train": 70, "val": 10, "test": 20}
+    paths.SPLIT_SUMMARY.write_text(json.dumps({k: {"total": n} for k, n in totals.items()}))
     params = params_of({"runs": RUNS, "epochs": 2, "batch_size": 64, "bn_calibration_images": 24})
     floors = {
         "backbones": {
@@ -137,6 +138,13 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
         "ferstudy reference-run 2>&1 || true", second, env
     )
     port.write_text(port.read_text().removesuffix("\n# an edit\n"))
+
+    # a git-tracked result gone: its piece has not landed, whatever --allow-missing says
+    result = second / "metrics" / "eval" / "onet-random" / "seed42.json"
+    result.unlink()
+    dry = sh("ferstudy reference-run --dry", second, env)
+    assert "onet-random-42:" in dry and "onet-pretrained:" not in dry, dry
+    sh("git checkout -- metrics", second, env)
 
     # on a new machine, another dataset cannot stand in for the one the landed pieces used
     third = tmp_path / "third"

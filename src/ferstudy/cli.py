@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ferstudy.core import paths
+from ferstudy.core.allocator import keep_freed_memory
 from ferstudy.core.code import module_file
 from ferstudy.core.errors import FerError
 from ferstudy.core.machine import cpu_kind
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # before TensorFlow's threads: see ferstudy.core.allocator
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ["FERSTUDY_VERBOSE"] = "1"

@@ -33,9 +33,9 @@ from typing import Any
 
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import load_split, load_usage, read_json, write_json
+from ferstudy.core.files import read_json, write_json
 from ferstudy.core.params import Params
-from ferstudy.data.splits import usage_split
+from ferstudy.data.splits import USAGE_SPLIT
 
 #: The stages whose floor ``ferstudy bench`` measures.
 FLOORED = ("pretrained_features", "features", "train", "finetune")
@@ -113,10 +113,11 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
 
 
 def finetune_images(params: Params) -> int:
-    """Training images of a fine-tuning run under ``finetune.split``."""
+    """Training images of a fine-tuning run under ``finetune.split``, from the git-tracked
+    summaries of the dataset and its split (a fresh clone has them)."""
     if params.finetune.split == "usage":
-        return len(usage_split(load_usage(paths.DATASET_FILE))["train"])
-    return len(load_split(paths.SPLIT_FILE)["train"])
+        return read_json(paths.DATASET_SUMMARY)["per_usage"][USAGE_SPLIT["train"]]
+    return read_json(paths.SPLIT_SUMMARY)["train"]["total"]
 
 
 def account(
@@ -142,6 +143,7 @@ def account(
                 if not (cpu and cores)
                 else round(cpu / (record["seconds"] * cores), 3),
                 "machine": record.get("machine"),
+                "finished": record.get("finished"),
             }
         )
     floored = [r for r in rows if r["floor_seconds"] is not None]

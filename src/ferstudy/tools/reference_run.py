@@ -15,7 +15,7 @@ stand alone in git:
 Each piece ends in one commit of ``dvc.lock`` and the git-tracked outputs, so a stopped
 machine loses at most the piece in progress. A later start on a new machine with an empty
 cache rebuilds the dataset and its split (the same hashes, or it stops), skips every landed
-piece (``dvc repro --allow-missing --dry`` would run none of its stages) and goes on. A piece
+piece (``dvc repro --allow-missing`` would run none of its stages) and goes on. A piece
 starts only when its forecast fits in what is left of ``--budget``: its stages' floors on this
 machine (``ferstudy bench``, run first on a new kind of machine) times the ratio of time to
 floor of the stages already timed on this kind of machine (``DEFAULT_RATIO`` before the
@@ -43,7 +43,7 @@ import yaml
 
 from ferstudy.core import paths
 from ferstudy.core.errors import FerError
-from ferstudy.core.files import load_split, read_json
+from ferstudy.core.files import read_json, write_json
 from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import Params
 from ferstudy.tools.accounting import finetune_images
@@ -109,18 +109,18 @@ def parse_budget(text: str) -> float:
 
 
 def _counts(params: Params, backbone: str) -> dict[str, int]:
-    """Images of each subset a backbone's runs use (its ``fraction`` of the split's); the
-    split must be there (the run rebuilds it first)."""
-    split = load_split(paths.SPLIT_FILE)
+    """Images of each subset a backbone's runs use: its ``fraction`` of the split's (from the
+    split's git-tracked summary)."""
+    split = read_json(paths.SPLIT_SUMMARY)
     fraction = params.backbone_settings(backbone).fraction
-    return {name: math.ceil(len(rows) * fraction) for name, rows in split.items()}
+    return {name: math.ceil(subset["total"] * fraction) for name, subset in split.items()}
 
 
 def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | None:
     """Seconds of a stage's floor on the machine ``floors`` was measured on, before it ran;
-    None where the bench measured none, or the split is not there to count images."""
+    None where the bench measured none, or the split's summary is not there to count images."""
     name, _, key = stage.partition("@")
-    if not paths.SPLIT_FILE.is_file():
+    if not paths.SPLIT_SUMMARY.is_file():
         return None
     if name == "finetune":
         run = key.rsplit("-", 1)[0]
@@ -149,10 +149,19 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
 
 
 def measured_ratio(kind: str) -> float:
-    """Seconds over floor of the stages with a floor timed on ``kind`` of machine so far
-    (the committed accounting), at least 1; ``DEFAULT_RATIO`` before any."""
+    """Seconds over floor of the stages with a floor timed on ``kind`` of machine since its
+    floors were measured (the committed accounting), at least 1; ``DEFAULT_RATIO`` before
+    any. Stages timed before a new bench of the same kind ran under other code."""
     rows = read_json(ACCOUNT_FILE)["stages"] if ACCOUNT_FILE.is_file() else []
-    timed = [r for r in rows if r.get("machine") == kind and r.get("floor_seconds")]
+    path = floors_file(kind)
+    since = (read_json(path).get("measured") if path.is_file() else None) or ""
+    timed = [
+        r
+        for r in rows
+        if r.get("machine") == kind
+        and r.get("floor_seconds")
+        and (r.get("finished") or "") >= since
+    ]
     if not timed:
         return DEFAULT_RATIO
     return max(sum(r["seconds"] for r in timed) / sum(r["floor_seconds"] for r in timed), 1.0)
@@ -178,33 +187,27 @@ def _sh(args: list[str], check: bool = True) -> str:
     return done.stdout + done.stderr
 
 
-def missing_results(stages: tuple[str, ...]) -> list[str]:
-    """The git-tracked outputs (``cache: false``) of ``stages`` that are not there: a piece
-    without them has not landed, whatever ``--allow-missing`` says."""
+def pending_stages(chosen: list[Piece]) -> dict[str, list[str]]:
+    """For each piece, its stages that ``dvc repro --allow-missing`` would run: none once
+    landed, and every git-tracked output (``cache: false``) of a landed piece is there
+    (``--allow-missing`` alone would accept one missing).
+
+    One DVC index answers for every piece: ``dvc.lock`` is parsed once, where a
+    ``dvc repro --dry`` per piece parses it again for every target.
+    """
     from dvc.repo import Repo
 
-    with Repo() as repo:
-        outs = [out for name in stages for stage in repo.stage.collect(name) for out in stage.outs]
-        return [str(out) for out in outs if not out.use_cache and not out.exists]
+    with Repo() as repo, repo.lock:
+        graph = repo.index.graph
+        by_name = {stage.addressing: stage for stage in repo.index.stages}
 
+        def runs(name: str) -> bool:
+            stage = by_name[name]
+            if any(not out.use_cache and not out.exists for out in stage.outs):
+                return True
+            return stage.changed(allow_missing=True, upstream=list(graph.successors(stage)))
 
-def stages_to_run(stages: tuple[str, ...]) -> list[str]:
-    """The stages ``dvc repro --allow-missing`` would run for ``stages``: none once landed
-    (and every git-tracked result of theirs there: :func:`missing_results`).
-
-    A dry run stops at the first stage whose dep an earlier one would make (DVC hashes deps
-    that are not there yet); the stages it named before that already say the piece is
-    pending.
-    """
-    if missing_results(stages):
-        return list(stages)
-    args = ["dvc", "repro", "--allow-missing", "--dry", *stages]
-    done = subprocess.run(args, capture_output=True, text=True)
-    log = done.stdout + done.stderr
-    running = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
-    if done.returncode != 0 and not running:
-        raise FerError(f"{' '.join(args)} failed:\n{log[-3000:]}")
-    return running
+        return {piece.name: [name for name in piece.stages if runs(name)] for piece in chosen}
 
 
 def _stamp(event: str, name: str) -> None:
@@ -268,6 +271,13 @@ def all_floors() -> list[Path]:
     return sorted(RECORD_DIR.glob("floors-*.json"))
 
 
+def stamp_measured(path: Path) -> None:
+    """Record in a floors file when it was measured: the forecast's ratio of time to floor
+    counts only the stages timed after it."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_json(path, {**read_json(path), "measured": now})
+
+
 def machine_floors(bench: Callable[[Path], None]) -> dict[str, Any]:
     """This machine's floors, measured by ``bench(path)`` (``ferstudy bench``, minutes) and
     committed the first time the run meets this kind of machine."""
@@ -277,6 +287,7 @@ def machine_floors(bench: Callable[[Path], None]) -> dict[str, Any]:
         _stamp("start", "bench")
         bench(path)
         _stamp("end", "bench")
+        stamp_measured(path)
         commit(f"reference run: floors of this machine ({kind})")
     return read_json(path)["floors"]
 
@@ -332,9 +343,8 @@ def reference_run(
         known = ", ".join(p.name for p in chosen)
         raise FerError(f"no piece named {', '.join(sorted(unknown))} (pieces: {known})")
     named = [p for p in chosen if only is None or p.name in only]
-    # a dry run costs seconds a piece: ask about the others only where they may block one
-    asked = chosen if any(_before(p, q) for p in chosen for q in named if p is not q) else named
-    pending = [p for p in asked if stages_to_run(p.stages)]
+    to_run = pending_stages(chosen)
+    pending = [p for p in chosen if to_run[p.name]]
     todo = [p for p in pending if p in named]
     ratio = measured_ratio(cpu_kind())
     forecast = {p.name: piece_forecast(p, params, floors, ratio) for p in todo}
