@@ -14,7 +14,7 @@ from conftest import params_of, synthetic_images, write_log
 
 from ferstudy.analysis.ranking import FER_NAME, PUBLISHED
 from ferstudy.core import paths
-from ferstudy.core.files import Dataset, save_dataset, save_npz, write_json
+from ferstudy.core.files import Dataset, read_json, save_dataset, save_npz, write_json
 from ferstudy.core.paths import OUTSIDE_PROBABILITIES, health_file
 from ferstudy.stages import aggregate, metrics, report
 from ferstudy.stages.evaluate import privatetest_scores, scores
@@ -180,7 +180,11 @@ def test_the_finetuned_run_is_marked_compared_and_drawn(project):
     (line,) = [x for x in runs.splitlines() if x.startswith(f"| {TUNED} |")]
     assert line.startswith(f"| {TUNED} | **fine-tuned** | 2 | 6/4 (")  # epochs per seed
     assert "| onet-pretrained | frozen | 2 | 4/4 (" in runs
-    assert line.split(" | ")[4:6] == ["1", "fp32"]  # data: all of it; precision: its speed's
+    scored = {
+        read_json(folder / paths.eval_file(paths.run_id(TUNED, s)))["test_images"] for s in SEEDS
+    }
+    # the test images its seeds were scored on; precision: its speed's
+    assert line.split(" | ")[4:6] == [", ".join(f"{n:,}" for n in sorted(scored)), "fp32"]
     assert TUNED in section(md, "## Differences that are real")
     assert TUNED in section(md, "## Appendix A: every pair of runs")
     assert TUNED in section(md, "## Test F1 per emotion")

@@ -13,13 +13,19 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import params_of
 from test_report_finetune import SEEDS, TUNED, generated_project, section
 
 from ferstudy.analysis.fidelity import load_paper_tables
 from ferstudy.analysis.stats import PairedDifference
 from ferstudy.core.files import read_json
-from ferstudy.core.paths import COMPARISONS_FILE, FIDELITY_FILE, RANKING_FILE, aggregate_file
+from ferstudy.core.paths import (
+    COMPARISONS_FILE,
+    FIDELITY_FILE,
+    RANKING_FILE,
+    aggregate_file,
+    eval_file,
+    run_id,
+)
 from ferstudy.reporting.markdown import markdown_report
 from ferstudy.reporting.tables import pm
 from ferstudy.stages import report
@@ -214,15 +220,20 @@ def test_fer_has_one_accuracy_in_the_main_text(inputs):
     assert row in section(md, "## Appendix F: PrivateTest rows of the study's test split")
 
 
-def test_the_data_share_of_a_run_comes_from_params():
-    params = params_of(
-        {"runs": ["resnet50-random", "onet-pretrained"], "finetune": {"runs": ["onet-pretrained"]}}
-    )
-    backbones = {
-        **params.backbone,
-        "resnet50": params.backbone["resnet50"].model_copy(update={"fraction": 0.3}),
+def test_each_run_shows_the_test_images_its_seeds_were_scored_on(inputs):
+    counts = {
+        run: sorted({read_json(eval_file(run_id(run, seed)))["test_images"] for seed in SEEDS})
+        for run in inputs["results"]
     }
-    params = params.model_copy(update={"backbone": backbones})
-    assert report.data_fraction(params, "resnet50-random") == 0.3
-    assert report.data_fraction(params, "onet-pretrained") == 1.0
-    assert report.data_fraction(params, TUNED) == 1.0  # fine-tuning uses every image
+    assert {run: r["test_images"] for run, r in inputs["results"].items()} == counts
+    md = render(inputs, inputs["ranking"])
+    assert not any("Mixed data scales" in line for line in summary_lines(md))
+    (row,) = [line for line in md.splitlines() if line.startswith("| onet-random | frozen")]
+    assert f"| {counts['onet-random'][0]:,} |" in row
+    mixed = copy.deepcopy(inputs)
+    mixed["results"]["onet-random"]["test_images"] = [12_345]
+    md = render(mixed, inputs["ranking"])
+    (line,) = [line for line in summary_lines(md) if "Mixed data scales" in line]
+    assert "12,345 (onet-random)" in line
+    assert f"{counts['onet-pretrained'][0]:,} (onet-pretrained)" in line
+    assert TUNED not in line  # a fine-tuned run is scored on its own split

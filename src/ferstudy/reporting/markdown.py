@@ -215,14 +215,33 @@ def study_answer(inputs: Inputs) -> str | None:
     )
 
 
+def scales_line(results: dict[str, Any]) -> str | None:
+    """A warning when the study's runs were scored on test sets of different sizes (some on a
+    ``fraction`` of the data): their scores then do not compare as one table."""
+    sizes: dict[int, set[str]] = {}
+    for run, r in results.items():
+        if not paths.is_finetune(run):
+            for n in r["test_images"]:
+                sizes.setdefault(n, set()).add(run)
+    if len(sizes) < 2:
+        return None
+    scales = "; ".join(f"{n:,} ({', '.join(sorted(runs))})" for n, runs in sorted(sizes.items()))
+    return (
+        f"- **Mixed data scales**: the runs were scored on test sets of {len(sizes)} sizes: "
+        f"{scales}. Compare runs scored on the same images only."
+    )
+
+
 def summary(inputs: Inputs, main: list[str], appendices: list[str]) -> list[str]:
     """The title and a few lines that answer first (``main``, ``appendices``: the headings
     below, linked)."""
     answer, shipped = study_answer(inputs), shipped_line(inputs.shipped)
+    scales = scales_line(inputs.results)
     return [
         TITLE,
         "",
         headline(inputs),
+        *([scales] if scales else []),
         *([shipped] if shipped else []),
         *([answer] if answer else []),
         "- **Below**: "
@@ -263,7 +282,7 @@ def runs_section(inputs: Inputs) -> list[str]:
         "## Results of every run",
         "",
         f"Every run over {inputs.seeds}, {where}: `mean ± half-width`, 95 % t interval "
-        "across seeds. `data`: share of each split used; `epochs run (best)`: per seed, "
+        "across seeds. `test images`: what each seed was scored on; `epochs run (best)`: per seed, "
         f"epochs trained (the best one, kept); {doc('training-and-rates.md', 'training')}"
         + (f", {doc('finetuning-and-heads.md', 'fine-tuning')}" if tuned else "")
         + ".",

@@ -54,10 +54,10 @@ def markdown_table(columns: Sequence[str], align: str, rows: Iterable[Sequence[A
 
 def runs_table(results: dict) -> str:
     """Scores of every run: mean ± half-width across its seeds; the study's runs first, then
-    the fine-tuned ones (``mode``). ``data``: the run's ``fraction``; precision: the one its
-    speed was measured at (its features')."""
+    the fine-tuned ones (``mode``). ``test images``: the counts its seeds were scored on;
+    precision: the one its speed was measured at (its features')."""
     head = (
-        "| run | mode | seeds | epochs run (best) | data | precision | initial val acc "
+        "| run | mode | seeds | epochs run (best) | test images | precision | initial val acc "
         "| final val acc | best val acc | test acc | macro-F1 | PrivateTest acc (images) "
         "| params | trainable |"
     )
@@ -68,7 +68,8 @@ def runs_table(results: dict) -> str:
         images = f" ({private['images']:,.0f})" if private.get("images") else ""
         mode = "**fine-tuned**" if paths.is_finetune(run) else "frozen"
         lines.append(
-            f"| {run} | {mode} | {a['n']} | {_epochs(r)} | {r['fraction']:g} | "
+            f"| {run} | {mode} | {a['n']} | {_epochs(r)} | "
+            f"{', '.join(f'{n:,}' for n in r['test_images'])} | "
             f"{sp['precision']} | {pm(a['initial_val_accuracy'])} | "
             f"{pm(a['final_val_accuracy'])} | {pm(a['best_val_accuracy'])} | "
             f"{pm(a['test_accuracy'])} | {pm(a['macro_f1'])} | "

@@ -20,8 +20,8 @@ plus a curves figure of their own. The sections about the study itself (feature 
 study's tables and fidelity, pretrained against random, curves per backbone) keep to the
 study's runs: a fine-tuned run has no cached features and no counterpart in the paper.
 
-The report reads metrics, never the saved models: a run's ``data`` share is its backbone's
-``fraction`` in params (:func:`data_fraction`), its precision the one its speed was timed at.
+The report reads metrics, never the saved models: a run's data scale is the number of test
+images each seed's evaluation counted, its precision the one its speed was timed at.
 """
 
 from __future__ import annotations
@@ -69,26 +69,14 @@ def _health(run_ids: list[str]) -> dict[str, Any]:
     }
 
 
-def data_fraction(params: Params, run: str) -> float:
-    """Share of every split a run used: its backbone's ``fraction`` for a study run, all of
-    it for a fine-tuned run (the finetune stage trains on the whole split)."""
-    if paths.is_finetune(run):
-        return 1.0
-    backbone, _ = paths.parse_run_name(run)
-    return params.backbone_settings(backbone).fraction
-
-
-def load_results(
-    runs: list[str], seeds: list[int], fractions: dict[str, float] | None = None
-) -> dict[str, dict[str, Any]]:
+def load_results(runs: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
     """Everything the earlier stages wrote for each run, across its seeds: ``study`` and
     ``eval`` are seed means, ``seed_study``/``seed_eval``/``seed_curves`` each seed's own,
     ``aggregate`` the aggregate stage's intervals; speed is the first seed's, feature health
-    too, flagged degenerate when any seed's features are; ``fraction`` from ``fractions``
-    (1 for a run not in it). A fine-tuned run (``finetune`` true) has no feature health
-    (None); its seeds may have stopped at different epochs, so ``study`` and ``curves``
-    average only the windows and epochs every seed has."""
-    fractions = fractions or {}
+    too, flagged degenerate when any seed's features are; ``test_images`` the distinct counts
+    of test images its seeds were scored on. A fine-tuned run (``finetune`` true) has no
+    feature health (None); its seeds may have stopped at different epochs, so ``study`` and
+    ``curves`` average only the windows and epochs every seed has."""
     results = {}
     for run in runs:
         backbone, init = paths.parse_run_name(run)
@@ -111,7 +99,7 @@ def load_results(
             "curves": mean_record(common_curves(curves)),
             "aggregate": read_json(paths.aggregate_file(run)),
             "speed": read_json(paths.speed_file(ids[0])),
-            "fraction": fractions.get(run, 1.0),
+            "test_images": sorted({e["test_images"] for e in evals}),
             "health": None if tuned else _health(ids),
             "test_rows": rows,
             "test_probabilities": probabilities.mean(axis=0),
@@ -181,7 +169,7 @@ def draw_figures(results: dict[str, dict[str, Any]], dataset) -> list[tuple[str,
 def run(params: Params, run: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The ``report`` stage."""
     runs = params.all_runs
-    results = load_results(runs, params.seeds, {r: data_fraction(params, r) for r in runs})
+    results = load_results(runs, params.seeds)
     paper = load_paper_tables()
     fidelity = read_json(FIDELITY_FILE)
     comparisons = read_json(COMPARISONS_FILE)
