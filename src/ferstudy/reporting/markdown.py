@@ -219,10 +219,9 @@ def scales_line(results: dict[str, Any]) -> str | None:
     """A warning when the study's runs were scored on test sets of different sizes (some on a
     ``fraction`` of the data): their scores then do not compare as one table."""
     sizes: dict[int, set[str]] = {}
-    for run, r in results.items():
-        if not paths.is_finetune(run):
-            for n in r["test_images"]:
-                sizes.setdefault(n, set()).add(run)
+    for run, r in study_runs(results).items():
+        for n in r["test_images"]:
+            sizes.setdefault(n, set()).add(run)
     if len(sizes) < 2:
         return None
     scales = "; ".join(f"{n:,} ({', '.join(sorted(runs))})" for n, runs in sorted(sizes.items()))
