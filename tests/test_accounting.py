@@ -160,3 +160,38 @@ def test_a_bad_line_is_named(project, capsys):
     Path(".ferstudy/timings.jsonl").write_text("{not json\n")
     assert main(ACCOUNT) == 2
     assert "timings.jsonl:1: not a JSON line" in capsys.readouterr().err
+
+
+def test_a_resumed_stage_is_floored_by_the_work_left(project):
+    """The share done before a resume comes off the floor (the last record counts); a step
+    stopped at the end of a budget is wall time spent."""
+    resumed = Path("bench/resumed.jsonl")
+    records = [
+        {"stage": "features", "run": "onet-random", "seed": 42, "done": 0.5},  # replaced below
+        {"stage": "features", "run": "onet-random", "seed": 42, "done": 0.75},
+        {"stage": "train", "run": "onet-pretrained", "seed": 42, "epochs": 0},
+        {"stage": "finetune", "run": "onet-pretrained", "seed": 42, "epochs": 2},
+    ]
+    resumed.write_text("".join(json.dumps(r) + "\n" for r in records))
+    log = Path(".ferstudy/reference_run.log")
+    log.write_text(
+        log.read_text()
+        + "2026-01-01T03:00:00Z start onet-random-42\n"
+        + "2026-01-01T03:00:30Z stop onet-random-42\n"
+    )
+    timings = Path(".ferstudy/timings.jsonl")
+    result = accounting.run(project, timings, [Path("bench/floors.json")], None, log, resumed)
+    rows = {(r["stage"], r["run"], r["seed"]): r for r in result["stages"]}
+    assert rows[("features", "onet-random", 42)]["floor_seconds"] == 1.1  # 4.28 x 0.25
+    assert rows[("features", "onet-random", 42)]["resumed_after"] == {"done": 0.75}
+    assert rows[("train", "onet-pretrained", 42)]["floor_seconds"] == 0.4
+    # it stopped early after epoch 3: 1 epoch x 3 steps x 20 ms after the 2 checkpointed
+    assert rows[("finetune", "onet-pretrained", 42)]["floor_seconds"] == 0.1  # 0.06 (0.18)
+    assert "resumed_after" not in rows[("train", "onet-pretrained", 42)]
+    assert result["wall_seconds"] == 55.0  # 25 s finished, 30 s stopped
+    assert result["steps"][-1] == {
+        "step": "onet-random-42",
+        "start": "2026-01-01T03:00:00+00:00",
+        "seconds": 30.0,
+        "stopped": True,
+    }

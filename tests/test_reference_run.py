@@ -12,6 +12,7 @@ from conftest import synthetic_images, write_zip
 from dvc_project import make_project, sh, stages_run
 
 from ferstudy.core.machine import cpu_kind
+from ferstudy.core.params import load_params
 from ferstudy.tools import reference_run as R
 
 pytestmark = pytest.mark.dvc
@@ -95,7 +96,87 @@ def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
     assert R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(2 * 12.8 + 4 * 30)
 
 
-def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
+def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):
+    """A killed extraction's rows and a training's last checkpoint, each written by the
+    stage's own writer, shorten the forecast of their piece."""
+    import numpy as np
+    import tensorflow as tf
+    from conftest import params_of
+
+    from ferstudy.core import paths
+    from ferstudy.data.feature_cache import extract_to_file
+    from ferstudy.models import training
+
+    monkeypatch.chdir(tmp_path)
+    paths.SPLIT_SUMMARY.parent.mkdir()
+    totals = {"train": 70, "val": 10, "test": 20}
+    paths.SPLIT_SUMMARY.write_text(json.dumps({k: {"total": n} for k, n in totals.items()}))
+    params = params_of({"runs": RUNS, "epochs": 2, "batch_size": 64, "bn_calibration_images": 24})
+    floors = {"backbones": {"onet": FLOORS["floors"]["backbones"]["onet"]}}
+    piece = R.pieces(params)[0]
+    before = R.piece_forecast(piece, params, floors, 2.0)
+    assert [R.done_share(stage, params) for stage in piece.stages] == [0, 0, 0, 0]
+
+    partial = paths.partial_features_dir("onet-random/seed42")
+    partial.mkdir(parents=True)
+    images = np.zeros((31, 2, 2), np.uint8)
+    flat = tf.function(lambda batch: tf.reshape(tf.cast(batch, tf.float32), (-1, 4)))
+    extract_to_file(flat, images, partial / "train.npy", 8, "train", fingerprint="fp")
+    assert R.done_share("features@onet-random-42", params) == 31 / 124  # of 100 + 24 images
+
+    tail = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(7)])
+    optimizer = tf.keras.optimizers.Adam()
+    optimizer.build(tail.trainable_variables)
+    (tmp_path / "live").mkdir()
+    training.Checkpoint("onet-random/seed42", "fp", tail, optimizer, tmp_path / "live", {}).save(1)
+    assert R.done_share("train@onet-random-42", params) == 0.5  # epoch 1 of 2
+
+    # floors: 124 images at 1000 img/s, 2 epochs x 2 steps x 1 ms
+    left = 2.0 * (0.124 * (1 - 31 / 124) + 0.004 * 0.5)
+    assert R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(left + 4 * 30)
+    assert before - R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(
+        2.0 * (0.031 + 0.002)
+    )
+    stages = ["train@onet-random-42", "evaluate@onet-random-42"]  # the features landed
+    assert R.piece_forecast(piece, params, floors, 2.0, stages) == pytest.approx(0.004 + 60)
+
+
+def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_path):
+    """The stage under DVC gets SIGINT at the deadline (DVC itself does not: it would drop a
+    stage it has not yet written to ``dvc.lock``); the stage before it stays there."""
+    import os
+    import time
+
+    env = {**os.environ}
+    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
+    stage = "import signal, sys, time; {}"
+    quick = stage.format("open('quick.txt', 'w').write('done')")
+    slow = stage.format(
+        "signal.signal(signal.SIGINT, lambda *a: (open('slow.txt', 'w').write('stopped'), "
+        "sys.exit(130))); time.sleep(120)"
+    )
+    dvc = {
+        "stages": {
+            "quick": {"cmd": f'python -c "{quick}"', "outs": ["quick.txt"]},
+            "slow": {"cmd": f'python -c "{slow}"', "deps": ["quick.txt"], "outs": ["never.txt"]},
+        }
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    piece = R.Piece("test", ("quick", "slow"))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        begun = time.monotonic()
+        assert R._repro(piece, deadline=begun + 20) is False
+        assert time.monotonic() - begun < 60
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "slow.txt").read_text() == "stopped"  # the stage itself got SIGINT
+    locked = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    assert list(locked) == ["quick"]
+
+
+def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path, monkeypatch):
     project, env = make_project(tmp_path, runs=RUNS, seeds=[42])
     floors = project / R.floors_file(cpu_kind())
     floors.parent.mkdir(parents=True)
@@ -144,6 +225,16 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
     result.unlink()
     dry = sh("ferstudy reference-run --dry", second, env)
     assert "onet-random-42:" in dry and "onet-pretrained:" not in dry, dry
+    # ... and its stages whose outputs this clone lacks run again: all of them, forecast too
+    monkeypatch.chdir(second)
+    pending = R.pending_stages(R.pieces(load_params(Path("params.yaml"))))
+    assert pending["onet-pretrained"] == []
+    assert pending["onet-random-42"] == [
+        "pretrained_features@onet-random",
+        "features@onet-random-42",
+        "train@onet-random-42",
+        "evaluate@onet-random-42",
+    ]
     sh("git checkout -- metrics", second, env)
 
     # on a new machine, another dataset cannot stand in for the one the landed pieces used
@@ -152,3 +243,56 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path):
     other = write_zip(tmp_path / "other.zip", *synthetic_images(per_class=12, seed=9))
     refused = sh("ferstudy reference-run 2>&1 || true", third, {**env, "FER2013_PATH": str(other)})
     assert "differ from the committed hashes" in refused, refused[-2000:]
+
+
+def test_a_piece_longer_than_the_budget_goes_on_at_the_next_start(tmp_path, monkeypatch):
+    """``--partial``: a piece that cannot fit is started, stopped at the end of the budget,
+    and finished by the next start on the same machine, which records what was done."""
+    project, env = make_project(tmp_path, runs=["onet-random"], seeds=[42], epochs=300)
+    settings = yaml.safe_load((project / "params.yaml").read_text())
+    for section in ("finetune", "export", "heads"):  # one piece of a study run
+        settings[section]["runs"] = []
+    (project / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    slow = json.loads(json.dumps(FLOORS))
+    slow["floors"]["backbones"]["onet"]["features"]["forward_images_per_second"] = 0.01
+    floors = project / R.floors_file(cpu_kind())
+    floors.parent.mkdir(parents=True)
+    floors.write_text(json.dumps(slow))  # a forecast of hours: no budget here fits it
+    sh("git add -A && git commit -qm floors && dvc repro acquire split", project, env)
+    monkeypatch.chdir(project)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    params = load_params(Path("params.yaml"))
+
+    def start(budget: float, partial: bool) -> list[str]:
+        return R.reference_run(
+            params,
+            budget,
+            bench=lambda path: pytest.fail("no bench: the floors are there"),
+            account=lambda: None,
+            only=["onet-random-42"],
+            partial=partial,
+            partial_minimum=0,
+        )
+
+    assert start(3600, partial=False) == []  # does not fit, and is not started
+    assert not R.STEPS_LOG.exists()
+    assert start(45, partial=True) == []  # 300 epochs: stopped before their end
+    events = [line.split()[1:] for line in R.STEPS_LOG.read_text().splitlines()]
+    assert events == [["start", "onet-random-42"], ["stop", "onet-random-42"]]
+    subject = sh("git log -1 --format=%s", project, env)
+    assert subject.startswith("reference run: onet-random-42 stopped part-way"), subject
+    assert sh("git status --porcelain", project, env).strip() == ""  # the stop is committed
+    assert start(3600, partial=True) == ["onet-random-42"]
+    events = [line.split()[1:] for line in R.STEPS_LOG.read_text().splitlines()]
+    assert events[2:] == [["start", "onet-random-42"], ["end", "onet-random-42"]]
+    subject = sh("git log -1 --format=%s", project, env)
+    assert subject.startswith("reference run: onet-random-42 landed"), subject
+    assert sh("git status --porcelain", project, env).strip() == ""
+    resumed = [json.loads(line) for line in R.RESUMED.read_text().splitlines()]
+    floored = ["pretrained_features", "features", "train"]
+    assert [r["stage"] for r in resumed[:3]] == floored
+    assert [r.get("done", r.get("epochs")) for r in resumed[:3]] == [0, 0, 0]
+    again = [r["stage"] for r in resumed[3:]]
+    assert again and again == floored[-len(again) :]  # what the stop left to run
+    assert R.pending_stages(R.pieces(params))["onet-random-42"] == []

@@ -140,9 +140,10 @@ def _cmd_account(args: argparse.Namespace) -> None:
     from ferstudy.tools import accounting, reference_run
 
     log = Path(args.log) if args.log and Path(args.log).is_file() else None
+    resumed = Path(args.resumed) if Path(args.resumed).is_file() else None
     floors = [Path(f) for f in args.floors] if args.floors else reference_run.all_floors()
     result = accounting.run(
-        load_params(args.params), Path(args.timings), floors, Path(args.out), log
+        load_params(args.params), Path(args.timings), floors, Path(args.out), log, resumed
     )
     print(accounting.table(result))
     print(f"written: {args.out}")
@@ -160,11 +161,12 @@ def _cmd_reference_run(args: argparse.Namespace) -> None:
 
     def account() -> None:
         record = (reference_run.TIMINGS, reference_run.all_floors(), reference_run.ACCOUNT_FILE)
-        accounting.run(params, *record, reference_run.STEPS_LOG)
+        resumed = reference_run.RESUMED if reference_run.RESUMED.is_file() else None
+        accounting.run(params, *record, reference_run.STEPS_LOG, resumed)
 
     budget = reference_run.parse_budget(args.budget)
     reference_run.reference_run(
-        params, budget, bench, account, dry=args.dry, only=args.pieces or None
+        params, budget, bench, account, dry=args.dry, only=args.pieces or None, partial=args.partial
     )
 
 
@@ -238,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ferstudy bench's outputs, one per kind of machine (default: {record}/floors-*)",
     )
     acc.add_argument("--log", default=f"{record}/steps.log", help="the run's step log")
+    acc.add_argument(
+        "--resumed", default=f"{record}/resumed.jsonl", help="shares done before a resume"
+    )
     acc.add_argument("--out", default="bench/reference_run.json")
     acc.set_defaults(handler=_cmd_account)
     ref = sub.add_parser(
@@ -247,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("pieces", nargs="*", help="the pieces to run (default: every one pending)")
     ref.add_argument("--budget", default="140m", help="time to spend: 140m, 2h, 5400 (s)")
     ref.add_argument("--dry", action="store_true", help="only say what is left and its forecast")
+    ref.add_argument(
+        "--partial",
+        action="store_true",
+        help="then start a piece that does not fit, stop it when the budget ends, and go on "
+        "with it at the next start on this machine",
+    )
     ref.set_defaults(handler=_cmd_reference_run)
     check = sub.add_parser(
         "precision-check",

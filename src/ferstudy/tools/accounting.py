@@ -16,9 +16,11 @@ on that machine:
   floor step (the whole network's matmuls plus the optimizer's update, fp32);
 - every other stage has no floor measured; its time is listed apart.
 
-A stage killed and resumed logs only its last attempt, against the floor of all its work, so
-its floor share reads high; the script's log (``--log``) has the wall time of every finished
-step.
+A stage killed and resumed logs only its last attempt; where ``ferstudy reference-run``
+resumed it, its floor is the share of its work left at that start (``--resumed``: the share
+done before, from the extraction's rows or the training's checkpointed epoch). The script's
+log (``--log``) has the wall time of every step, a step stopped at the end of a budget
+included.
 
 No TensorFlow: this reads JSON.
 """
@@ -74,16 +76,35 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
         when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         if event == "start":
             starts[name] = when
-        elif event == "end" and name in starts:
+        elif event in ("end", "stop") and name in starts:
             begun = starts.pop(name)
             seconds = (when - begun).total_seconds()
-            steps.append({"step": name, "start": begun.isoformat(), "seconds": seconds})
+            step = {"step": name, "start": begun.isoformat(), "seconds": seconds}
+            steps.append({**step, "stopped": True} if event == "stop" else step)
     return steps
 
 
-def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) -> float | None:
-    """Seconds of the stage's floor (module docstring); None where none is measured or its
-    inputs (a feature meta, a training-time file) are gone."""
+def read_resumed(path: Path) -> dict[tuple, dict[str, Any]]:
+    """What was done of each stage before its last start (``ferstudy reference-run``'s
+    record: ``done``, a share of the images, or ``epochs``), by (stage, run, seed)."""
+    records: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[(record["stage"], record["run"], record["seed"])] = record
+    return records
+
+
+def stage_floor(
+    record: dict[str, Any],
+    floors: dict[str, Any],
+    params: Params,
+    resumed: dict[str, Any] | None = None,
+) -> float | None:
+    """Seconds of the stage's floor (module docstring), for the work left after ``resumed``
+    (the share of images, or the epochs, done before its last start); None where none is
+    measured or its inputs (a feature meta, a training-time file) are gone."""
+    resumed = resumed or {}
     stage, run = record["stage"], record.get("run")
     if stage not in FLOORED:
         return None
@@ -93,6 +114,7 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
                 return None
             tuned = paths.run_id(paths.finetune_run(run), record["seed"])
             epochs = read_json(paths.training_time_file(tuned))["epochs_run"]
+            epochs -= resumed.get("epochs", 0)
             steps = epochs * math.ceil(finetune_images(params) / params.finetune.batch_size)
             return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
         backbone, _ = paths.parse_run_name(run)
@@ -107,8 +129,11 @@ def stage_floor(record: dict[str, Any], floors: dict[str, Any], params: Params) 
         if record.get("reused") or "counts" not in meta:  # linked, or a random run's note
             return 0.0
         images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
-        return images / measured["features"]["forward_images_per_second"]
-    steps = params.epochs * math.ceil(meta["counts"]["train"] / params.batch_size)
+        left = 1 - resumed.get("done", 0.0)
+        return images * left / measured["features"]["forward_images_per_second"]
+    steps = (params.epochs - resumed.get("epochs", 0)) * math.ceil(
+        meta["counts"]["train"] / params.batch_size
+    )
     return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
 
 
@@ -121,15 +146,21 @@ def finetune_images(params: Params) -> int:
 
 
 def account(
-    timings: list[dict[str, Any]], benches: list[dict[str, Any]], params: Params
+    timings: list[dict[str, Any]],
+    benches: list[dict[str, Any]],
+    params: Params,
+    resumed: dict[tuple, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every stage's seconds beside its floor, and the totals. A stage gets the floor of the
-    bench measured on the kind of machine it ran on (``machine["kind"]``), if any."""
+    bench measured on the kind of machine it ran on (``machine["kind"]``), if any, for the
+    work left after what ``resumed`` says was done before its last start."""
     by_kind = {b["machine"]["kind"]: b["floors"] for b in benches if b["machine"].get("kind")}
     rows = []
     for record in timings:
         floors = by_kind.get(record.get("machine"))
-        floor = None if floors is None else stage_floor(record, floors, params)
+        key = (record["stage"], record.get("run"), record.get("seed"))
+        done = {k: v for k, v in (resumed or {}).get(key, {}).items() if k in ("done", "epochs")}
+        floor = None if floors is None else stage_floor(record, floors, params, done)
         cpu, cores = record.get("cpu_seconds"), record.get("cores")
         rows.append(
             {
@@ -144,6 +175,7 @@ def account(
                 else round(cpu / (record["seconds"] * cores), 3),
                 "machine": record.get("machine"),
                 "finished": record.get("finished"),
+                **({"resumed_after": done} if any(done.values()) else {}),
             }
         )
     floored = [r for r in rows if r["floor_seconds"] is not None]
@@ -183,15 +215,22 @@ def table(result: dict[str, Any]) -> str:
 
 
 def run(
-    params: Params, timings: Path, floors: list[Path], out: Path | None, log: Path | None
+    params: Params,
+    timings: Path,
+    floors: list[Path],
+    out: Path | None,
+    log: Path | None,
+    resumed: Path | None = None,
 ) -> dict[str, Any]:
     """Account the stages of ``timings`` against the benches in ``floors`` (one per kind of
-    machine the stages ran on); write JSON to ``out``."""
+    machine the stages ran on), less the shares done before a resume (``resumed``); write
+    JSON to ``out``."""
     benches = [read_json(path) for path in floors]
     for path, bench in zip(floors, benches):
         if "kind" not in bench["machine"]:
             print(f"warning: {path} names no kind of machine (an older bench): no floors there")
-    result = account(read_timings(timings), benches, params)
+    shares = read_resumed(resumed) if resumed is not None else None
+    result = account(read_timings(timings), benches, params, shares)
     result["machines"] = [bench["machine"] for bench in benches]
     if log is not None:
         steps = read_steps(log)

@@ -21,17 +21,29 @@ machine (``ferstudy bench``, run first on a new kind of machine) times the ratio
 floor of the stages already timed on this kind of machine (``DEFAULT_RATIO`` before the
 first).
 
-Every finished step's start and end go to ``bench/reference_run/steps.log`` and every stage's
-time to ``bench/reference_run/timings.jsonl``, both committed with their piece, so the
+A piece longer than any budget (VGG-Face's random seeds on 2 AVX2 cores) goes on across
+starts on the same machine with ``--partial``: once nothing else fits, the first pending piece
+starts anyway and is stopped when the budget ends, and the stop is committed; its finished
+stages, a killed extraction's rows and a training's last checkpoint stay on this machine, the
+next start forecasts only the work left and goes on from there (a new machine starts the
+piece over).
+
+Every step's start and end (or stop) go to ``bench/reference_run/steps.log``, every stage's
+time to ``bench/reference_run/timings.jsonl`` and what was done of a stage before its last
+start to ``bench/reference_run/resumed.jsonl``, all committed with their piece, so the
 accounting (``ferstudy account``) covers the whole run across machines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -46,19 +58,31 @@ from ferstudy.core.errors import FerError
 from ferstudy.core.files import read_json, write_json
 from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import Params
-from ferstudy.tools.accounting import finetune_images
+from ferstudy.tools.accounting import FLOORED, finetune_images
 
 #: Where the run keeps its committed record: floors per machine, stage timings, step log.
 RECORD_DIR = Path("bench/reference_run")
 STEPS_LOG = RECORD_DIR / "steps.log"
 TIMINGS = RECORD_DIR / "timings.jsonl"
 ACCOUNT_FILE = Path("bench/reference_run.json")
+RESUMED = RECORD_DIR / "resumed.jsonl"
+#: Where the training stages checkpoint (``ferstudy.models.training.CHECKPOINTS``, which loads
+#: TensorFlow; a test checks that they agree).
+CHECKPOINTS = Path(".ferstudy/checkpoints")
 #: The stages that make the dataset and its split, rebuilt first on every machine.
 DATA_STAGES = ("acquire", "split")
 #: Time over floor assumed before any piece has finished here (earlier runs: about 2).
 DEFAULT_RATIO = 2.0
 #: Seconds a stage costs beyond its floor's share: process start, TensorFlow's import, DVC.
 STAGE_OVERHEAD = 30.0
+#: ``--partial`` starts a piece that cannot finish only with at least this much budget left.
+PARTIAL_MINIMUM = 600.0
+#: Seconds between checkpoints of a piece that will be stopped (``FERSTUDY_CHECKPOINT_SECONDS``
+#: unless set): a stopped extraction loses at most this much (a training checkpoints at the
+#: end of an epoch, and at most 5 % of its time).
+PARTIAL_CHECKPOINT_SECONDS = "60"
+#: Seconds a stopped piece gets to end on SIGINT (past its budget) before it is killed.
+STOP_GRACE = 120.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,69 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
     return images / measured["features"]["forward_images_per_second"]
 
 
+def _stage_key(stage: str) -> tuple[str, str, int | None]:
+    """``features@<run>-<seed>`` -> (stage, run, seed); ``pretrained_features@<run>`` -> no
+    seed."""
+    name, _, key = stage.partition("@")
+    if name == "pretrained_features":
+        return name, key, None
+    run, _, seed = key.rpartition("-")
+    return name, run, int(seed)
+
+
+def _progress_rows(folder: Path) -> int:
+    """Rows of a killed extraction's partial files that their progress records vouch for."""
+    rows = 0
+    for record in folder.glob("*.npy.progress.json"):
+        try:
+            rows += int(json.loads(record.read_text())["rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
+def _checkpoint_epoch(run_id: str) -> int:
+    """The last checkpointed epoch of a training on this machine (0 without one)."""
+    folder = CHECKPOINTS / run_id
+    epochs = [0]
+    for suffix in ("", ".tmp", ".old"):  # a kill between a checkpoint's renames
+        found = folder.with_name(folder.name + suffix)
+        try:
+            epochs.append(int(json.loads((found / "epoch.json").read_text())["epoch"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(epochs)
+
+
+def done_share(stage: str, params: Params) -> float:
+    """Share of a stage's floor already done by its files on this machine: a killed
+    extraction's rows, a training's last checkpointed epoch; 0 for any other stage. The
+    files' fingerprints are not checked (that takes TensorFlow): a stage whose settings
+    changed since starts over, and its share read high."""
+    if stage.partition("@")[0] not in FLOORED:
+        return 0.0
+    name, run, seed = _stage_key(stage)
+    if name in ("features", "pretrained_features"):
+        part = "pretrained" if seed is None else f"seed{seed}"
+        rows = _progress_rows(paths.partial_features_dir(f"{run}/{part}"))
+        if not rows or not paths.SPLIT_SUMMARY.is_file():
+            return 0.0
+        backbone, init = paths.parse_run_name(run)
+        images = sum(_counts(params, backbone).values())
+        if init == "random" and params.frozen_bn == "recalibrated":
+            images += params.bn_calibration_images  # redone on every start
+        return min(rows / images, 1.0)
+    epochs = params.finetune.epochs if name == "finetune" else params.epochs
+    return min(done_epochs(stage) / epochs, 1.0)
+
+
+def done_epochs(stage: str) -> int:
+    """Epochs of a ``train`` or ``finetune`` stage checkpointed on this machine."""
+    name, run, seed = _stage_key(stage)
+    tuned = paths.finetune_run(run) if name == "finetune" else run
+    return _checkpoint_epoch(paths.run_id(tuned, seed))
+
+
 def measured_ratio(kind: str) -> float:
     """Seconds over floor of the stages with a floor timed on ``kind`` of machine since its
     floors were measured (the committed accounting), at least 1; ``DEFAULT_RATIO`` before
@@ -167,12 +254,19 @@ def measured_ratio(kind: str) -> float:
     return max(sum(r["seconds"] for r in timed) / sum(r["floor_seconds"] for r in timed), 1.0)
 
 
-def piece_forecast(piece: Piece, params: Params, floors: dict[str, Any], ratio: float) -> float:
-    """Seconds a piece should take here: its floors times ``ratio``, plus each stage's fixed
-    overhead."""
+def piece_forecast(
+    piece: Piece,
+    params: Params,
+    floors: dict[str, Any],
+    ratio: float,
+    stages: list[str] | None = None,
+) -> float:
+    """Seconds a piece should take here: the floors of its ``stages`` still to run (default:
+    all), less the share of each already done on this machine, times ``ratio``, plus each
+    stage's fixed overhead."""
     total = 0.0
-    for stage in piece.stages:
-        floor = stage_floor(stage, params, floors) or 0.0
+    for stage in piece.stages if stages is None else stages:
+        floor = (stage_floor(stage, params, floors) or 0.0) * (1 - done_share(stage, params))
         total += floor * ratio + STAGE_OVERHEAD
     return total
 
@@ -188,9 +282,11 @@ def _sh(args: list[str], check: bool = True) -> str:
 
 
 def pending_stages(chosen: list[Piece]) -> dict[str, list[str]]:
-    """For each piece, its stages that ``dvc repro --allow-missing`` would run: none once
-    landed, and every git-tracked output (``cache: false``) of a landed piece is there
-    (``--allow-missing`` alone would accept one missing).
+    """For each piece, the stages ``dvc repro`` of it would run here: none once landed (no
+    stage that ``--allow-missing`` would run, and every git-tracked output, ``cache: false``,
+    there: ``--allow-missing`` alone would accept one missing); else those out of date or
+    missing their outputs here (a piece other than the export and the report runs without
+    ``--allow-missing``).
 
     One DVC index answers for every piece: ``dvc.lock`` is parsed once, where a
     ``dvc repro --dry`` per piece parses it again for every target.
@@ -201,13 +297,22 @@ def pending_stages(chosen: list[Piece]) -> dict[str, list[str]]:
         graph = repo.index.graph
         by_name = {stage.addressing: stage for stage in repo.index.stages}
 
-        def runs(name: str) -> bool:
+        def landed(name: str) -> bool:
             stage = by_name[name]
             if any(not out.use_cache and not out.exists for out in stage.outs):
-                return True
-            return stage.changed(allow_missing=True, upstream=list(graph.successors(stage)))
+                return False
+            return not stage.changed(allow_missing=True, upstream=list(graph.successors(stage)))
 
-        return {piece.name: [name for name in piece.stages if runs(name)] for piece in chosen}
+        pending = {}
+        for piece in chosen:
+            if all(landed(name) for name in piece.stages):
+                pending[piece.name] = []
+                continue
+            here = (
+                (lambda name: False) if piece.from_git else (lambda name: by_name[name].changed())
+            )
+            pending[piece.name] = [n for n in piece.stages if not landed(n) or here(n)]
+        return pending
 
 
 def _stamp(event: str, name: str) -> None:
@@ -308,6 +413,82 @@ def _timing_lines() -> int:
     return len(TIMINGS_FILE.read_text().splitlines()) if TIMINGS_FILE.is_file() else 0
 
 
+def _record_resumed(piece: Piece, stages: list[str], params: Params) -> None:
+    """Log the share of each floored stage's work done before this start, 0 included (the
+    accounting takes the last one off the stage's floor: a resumed stage's time covers the
+    rest only)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    RESUMED.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESUMED, "a") as fh:
+        for stage in stages:
+            if stage.partition("@")[0] not in FLOORED:
+                continue
+            name, run, seed = _stage_key(stage)
+            line = {"stage": name, "run": run, "seed": seed}
+            if name in ("train", "finetune"):  # fine-tuning may stop early: count epochs
+                line["epochs"] = done_epochs(stage)
+            else:
+                line["done"] = round(done_share(stage, params), 4)
+            fh.write(json.dumps({**line, "piece": piece.name, "at": now}) + "\n")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a ``dvc repro``: SIGINT to the stage under it (its children), never to DVC itself,
+    which would give up a finished stage before writing it to ``dvc.lock``; again each second,
+    so that a stage DVC starts meanwhile stops too, until DVC exits; SIGKILL to all of them
+    after ``STOP_GRACE``."""
+    import psutil
+
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        end = time.monotonic() + STOP_GRACE
+        while proc.poll() is None and time.monotonic() < end:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
+        if proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            proc.kill()
+            proc.wait()
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
+
+
+def _repro(piece: Piece, deadline: float | None) -> bool:
+    """``dvc repro`` of a piece's stages; True when it finished. With ``deadline`` (a
+    ``time.monotonic()``), the stage running then is stopped (:func:`_stop`) and False comes
+    back: it keeps its checkpoint, the stages finished stay in ``dvc.lock`` and the cache. A
+    SIGTERM stops it the same way, as a Ctrl-C does."""
+    missing = ["--allow-missing"] if piece.from_git else []
+    env = dict(os.environ)
+    if deadline is not None:
+        env.setdefault("FERSTUDY_CHECKPOINT_SECONDS", PARTIAL_CHECKPOINT_SECONDS)
+    terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(["dvc", "repro", *missing, *piece.stages], env=env)
+        try:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            return False
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
+    if code != 0:
+        raise FerError(f"piece {piece.name} failed (dvc repro {' '.join(piece.stages)})")
+    return True
+
+
 def reference_run(
     params: Params,
     budget: float,
@@ -315,12 +496,16 @@ def reference_run(
     account: Callable[[], None],
     dry: bool = False,
     only: list[str] | None = None,
+    partial: bool = False,
+    partial_minimum: float = PARTIAL_MINIMUM,
 ) -> list[str]:
     """Run the pending pieces that fit in ``budget`` seconds, committing each as it lands;
     returns the names of the pieces landed. ``bench(path)`` measures this machine's floors,
     ``account()`` writes the accounting. ``dry``: only say what is left and its forecast
     (from this machine's floors if measured, else none). ``only``: the names of the pieces
-    to consider (default: all)."""
+    to consider (default: all). ``partial``: then start the first piece left that nothing
+    blocks, if at least ``partial_minimum`` seconds are left, and stop it when the budget
+    ends."""
     start = time.monotonic()
     if shutil.which("dvc") is None:
         raise FerError("dvc is not on PATH")
@@ -347,47 +532,89 @@ def reference_run(
     pending = [p for p in chosen if to_run[p.name]]
     todo = [p for p in pending if p in named]
     ratio = measured_ratio(cpu_kind())
-    forecast = {p.name: piece_forecast(p, params, floors, ratio) for p in todo}
+
+    def forecast(piece: Piece) -> float:
+        return piece_forecast(piece, params, floors, ratio, to_run[piece.name])
+
+    def blockers(piece: Piece) -> list[str]:
+        return [p.name for p in pending if p is not piece and _before(p, piece)]
+
     known = "" if floors else " (no floors measured on this kind of machine yet)"
-    print(
-        f"{len(todo)} pieces to run, forecast {sum(forecast.values()) / 3600:.1f} h here{known}:",
-        flush=True,
-    )
+    total = sum(forecast(p) for p in todo)
+    print(f"{len(todo)} pieces to run, forecast {total / 3600:.1f} h here{known}:", flush=True)
     for p in todo:
-        print(f"  {p.name}: {forecast[p.name] / 60:.0f} min", flush=True)
+        done = [s for s in p.stages if _begun(s, to_run[p.name], params, floors)]
+        begun = f" (begun here: {', '.join(done)})" if done else ""
+        print(f"  {p.name}: {forecast(p) / 60:.0f} min{begun}", flush=True)
+
+    def run(piece: Piece, deadline: float | None) -> bool:
+        lines = _timing_lines()
+        _record_resumed(piece, to_run[piece.name], params)
+        _stamp("start", piece.name)
+        begun = time.monotonic()
+        needed = forecast(piece)
+        finished = False
+        try:
+            finished = _repro(piece, deadline)
+        finally:  # a Ctrl-C too: the finished stages' timings are not logged again
+            _stamp("end" if finished else "stop", piece.name)
+            _append_timings(lines)
+        if not finished:
+            to_run.update(pending_stages([piece]))
+            finished = not to_run[piece.name]  # stopped after its last stage
+        if not finished:
+            done = [s for s in piece.stages if s not in to_run[piece.name]]
+            commit(
+                f"reference run: {piece.name} stopped part-way ({', '.join(done) or 'no stage'} "
+                f"done) on {cpu_kind()}"
+            )
+            print(
+                f"stopped: {piece.name} at the end of the budget; its finished stages and "
+                "checkpoints stay here, and the next start on this machine goes on from them",
+                flush=True,
+            )
+            return False
+        account()
+        commit(
+            f"reference run: {piece.name} landed ({(time.monotonic() - begun) / 60:.1f} min, "
+            f"forecast {needed / 60:.1f} min) on {cpu_kind()}"
+        )
+        return True
+
     landed: list[str] = []
     for piece in list(todo):
         left = budget - (time.monotonic() - start)
-        needed = piece_forecast(piece, params, floors, ratio)
-        blocked = [p.name for p in pending if p is not piece and _before(p, piece)]
+        needed, blocked = forecast(piece), blockers(piece)
         if dry or needed > left or blocked:
             why = f"after {', '.join(blocked)}" if blocked else f"{needed / 60:.0f} min"
             print(f"not started: {piece.name} ({why}; {left / 60:.0f} min left)", flush=True)
             continue
-        lines = _timing_lines()
-        _stamp("start", piece.name)
-        begun = time.monotonic()
-        missing = ["--allow-missing"] if piece.from_git else []
-        if subprocess.run(["dvc", "repro", *missing, *piece.stages]).returncode != 0:
-            raise FerError(f"piece {piece.name} failed (dvc repro {' '.join(piece.stages)})")
-        seconds = time.monotonic() - begun
-        _stamp("end", piece.name)
-        _append_timings(lines)
-        account()
-        commit(
-            f"reference run: {piece.name} landed ({seconds / 60:.1f} min, forecast "
-            f"{needed / 60:.1f} min) on {cpu_kind()}"
-        )
+        run(piece, None)
         todo.remove(piece)
         pending.remove(piece)
         landed.append(piece.name)
         ratio = measured_ratio(cpu_kind())  # the accounting now holds this piece too
-    left = sum(piece_forecast(p, params, floors, ratio) for p in todo)
+    left = budget - (time.monotonic() - start)
+    free = [p for p in todo if not blockers(p)]
+    if partial and not dry and free and left >= partial_minimum:
+        piece = free[0]
+        print(f"partly: {piece.name} for the {left / 60:.0f} min left", flush=True)
+        if run(piece, start + budget):
+            todo.remove(piece)
+            landed.append(piece.name)
+    left = sum(forecast(p) for p in todo)
     print(
         f"landed: {', '.join(landed) or 'none'}; {len(todo)} pieces left, {left / 3600:.1f} h",
         flush=True,
     )
     return landed
+
+
+def _begun(stage: str, pending: list[str], params: Params, floors: dict[str, Any]) -> bool:
+    """Whether work of a stage with a floor is already done here: finished, or resumable."""
+    if stage not in pending:
+        return bool(stage_floor(stage, params, floors))
+    return done_share(stage, params) > 0
 
 
 def _before(first: Piece, then: Piece) -> bool:
