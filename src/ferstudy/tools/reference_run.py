@@ -434,17 +434,21 @@ def _record_resumed(piece: Piece, stages: list[str], params: Params) -> None:
 
 def _stop(proc: subprocess.Popen) -> None:
     """Stop a ``dvc repro``: SIGINT to the stage under it (its children), never to DVC itself,
-    which would give up a finished stage before writing it to ``dvc.lock``; again each second,
-    so that a stage DVC starts meanwhile stops too, until DVC exits; SIGKILL to all of them
-    after ``STOP_GRACE``."""
+    which would give up a finished stage before writing it to ``dvc.lock``; once to each
+    process, checked each second, so that a stage DVC starts meanwhile stops too, until DVC
+    exits; SIGKILL to all of them after ``STOP_GRACE``."""
     import psutil
 
     ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signalled: set[int] = set()  # a second SIGINT would cut a stage's own clean exit short
     try:
         end = time.monotonic() + STOP_GRACE
         while proc.poll() is None and time.monotonic() < end:
             with contextlib.suppress(psutil.Error):
                 for child in psutil.Process(proc.pid).children(recursive=True):
+                    if child.pid in signalled:
+                        continue
+                    signalled.add(child.pid)
                     with contextlib.suppress(psutil.Error):
                         child.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
