@@ -140,10 +140,14 @@ def _cmd_account(args: argparse.Namespace) -> None:
     from ferstudy.tools import accounting, reference_run
 
     log = Path(args.log) if args.log and Path(args.log).is_file() else None
-    resumed = Path(args.resumed) if Path(args.resumed).is_file() else None
     floors = [Path(f) for f in args.floors] if args.floors else reference_run.all_floors()
     result = accounting.run(
-        load_params(args.params), Path(args.timings), floors, Path(args.out), log, resumed
+        load_params(args.params),
+        Path(args.timings),
+        floors,
+        Path(args.out),
+        log,
+        Path(args.resumed),
     )
     print(accounting.table(result))
     print(f"written: {args.out}")
@@ -161,8 +165,7 @@ def _cmd_reference_run(args: argparse.Namespace) -> None:
 
     def account() -> None:
         record = (reference_run.TIMINGS, reference_run.all_floors(), reference_run.ACCOUNT_FILE)
-        resumed = reference_run.RESUMED if reference_run.RESUMED.is_file() else None
-        accounting.run(params, *record, reference_run.STEPS_LOG, resumed)
+        accounting.run(params, *record, reference_run.STEPS_LOG, reference_run.RESUMED)
 
     budget = reference_run.parse_budget(args.budget)
     reference_run.reference_run(

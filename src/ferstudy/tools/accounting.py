@@ -223,13 +223,13 @@ def run(
     resumed: Path | None = None,
 ) -> dict[str, Any]:
     """Account the stages of ``timings`` against the benches in ``floors`` (one per kind of
-    machine the stages ran on), less the shares done before a resume (``resumed``); write
-    JSON to ``out``."""
+    machine the stages ran on), less the shares done before a resume (``resumed``, if there);
+    write JSON to ``out``."""
     benches = [read_json(path) for path in floors]
     for path, bench in zip(floors, benches):
         if "kind" not in bench["machine"]:
             print(f"warning: {path} names no kind of machine (an older bench): no floors there")
-    shares = read_resumed(resumed) if resumed is not None else None
+    shares = read_resumed(resumed) if resumed is not None and resumed.is_file() else None
     result = account(read_timings(timings), benches, params, shares)
     result["machines"] = [bench["machine"] for bench in benches]
     if log is not None:

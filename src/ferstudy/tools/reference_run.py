@@ -143,19 +143,16 @@ def _counts(params: Params, backbone: str) -> dict[str, int]:
 def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | None:
     """Seconds of a stage's floor on the machine ``floors`` was measured on, before it ran;
     None where the bench measured none, or the split's summary is not there to count images."""
-    name, _, key = stage.partition("@")
-    if not paths.SPLIT_SUMMARY.is_file():
+    name = stage.partition("@")[0]
+    if not paths.SPLIT_SUMMARY.is_file() or name not in FLOORED:
         return None
+    _, run, _ = _stage_key(stage)
     if name == "finetune":
-        run = key.rsplit("-", 1)[0]
         if run not in floors.get("finetune", {}):
             return None
         images = finetune_images(params)  # every epoch, before any early stop
         steps = params.finetune.epochs * math.ceil(images / params.finetune.batch_size)
         return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
-    if name not in ("pretrained_features", "features", "train"):
-        return None
-    run = key if name == "pretrained_features" else key.rsplit("-", 1)[0]
     backbone, init = paths.parse_run_name(run)
     measured = floors.get("backbones", {}).get(backbone)
     if measured is None:
@@ -182,28 +179,26 @@ def _stage_key(stage: str) -> tuple[str, str, int | None]:
     return name, run, int(seed)
 
 
+def _recorded(path: Path, key: str) -> int:
+    """An integer a progress record holds (0 where it is missing or unreadable)."""
+    with contextlib.suppress(FerError, OSError):
+        value = read_json(path).get(key)
+        return value if isinstance(value, int) else 0
+    return 0
+
+
 def _progress_rows(folder: Path) -> int:
     """Rows of a killed extraction's partial files that their progress records vouch for."""
-    rows = 0
-    for record in folder.glob("*.npy.progress.json"):
-        try:
-            rows += int(json.loads(record.read_text())["rows"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return rows
+    return sum(_recorded(record, "rows") for record in folder.glob("*.npy.progress.json"))
 
 
 def _checkpoint_epoch(run_id: str) -> int:
     """The last checkpointed epoch of a training on this machine (0 without one)."""
     folder = CHECKPOINTS / run_id
-    epochs = [0]
-    for suffix in ("", ".tmp", ".old"):  # a kill between a checkpoint's renames
-        found = folder.with_name(folder.name + suffix)
-        try:
-            epochs.append(int(json.loads((found / "epoch.json").read_text())["epoch"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return max(epochs)
+    suffixes = ("", ".tmp", ".old")  # a kill between a checkpoint's renames leaves the others
+    return max(
+        _recorded(folder.with_name(folder.name + s) / "epoch.json", "epoch") for s in suffixes
+    )
 
 
 def done_share(stage: str, params: Params) -> float:
@@ -308,10 +303,11 @@ def pending_stages(chosen: list[Piece]) -> dict[str, list[str]]:
             if all(landed(name) for name in piece.stages):
                 pending[piece.name] = []
                 continue
-            here = (
-                (lambda name: False) if piece.from_git else (lambda name: by_name[name].changed())
-            )
-            pending[piece.name] = [n for n in piece.stages if not landed(n) or here(n)]
+            pending[piece.name] = [
+                name
+                for name in piece.stages
+                if not landed(name) or (not piece.from_git and by_name[name].changed())
+            ]
         return pending
 
 
@@ -439,25 +435,27 @@ def _stop(proc: subprocess.Popen) -> None:
     exits; SIGKILL to all of them after ``STOP_GRACE``."""
     import psutil
 
+    def under() -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(proc.pid).children(recursive=True)
+        return []
+
     ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     signalled: set[int] = set()  # a second SIGINT would cut a stage's own clean exit short
     try:
         end = time.monotonic() + STOP_GRACE
         while proc.poll() is None and time.monotonic() < end:
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    if child.pid in signalled:
-                        continue
+            for child in under():
+                if child.pid not in signalled:
                     signalled.add(child.pid)
                     with contextlib.suppress(psutil.Error):
                         child.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
         if proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
+            for child in under():
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             proc.kill()
             proc.wait()
     finally:
