@@ -68,7 +68,8 @@ def test_seed_difference_with_one_seed_on_either_side_has_no_interval():
 
 def test_seed_difference_without_spread_is_the_point_on_the_smaller_side():
     d = seed_difference([0.5, 0.5], [0.25, 0.25, 0.25])
-    assert d == SeedDifference(0.25, 0.25, 0.25, 2)
+    assert d == SeedDifference(0.25, 0.25, 0.25, 2, p_value=0.0)
+    assert seed_difference([0.5, 0.5], [0.5, 0.5]).p_value == 1.0
     assert d.significant and d.describe() == "+0.2500 (95 % CI +0.2500 to +0.2500, 2 seeds)"
 
 
@@ -81,7 +82,8 @@ def test_seed_difference_is_welchs_interval_by_hand():
     d = seed_difference(list(a), list(b))
     assert d.difference == pytest.approx(a.mean() - b.mean())
     assert (d.low, d.high) == pytest.approx((d.difference - half, d.difference + half))
-    assert d.seeds == 2
+    p = 2 * t.sf(d.difference / np.sqrt(va + vb), df)
+    assert d.seeds == 2 and d.p_value == pytest.approx(p)
 
 
 def test_real_after_holm_reads_the_pair_either_way_round():

@@ -14,6 +14,7 @@ from dvc_project import make_project, sh, stages_run
 from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import load_params
 from ferstudy.tools import reference_run as R
+from ferstudy.tools.accounting import FLOORED
 
 pytestmark = pytest.mark.dvc
 
@@ -30,6 +31,9 @@ FLOORS = {
         }
     },
 }
+
+#: Time over floor of every stage, for the forecasts worked by hand.
+RATIOS = dict.fromkeys(FLOORED, 2.0)
 
 
 def test_the_pieces_of_the_study(tmp_path):
@@ -93,7 +97,37 @@ def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
     assert R.stage_floor("features@onet-pretrained-42", params, floors) == 0.0  # linked
     assert R.stage_floor("features@dlib-pretrained-42", params, floors) is None
     piece = R.pieces(params)[0]
-    assert R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(2 * 12.8 + 4 * 30)
+    assert R.piece_forecast(piece, params, floors, RATIOS) == pytest.approx(2 * 12.8 + 4 * 30)
+
+
+def test_time_over_floor_per_stage_from_this_kind_of_machine(tmp_path, monkeypatch):
+    """Each stage's ratio comes from its own timings on this kind of machine since its floors
+    were measured; a stage not timed yet gets the ratio over all, and none below 1."""
+    monkeypatch.chdir(tmp_path)
+    kind = "Some CPU, 2 cores"
+    assert R.measured_ratios(kind) == dict.fromkeys(FLOORED, R.DEFAULT_RATIO)
+    floors = R.floors_file(kind)
+    floors.parent.mkdir(parents=True)
+    floors.write_text(json.dumps({"measured": "2026-01-02T00:00:00+00:00"}))
+    after, before = "2026-01-03T00:00:00+00:00", "2026-01-01T00:00:00+00:00"
+
+    def row(stage: str, seconds: float, floor: float | None, machine=kind, finished=after):
+        return {"stage": stage, "machine": machine, "seconds": seconds, "floor_seconds": floor,
+                "finished": finished}  # fmt: skip
+
+    rows = [
+        row("features", 110, 100),
+        row("train", 250, 100),
+        row("train", 50, 100),
+        row("train", 900, 100, finished=before),  # timed under the code before the bench
+        row("features", 900, 100, machine="Other CPU, 2 cores"),
+        row("finetune", 50, 100),  # faster than its floor: 1
+        row("evaluate", 9, None),  # no floor
+    ]
+    R.ACCOUNT_FILE.write_text(json.dumps({"stages": rows}))
+    assert R.measured_ratios(kind) == pytest.approx(
+        {"features": 1.1, "train": 1.5, "finetune": 1.0, "pretrained_features": 460 / 400}
+    )
 
 
 def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):
@@ -114,7 +148,7 @@ def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):
     params = params_of({"runs": RUNS, "epochs": 2, "batch_size": 64, "bn_calibration_images": 24})
     floors = {"backbones": {"onet": FLOORS["floors"]["backbones"]["onet"]}}
     piece = R.pieces(params)[0]
-    before = R.piece_forecast(piece, params, floors, 2.0)
+    before = R.piece_forecast(piece, params, floors, RATIOS)
     assert [R.done_share(stage, params) for stage in piece.stages] == [0, 0, 0, 0]
 
     partial = paths.partial_features_dir("onet-random/seed42")
@@ -133,12 +167,12 @@ def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):
 
     # floors: 124 images at 1000 img/s, 2 epochs x 2 steps x 1 ms
     left = 2.0 * (0.124 * (1 - 31 / 124) + 0.004 * 0.5)
-    assert R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(left + 4 * 30)
-    assert before - R.piece_forecast(piece, params, floors, 2.0) == pytest.approx(
+    assert R.piece_forecast(piece, params, floors, RATIOS) == pytest.approx(left + 4 * 30)
+    assert before - R.piece_forecast(piece, params, floors, RATIOS) == pytest.approx(
         2.0 * (0.031 + 0.002)
     )
     stages = ["train@onet-random-42", "evaluate@onet-random-42"]  # the features landed
-    assert R.piece_forecast(piece, params, floors, 2.0, stages) == pytest.approx(0.004 + 60)
+    assert R.piece_forecast(piece, params, floors, RATIOS, stages) == pytest.approx(0.004 + 60)
 
 
 def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_path):
@@ -283,6 +317,11 @@ def test_a_piece_longer_than_the_budget_goes_on_at_the_next_start(tmp_path, monk
     subject = sh("git log -1 --format=%s", project, env)
     assert subject.startswith("reference run: onet-random-42 stopped part-way"), subject
     assert sh("git status --porcelain", project, env).strip() == ""  # the stop is committed
+    stopped = R.pending_stages(R.pieces(params))["onet-random-42"]
+    unlanded = tuple(R.git_tracked_outputs(stopped))
+    assert any(name.startswith("train@") for name in stopped) and unlanded, stopped
+    committed = sh("git show --name-only --format= HEAD", project, env).split()
+    assert not [path for path in committed if path.startswith(unlanded)], committed
     assert start(3600, partial=True) == ["onet-random-42"]
     events = [line.split()[1:] for line in R.STEPS_LOG.read_text().splitlines()]
     assert events[2:] == [["start", "onet-random-42"], ["end", "onet-random-42"]]

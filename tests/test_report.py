@@ -98,19 +98,26 @@ def test_accuracy_choice_names_every_run_the_best_is_not_ahead_of():
 def test_a_study_claim_counts_backbones_by_point_or_by_interval():
     """A difference of exactly 0 is no point for either side; two seeds already need an
     interval."""
-    by_point = {"a": SeedDifference(0.0, None, None, 1), "b": SeedDifference(0.1, None, None, 1)}
+    by_point = {
+        "onet": SeedDifference(0.0, None, None, 1),
+        "facenet": SeedDifference(0.1, None, None, 1),
+    }
     assert _study_claim("S", by_point, True, 1) == (
-        "S: 1 of 2 backbones by the point estimate, with one seed no claim (a +0.0000; "
-        "b +0.1000); the study: yes."
+        "S: 1 of 2 backbones by the point estimate, with one seed no claim (onet (face "
+        "detection) +0.0000; facenet (face recognition) +0.1000); the study: yes."
     )
     assert _study_claim("S", by_point, False, 1).startswith("S: 0 of 2 backbones")
     by_interval = {
-        "a": SeedDifference(0.1, 0.05, 0.15, 2),
-        "b": SeedDifference(0.2, -0.05, 0.45, 2),
+        "onet": SeedDifference(0.1, 0.05, 0.15, 2, p_value=0.03),
+        "facenet": SeedDifference(0.2, -0.05, 0.45, 2, p_value=0.2),
+        "mobilenetv2": SeedDifference(0.3, 0.1, 0.5, 2, p_value=0.01),
     }
     assert _study_claim("S", by_interval, True, 2) == (
-        "S: 1 of 2 backbones with a 95 % interval that excludes 0 (a +0.1000 (95 % CI +0.0500 "
-        "to +0.1500, 2 seeds); b +0.2000 (95 % CI -0.0500 to +0.4500, 2 seeds)); the study: yes."
+        "S: 2 of 3 backbones with a 95 % interval that excludes 0, 1 after Holm over the 3 "
+        "(onet (face detection) +0.1000 (95 % CI +0.0500 to +0.1500, 2 seeds, Holm p = 0.06); "
+        "facenet (face recognition) +0.2000 (95 % CI -0.0500 to +0.4500, 2 seeds, Holm p = "
+        "0.2); mobilenetv2 (ImageNet) +0.3000 (95 % CI +0.1000 to +0.5000, 2 seeds, Holm p = "
+        "0.03)); the study: yes."
     )
 
 
@@ -271,7 +278,7 @@ PAIR = comparison("openface-pretrained", "openface-random", AHEAD, CLEAR)
 def point(start: str, k: int, detail: str) -> str:
     return (
         f"{start}: {k} of 1 backbones by the point estimate, with one seed no claim "
-        f"(openface {detail}); the study: yes."
+        f"(openface (face recognition) {detail}); the study: yes."
     )
 
 
@@ -299,7 +306,8 @@ def test_claims_with_seeds_need_an_interval():
     }
     line = sentence(findings(steady, PAIR), INITIAL_ACC)
     assert line.startswith(f"{INITIAL_ACC}: 1 of 1 backbones with a 95 % interval that excludes 0")
-    assert "openface +0.1000 (95 % CI +0.09" in line and "3 seeds)" in line
+    assert "openface (face recognition) +0.1000 (95 % CI +0.09" in line
+    assert "3 seeds, Holm p = " in line and ", 1 after Holm over the 1 (" in line
     scattered = {
         "openface-pretrained": seeds_of(pre, [-0.5, 0.0, 0.5]),
         "openface-random": seeds_of(ran, [-0.5, 0.0, 0.5]),

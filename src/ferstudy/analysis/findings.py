@@ -22,30 +22,34 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_ind
 
-from ferstudy.analysis.stats import PairedDifference
+from ferstudy.analysis.stats import CONFIDENCE, PairedDifference, holm
 from ferstudy.core import paths
 from ferstudy.models.specs import get_spec
 
 
 @dataclass(frozen=True)
 class SeedDifference:
-    """Mean of A's seeds minus mean of B's, with a 95 % Welch interval (2+ seeds each)."""
+    """Mean of A's seeds minus mean of B's, with a 95 % Welch interval and its two-sided p
+    (2+ seeds each)."""
 
     difference: float
     low: float | None
     high: float | None
     seeds: int
+    p_value: float | None = None
 
     @property
     def significant(self) -> bool:
         return self.low is not None and (self.low > 0 or self.high < 0)
 
-    def describe(self, digits: int = 4) -> str:
+    def describe(self, digits: int = 4, holm_p: float | None = None) -> str:
+        """The difference and its interval; ``holm_p``: its p after Holm's adjustment."""
         if self.low is None:
             return f"{self.difference:+.{digits}f} (one seed: no interval)"
+        adjusted = "" if holm_p is None else f", Holm p = {holm_p:.2g}"
         return (
             f"{self.difference:+.{digits}f} (95 % CI {self.low:+.{digits}f} to "
-            f"{self.high:+.{digits}f}, {self.seeds} seeds)"
+            f"{self.high:+.{digits}f}, {self.seeds} seeds{adjusted})"
         )
 
 
@@ -53,12 +57,14 @@ def seed_difference(a: list[float], b: list[float]) -> SeedDifference:
     """``mean(a) - mean(b)`` with Welch's 95 % interval over the seeds."""
     x, y = np.asarray(a, float), np.asarray(b, float)
     difference = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2:
-        return SeedDifference(difference, None, None, min(len(x), len(y)))
+    seeds = min(len(x), len(y))
+    if seeds < 2:
+        return SeedDifference(difference, None, None, seeds)
     if x.std() == 0 and y.std() == 0:  # no spread at all: the interval is the point
-        return SeedDifference(difference, difference, difference, min(len(x), len(y)))
-    ci = ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
-    return SeedDifference(difference, float(ci.low), float(ci.high), min(len(x), len(y)))
+        return SeedDifference(difference, difference, difference, seeds, float(difference == 0))
+    test = ttest_ind(x, y, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    return SeedDifference(difference, float(ci.low), float(ci.high), seeds, float(test.pvalue))
 
 
 def comparison_of(
@@ -102,20 +108,24 @@ SEED_CLAIMS = (
 
 
 def _study_claim(start: str, diffs: dict[str, SeedDifference], higher: bool, seeds: int) -> str:
-    """One of the study's claims, counted over backbones: by interval with 2+ seeds, by the
-    point estimate (and no claim) with one."""
+    """One of the study's claims, counted over backbones (each named with its family): by
+    interval with 2+ seeds, and by Holm's adjustment of their p-values over the backbones; by
+    the point estimate (and no claim) with one."""
     point = [b for b, d in diffs.items() if (d.difference > 0 if higher else d.difference < 0)]
+    named = {b: f"{b} ({get_spec(b).family})" for b in diffs}
     if seeds < 2:
-        detail = "; ".join(f"{b} {d.difference:+.4f}" for b, d in diffs.items())
+        detail = "; ".join(f"{named[b]} {d.difference:+.4f}" for b, d in diffs.items())
         return (
             f"{start}: {len(point)} of {len(diffs)} backbones by the point estimate, with one "
             f"seed no claim ({detail}); the study: yes."
         )
+    adjusted = dict(zip(diffs, holm([d.p_value for d in diffs.values()]), strict=True))
     holds = [b for b in point if diffs[b].significant]
-    detail = "; ".join(f"{b} {d.describe()}" for b, d in diffs.items())
+    after = [b for b in holds if adjusted[b] < 1 - CONFIDENCE]
+    detail = "; ".join(f"{named[b]} {d.describe(holm_p=adjusted[b])}" for b, d in diffs.items())
     return (
         f"{start}: {len(holds)} of {len(diffs)} backbones with a 95 % interval that excludes "
-        f"0 ({detail}); the study: yes."
+        f"0, {len(after)} after Holm over the {len(diffs)} ({detail}); the study: yes."
     )
 
 

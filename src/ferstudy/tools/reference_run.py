@@ -18,8 +18,8 @@ cache rebuilds the dataset and its split (the same hashes, or it stops), skips e
 piece (``dvc repro --allow-missing`` would run none of its stages) and goes on. A piece
 starts only when its forecast fits in what is left of ``--budget``: its stages' floors on this
 machine (``ferstudy bench``, run first on a new kind of machine) times the ratio of time to
-floor of the stages already timed on this kind of machine (``DEFAULT_RATIO`` before the
-first).
+floor of the same stages already timed on this kind of machine (of all stages before the first
+of its kind, ``DEFAULT_RATIO`` before any).
 
 A piece longer than any budget (VGG-Face's random seeds on 2 AVX2 cores) goes on across
 starts on the same machine with ``--partial``: once nothing else fits, the first pending piece
@@ -230,10 +230,12 @@ def done_epochs(stage: str) -> int:
     return _checkpoint_epoch(paths.run_id(tuned, seed))
 
 
-def measured_ratio(kind: str) -> float:
-    """Seconds over floor of the stages with a floor timed on ``kind`` of machine since its
-    floors were measured (the committed accounting), at least 1; ``DEFAULT_RATIO`` before
-    any. Stages timed before a new bench of the same kind ran under other code."""
+def measured_ratios(kind: str) -> dict[str, float]:
+    """Per stage with a floor (``features``, ``train``, ...): seconds over floor of those timed
+    on ``kind`` of machine since its floors were measured (the committed accounting), at
+    least 1. A stage not timed there yet gets the ratio over all the stages timed, and every
+    stage ``DEFAULT_RATIO`` before any. Stages timed before a new bench of the same kind ran
+    under other code."""
     rows = read_json(ACCOUNT_FILE)["stages"] if ACCOUNT_FILE.is_file() else []
     path = floors_file(kind)
     since = (read_json(path).get("measured") if path.is_file() else None) or ""
@@ -244,25 +246,30 @@ def measured_ratio(kind: str) -> float:
         and r.get("floor_seconds")
         and (r.get("finished") or "") >= since
     ]
-    if not timed:
-        return DEFAULT_RATIO
-    return max(sum(r["seconds"] for r in timed) / sum(r["floor_seconds"] for r in timed), 1.0)
+
+    def ratio(of: list[dict[str, Any]]) -> float:
+        return max(sum(r["seconds"] for r in of) / sum(r["floor_seconds"] for r in of), 1.0)
+
+    overall = ratio(timed) if timed else DEFAULT_RATIO
+    by_stage = {name: [r for r in timed if r["stage"] == name] for name in FLOORED}
+    return {name: ratio(of) if of else overall for name, of in by_stage.items()}
 
 
 def piece_forecast(
     piece: Piece,
     params: Params,
     floors: dict[str, Any],
-    ratio: float,
+    ratios: dict[str, float],
     stages: list[str] | None = None,
 ) -> float:
     """Seconds a piece should take here: the floors of its ``stages`` still to run (default:
-    all), less the share of each already done on this machine, times ``ratio``, plus each
-    stage's fixed overhead."""
+    all), less the share of each already done on this machine, each times its stage's ratio
+    (:func:`measured_ratios`), plus each stage's fixed overhead."""
     total = 0.0
     for stage in piece.stages if stages is None else stages:
-        floor = (stage_floor(stage, params, floors) or 0.0) * (1 - done_share(stage, params))
-        total += floor * ratio + STAGE_OVERHEAD
+        floor = stage_floor(stage, params, floors) or 0.0
+        ratio = ratios.get(stage.partition("@")[0], DEFAULT_RATIO)
+        total += floor * (1 - done_share(stage, params)) * ratio + STAGE_OVERHEAD
     return total
 
 
@@ -328,6 +335,27 @@ def changed_inputs() -> list[str]:
     lines = _sh(["git", "status", "--porcelain", "--untracked-files=all"]).splitlines()
     changed = [line[3:].split(" -> ")[-1] for line in lines if line.strip()]
     return [path for path in changed if not path.startswith(OUTPUTS)]
+
+
+def git_tracked_outputs(stages: list[str]) -> list[str]:
+    """The git-tracked outputs (``cache: false``) of some stages."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        by_name = {stage.addressing: stage for stage in repo.index.stages}
+        return [str(out.def_path) for name in stages for out in by_name[name].outs
+                if not out.use_cache]  # fmt: skip
+
+
+def restore_outputs(outputs: list[str]) -> None:
+    """Put git-tracked outputs back as ``HEAD`` has them: a stopped stage's half-written files
+    (a training log at its last epoch, a removed result) are not what ``dvc.lock`` records."""
+    if not outputs:
+        return
+    committed = _sh(["git", "ls-tree", "-r", "--name-only", "HEAD", "--", *outputs]).split()
+    if committed:
+        _sh(["git", "checkout", "HEAD", "--", *committed])
+    _sh(["git", "clean", "-fdq", "--", *outputs])
 
 
 def commit(message: str) -> None:
@@ -533,10 +561,10 @@ def reference_run(
     to_run = pending_stages(chosen)
     pending = [p for p in chosen if to_run[p.name]]
     todo = [p for p in pending if p in named]
-    ratio = measured_ratio(cpu_kind())
+    ratios = measured_ratios(cpu_kind())
 
     def forecast(piece: Piece) -> float:
-        return piece_forecast(piece, params, floors, ratio, to_run[piece.name])
+        return piece_forecast(piece, params, floors, ratios, to_run[piece.name])
 
     def blockers(piece: Piece) -> list[str]:
         return [p.name for p in pending if p is not piece and _before(p, piece)]
@@ -566,6 +594,7 @@ def reference_run(
             finished = not to_run[piece.name]  # stopped after its last stage
         if not finished:
             done = [s for s in piece.stages if s not in to_run[piece.name]]
+            restore_outputs(git_tracked_outputs(to_run[piece.name]))
             commit(
                 f"reference run: {piece.name} stopped part-way ({', '.join(done) or 'no stage'} "
                 f"done) on {cpu_kind()}"
@@ -595,7 +624,7 @@ def reference_run(
         todo.remove(piece)
         pending.remove(piece)
         landed.append(piece.name)
-        ratio = measured_ratio(cpu_kind())  # the accounting now holds this piece too
+        ratios = measured_ratios(cpu_kind())  # the accounting now holds this piece too
     left = budget - (time.monotonic() - start)
     free = [p for p in todo if not blockers(p)]
     if partial and not dry and free and left >= partial_minimum:
