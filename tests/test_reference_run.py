@@ -99,6 +99,15 @@ def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
     piece = R.pieces(params)[0]
     assert R.piece_forecast(piece, params, floors, RATIOS) == pytest.approx(2 * 12.8 + 4 * 30)
 
+    # a seed's feature health that found BatchNormalization keeps the calibration; one that
+    # found none (VGG-Face) drops it from every seed's forecast
+    health = paths.health_file("onet-random/seed44")
+    health.parent.mkdir(parents=True)
+    health.write_text(json.dumps({"frozen_batchnorm_layers": 3}))
+    assert R.stage_floor("features@onet-random-42", params, floors) == 12.4
+    health.write_text(json.dumps({"frozen_batchnorm_layers": 0}))
+    assert R.stage_floor("features@onet-random-42", params, floors) == 10.0
+
 
 def test_time_over_floor_per_stage_from_this_kind_of_machine(tmp_path, monkeypatch):
     """Each stage's ratio comes from its own timings on this kind of machine since its floors

@@ -163,10 +163,22 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
         return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
     if (name == "pretrained_features") != (init == "pretrained"):
         return 0.0  # a random run's note, or a pretrained seed's link
-    images = sum(counts.values())
-    if init == "random" and params.frozen_bn == "recalibrated":
-        images += params.bn_calibration_images
+    images = sum(counts.values()) + calibration_images(run, params)
     return images / measured["features"]["forward_images_per_second"]
+
+
+def calibration_images(run: str, params: Params) -> int:
+    """Images a run's features stage recalibrates BatchNormalization on (on every start):
+    ``bn_calibration_images`` for a random run under ``frozen_bn: recalibrated``, unless a
+    seed's git-tracked feature health already found no frozen BatchNormalization in it."""
+    _, init = paths.parse_run_name(run)
+    if init != "random" or params.frozen_bn != "recalibrated":
+        return 0
+    for health in sorted(paths.health_file(paths.run_id(run, 0)).parent.glob("seed*.json")):
+        with contextlib.suppress(FerError, OSError):
+            if read_json(health).get("frozen_batchnorm_layers") == 0:
+                return 0
+    return params.bn_calibration_images
 
 
 def _stage_key(stage: str) -> tuple[str, str, int | None]:
@@ -214,10 +226,8 @@ def done_share(stage: str, params: Params) -> float:
         rows = _progress_rows(paths.partial_features_dir(f"{run}/{part}"))
         if not rows or not paths.SPLIT_SUMMARY.is_file():
             return 0.0
-        backbone, init = paths.parse_run_name(run)
-        images = sum(_counts(params, backbone).values())
-        if init == "random" and params.frozen_bn == "recalibrated":
-            images += params.bn_calibration_images  # redone on every start
+        backbone, _ = paths.parse_run_name(run)
+        images = sum(_counts(params, backbone).values()) + calibration_images(run, params)
         return min(rows / images, 1.0)
     epochs = params.finetune.epochs if name == "finetune" else params.epochs
     return min(done_epochs(stage) / epochs, 1.0)
