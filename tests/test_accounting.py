@@ -44,16 +44,9 @@ def _timing(
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    paths.DATASET_FILE.parent.mkdir()
-    for run, seed, calibration in (
-        ("onet-pretrained", 42, 0),
-        ("onet-pretrained", 43, 0),
-        ("onet-random", 42, 64),
-    ):
-        folder = paths.features_dir(paths.run_id(run, seed))
-        folder.mkdir(parents=True)
-        meta = {"counts": COUNTS, "bn_calibration_images": calibration}
-        (folder / "meta.json").write_text(json.dumps(meta))
+    paths.DATASET_FILE.parent.mkdir()  # git-tracked records only: no features here
+    split = {name: {"total": count} for name, count in COUNTS.items()}
+    paths.SPLIT_SUMMARY.write_text(json.dumps(split))
     summary = {"per_usage": {"Training": 130, "PublicTest": 10, "PrivateTest": 10}}
     paths.DATASET_SUMMARY.write_text(json.dumps(summary))
     timing = paths.training_time_file(paths.run_id("onet-pretrained-finetune", 42))
@@ -75,7 +68,8 @@ def project(tmp_path, monkeypatch):
     ]  # the last: an older line, its machine unknown: no floor
     Path(".ferstudy/timings.jsonl").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    Path("params.yaml").write_text(yaml.safe_dump({**params, "epochs": 20, "batch_size": 64}))
+    settings = {"epochs": 20, "batch_size": 64, "bn_calibration_images": 64}
+    Path("params.yaml").write_text(yaml.safe_dump({**params, **settings}))
     Path(".ferstudy/reference_run.log").write_text(
         "2026-01-01T00:00:00Z start evaluate@onet-pretrained-42\n"
         "2026-01-01T00:00:20Z end evaluate@onet-pretrained-42\n"
@@ -84,7 +78,7 @@ def project(tmp_path, monkeypatch):
         "2026-01-01T02:00:00Z start evaluate@onet-pretrained-42\n"  # run again: up to date
         "2026-01-01T02:00:05Z end evaluate@onet-pretrained-42\n"
     )
-    return params_of({"epochs": 20, "batch_size": 64})
+    return params_of(settings)
 
 
 def test_each_stage_beside_its_floor(project):

@@ -238,6 +238,34 @@ def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path, monkey
     timed = (first / R.TIMINGS).read_text().splitlines()
     assert {json.loads(line)["stage"] for line in timed} >= {"features", "train", "finetune"}
 
+    # --drop-features: a landed piece's feature arrays leave the work tree and the cache,
+    # except a file that an output still there holds too; the piece stays landed
+    lock = yaml.safe_load((first / "dvc.lock").read_text())["stages"]
+
+    def cached(oid: str) -> Path:
+        return first / ".dvc" / "cache" / "files" / "md5" / oid[:2] / oid[2:]
+
+    def files(stage: str) -> dict[str, str]:
+        out = next(o for o in lock[stage]["outs"] if o["path"].startswith("data/features/"))
+        manifest = json.loads(cached(out["md5"]).read_text())
+        return {entry["relpath"]: entry["md5"] for entry in manifest}
+
+    random, pretrained = files("features@onet-random-42"), files("features@onet-pretrained-42")
+    assert random["labels.npz"] == pretrained["labels.npz"]  # one file in two outputs
+    monkeypatch.chdir(first)
+    params = load_params(Path("params.yaml"))
+    assert R.drop_features(list(R.pieces(params)[0].stages)) > 1000  # onet-random-42's
+    features = first / "data" / "features"
+    assert not (features / "onet-random" / "seed42").exists()
+    assert not cached(random["train.npy"]).exists()
+    assert cached(pretrained["labels.npz"]).exists()  # onet-pretrained's features hold it
+    log = sh("ferstudy reference-run onet-pretrained --drop-features --budget 1m", first, env)
+    assert "GB freed" in log and "0 pieces to run" in log, log[-2000:]
+    assert {path.name for path in features.rglob("*") if path.is_file()} <= {".gitignore"}
+    assert not cached(pretrained["train.npy"]).exists()
+    assert cached(lock["acquire"]["outs"][0]["md5"]).exists()  # the dataset stays
+    assert "0 pieces to run" in sh(f"ferstudy reference-run {pieces} --dry", first, env)
+
     second = tmp_path / "second"  # another machine: the commits, and no DVC cache
     sh(f"git clone -q {first} {second}", tmp_path, env)
     assert not (second / ".dvc" / "cache").exists()

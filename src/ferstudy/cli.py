@@ -169,7 +169,14 @@ def _cmd_reference_run(args: argparse.Namespace) -> None:
 
     budget = reference_run.parse_budget(args.budget)
     reference_run.reference_run(
-        params, budget, bench, account, dry=args.dry, only=args.pieces or None, partial=args.partial
+        params,
+        budget,
+        bench,
+        account,
+        dry=args.dry,
+        only=args.pieces or None,
+        partial=args.partial,
+        drop_landed_features=args.drop_features,
     )
 
 
@@ -260,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then start a piece that does not fit, stop it when the budget ends, and go on "
         "with it at the next start on this machine",
+    )
+    ref.add_argument(
+        "--drop-features",
+        action="store_true",
+        help="free the disk: remove landed pieces' feature arrays from the work tree and the "
+        "DVC cache (a dvc exp run of their runs extracts them again)",
     )
     ref.set_defaults(handler=_cmd_reference_run)
     check = sub.add_parser(

@@ -2,9 +2,10 @@
 ``ferstudy bench`` measured on the same machine in the same run.
 
 Reads the stage timing log (``.ferstudy/timings.jsonl``, one line per finished stage), the
-bench's floors (``bench/floors.json``), each run's feature meta (image counts, BN calibration
-images) and params (epochs, batch size). A floor is the least time the stage's work can take
-on that machine:
+bench's floors (``bench/floors.json``), and git-tracked records only: the split's summary
+(image counts), each run's feature health (whether it has BatchNormalization to recalibrate)
+and params (epochs, batch size). A floor is the least time the stage's work can take on that
+machine:
 
 - ``features`` and ``pretrained_features``: its forward passes (every image of its subsets,
   and the BN calibration images) at the forward pass's own images/s; a pretrained seed that
@@ -27,6 +28,7 @@ No TensorFlow: this reads JSON.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -102,8 +104,10 @@ def stage_floor(
     resumed: dict[str, Any] | None = None,
 ) -> float | None:
     """Seconds of the stage's floor (module docstring), for the work left after ``resumed``
-    (the share of images, or the epochs, done before its last start); None where none is
-    measured or its inputs (a feature meta, a training-time file) are gone."""
+    (the share of images, or the epochs, done before its last start), from git-tracked
+    records only (the split's summary, feature health, a training-time file), so that it
+    holds on a machine without the features; None where none is measured or a record is
+    missing."""
     resumed = resumed or {}
     stage, run = record["stage"], record.get("run")
     if stage not in FLOORED:
@@ -117,24 +121,45 @@ def stage_floor(
             epochs -= resumed.get("epochs", 0)
             steps = epochs * math.ceil(finetune_images(params) / params.finetune.batch_size)
             return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
-        backbone, _ = paths.parse_run_name(run)
-        if backbone not in floors["backbones"]:
+        backbone, init = paths.parse_run_name(run)
+        measured = floors.get("backbones", {}).get(backbone)
+        if measured is None:
             return None
-        measured = floors["backbones"][backbone]
-        part = "pretrained" if stage == "pretrained_features" else f"seed{record['seed']}"
-        meta = read_json(paths.features_dir(f"{run}/{part}") / "meta.json")
+        counts = subset_counts(params, backbone)
     except FerError:
         return None
     if stage in ("features", "pretrained_features"):
-        if record.get("reused") or "counts" not in meta:  # linked, or a random run's note
-            return 0.0
-        images = sum(meta["counts"].values()) + meta.get("bn_calibration_images", 0)
+        if record.get("reused") or (stage == "pretrained_features" and init == "random"):
+            return 0.0  # a pretrained seed's link, or a random run's note
+        images = sum(counts.values()) + calibration_images(run, params)
         left = 1 - resumed.get("done", 0.0)
         return images * left / measured["features"]["forward_images_per_second"]
     steps = (params.epochs - resumed.get("epochs", 0)) * math.ceil(
-        meta["counts"]["train"] / params.batch_size
+        counts["train"] / params.batch_size
     )
     return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
+
+
+def subset_counts(params: Params, backbone: str) -> dict[str, int]:
+    """Images of each subset a backbone's runs use: its ``fraction`` of the split's (from the
+    split's git-tracked summary)."""
+    split = read_json(paths.SPLIT_SUMMARY)
+    fraction = params.backbone_settings(backbone).fraction
+    return {name: math.ceil(subset["total"] * fraction) for name, subset in split.items()}
+
+
+def calibration_images(run: str, params: Params) -> int:
+    """Images a run's features stage recalibrates BatchNormalization on (on every start):
+    ``bn_calibration_images`` for a random run under ``frozen_bn: recalibrated``, unless a
+    seed's git-tracked feature health already found no frozen BatchNormalization in it."""
+    _, init = paths.parse_run_name(run)
+    if init != "random" or params.frozen_bn != "recalibrated":
+        return 0
+    for health in sorted(paths.health_file(paths.run_id(run, 0)).parent.glob("seed*.json")):
+        with contextlib.suppress(FerError, OSError):
+            if read_json(health).get("frozen_batchnorm_layers") == 0:
+                return 0
+    return params.bn_calibration_images
 
 
 def finetune_images(params: Params) -> int:

@@ -58,7 +58,13 @@ from ferstudy.core.errors import FerError
 from ferstudy.core.files import read_json, write_json
 from ferstudy.core.machine import cpu_kind
 from ferstudy.core.params import Params
-from ferstudy.tools.accounting import FLOORED, finetune_images
+from ferstudy.tools import accounting
+from ferstudy.tools.accounting import (
+    FLOORED,
+    calibration_images,
+    finetune_images,
+    subset_counts,
+)
 
 #: Where the run keeps its committed record: floors per machine, stage timings, step log.
 RECORD_DIR = Path("bench/reference_run")
@@ -132,53 +138,22 @@ def parse_budget(text: str) -> float:
 # --------------------------------------------------------------------------- forecasts
 
 
-def _counts(params: Params, backbone: str) -> dict[str, int]:
-    """Images of each subset a backbone's runs use: its ``fraction`` of the split's (from the
-    split's git-tracked summary)."""
-    split = read_json(paths.SPLIT_SUMMARY)
-    fraction = params.backbone_settings(backbone).fraction
-    return {name: math.ceil(subset["total"] * fraction) for name, subset in split.items()}
-
-
 def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | None:
     """Seconds of a stage's floor on the machine ``floors`` was measured on, before it ran;
     None where the bench measured none, or the split's summary is not there to count images."""
     name = stage.partition("@")[0]
     if not paths.SPLIT_SUMMARY.is_file() or name not in FLOORED:
         return None
-    _, run, _ = _stage_key(stage)
+    _, run, seed = _stage_key(stage)
     if name == "finetune":
         if run not in floors.get("finetune", {}):
             return None
         images = finetune_images(params)  # every epoch, before any early stop
         steps = params.finetune.epochs * math.ceil(images / params.finetune.batch_size)
         return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
-    backbone, init = paths.parse_run_name(run)
-    measured = floors.get("backbones", {}).get(backbone)
-    if measured is None:
-        return None
-    counts = _counts(params, backbone)
-    if name == "train":
-        steps = params.epochs * math.ceil(counts["train"] / params.batch_size)
-        return steps * measured["tail"]["floor_ms"]["fp32"] / 1000
-    if (name == "pretrained_features") != (init == "pretrained"):
-        return 0.0  # a random run's note, or a pretrained seed's link
-    images = sum(counts.values()) + calibration_images(run, params)
-    return images / measured["features"]["forward_images_per_second"]
-
-
-def calibration_images(run: str, params: Params) -> int:
-    """Images a run's features stage recalibrates BatchNormalization on (on every start):
-    ``bn_calibration_images`` for a random run under ``frozen_bn: recalibrated``, unless a
-    seed's git-tracked feature health already found no frozen BatchNormalization in it."""
-    _, init = paths.parse_run_name(run)
-    if init != "random" or params.frozen_bn != "recalibrated":
-        return 0
-    for health in sorted(paths.health_file(paths.run_id(run, 0)).parent.glob("seed*.json")):
-        with contextlib.suppress(FerError, OSError):
-            if read_json(health).get("frozen_batchnorm_layers") == 0:
-                return 0
-    return params.bn_calibration_images
+    linked = name == "features" and paths.parse_run_name(run)[1] == "pretrained"
+    record = {"stage": name, "run": run, "seed": seed, "reused": linked}
+    return accounting.stage_floor(record, floors, params)
 
 
 def _stage_key(stage: str) -> tuple[str, str, int | None]:
@@ -227,7 +202,7 @@ def done_share(stage: str, params: Params) -> float:
         if not rows or not paths.SPLIT_SUMMARY.is_file():
             return 0.0
         backbone, _ = paths.parse_run_name(run)
-        images = sum(_counts(params, backbone).values()) + calibration_images(run, params)
+        images = sum(subset_counts(params, backbone).values()) + calibration_images(run, params)
         return min(rows / images, 1.0)
     epochs = params.finetune.epochs if name == "finetune" else params.epochs
     return min(done_epochs(stage) / epochs, 1.0)
@@ -366,6 +341,55 @@ def restore_outputs(outputs: list[str]) -> None:
     if committed:
         _sh(["git", "checkout", "HEAD", "--", *committed])
     _sh(["git", "clean", "-fdq", "--", *outputs])
+
+
+#: Where the feature stages write: the largest outputs, and no later piece reads them.
+FEATURE_OUTPUTS = ("data/features/", "data/features_flipped/")
+
+
+def drop_features(stages: list[str]) -> int:
+    """Remove the feature arrays that some landed stages wrote, from the work tree and the
+    DVC cache, except files that another output of the pipeline holds too; returns the bytes
+    freed. A landed piece needs them no more (``dvc repro --allow-missing`` skips it
+    without them), but a ``dvc exp run`` of its run extracts them again."""
+    from dvc.repo import Repo
+
+    def objects(out: Any) -> set[str]:
+        """The cache objects of an output: itself, and a directory's files where this cache
+        holds its manifest."""
+        info = out.hash_info
+        if not info or not info.value:
+            return set()
+        found = {info.value}
+        if info.isdir:
+            with contextlib.suppress(Exception):  # the manifest is not in this cache
+                found |= {file_info.value for _, _, file_info in out.get_obj()}
+        return found
+
+    with Repo() as repo, repo.lock:
+        dropped, kept = [], set()
+        for stage in repo.index.stages:
+            for out in stage.outs:
+                if stage.addressing in stages and str(out.def_path).startswith(FEATURE_OUTPUTS):
+                    dropped.append(out)
+                elif out.use_cache:
+                    kept |= objects(out)
+        gone = set().union(*(objects(out) for out in dropped)) - kept
+        freed = sum(_remove(Path(repo.cache.local.oid_to_path(oid))) for oid in gone)
+        for out in dropped:  # after the cache: a file hardlinked there frees its bytes here
+            folder = Path(out.fs_path)
+            freed += sum(_remove(path) for path in folder.rglob("*") if not path.is_dir())
+            shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+def _remove(path: Path) -> int:
+    """Remove a file; returns the bytes freed (none while another hard link to it remains)."""
+    with contextlib.suppress(FileNotFoundError):
+        stat = path.stat()
+        path.unlink()
+        return stat.st_size if stat.st_nlink == 1 else 0
+    return 0
 
 
 def commit(message: str) -> None:
@@ -538,6 +562,7 @@ def reference_run(
     only: list[str] | None = None,
     partial: bool = False,
     partial_minimum: float = PARTIAL_MINIMUM,
+    drop_landed_features: bool = False,
 ) -> list[str]:
     """Run the pending pieces that fit in ``budget`` seconds, committing each as it lands;
     returns the names of the pieces landed. ``bench(path)`` measures this machine's floors,
@@ -545,7 +570,8 @@ def reference_run(
     (from this machine's floors if measured, else none). ``only``: the names of the pieces
     to consider (default: all). ``partial``: then start the first piece left that nothing
     blocks, if at least ``partial_minimum`` seconds are left, and stop it when the budget
-    ends."""
+    ends. ``drop_landed_features``: remove the feature arrays of every landed piece
+    (:func:`drop_features`), at the start and after each landing."""
     start = time.monotonic()
     if shutil.which("dvc") is None:
         raise FerError("dvc is not on PATH")
@@ -576,9 +602,27 @@ def reference_run(
     def forecast(piece: Piece) -> float:
         return piece_forecast(piece, params, floors, ratios, to_run[piece.name])
 
+    def drop(done: list[Piece]) -> None:
+        """Drop the features of landed pieces, but not a stage that a piece left shares (a
+        random run's note)."""
+        from dvc.exceptions import DvcException
+
+        if not drop_landed_features or dry or not done:
+            return
+        left = {stage for p in chosen if to_run[p.name] and p not in done for stage in p.stages}
+        stages = [stage for p in done for stage in p.stages if stage not in left]
+        try:
+            freed = drop_features(stages)
+        except (OSError, DvcException) as err:  # the run goes on: its pieces have landed
+            print(f"warning: the landed pieces' features stay ({err})", flush=True)
+            return
+        if freed:
+            print(f"features of landed pieces dropped: {freed / 1e9:.1f} GB freed", flush=True)
+
     def blockers(piece: Piece) -> list[str]:
         return [p.name for p in pending if p is not piece and _before(p, piece)]
 
+    drop([p for p in chosen if not to_run[p.name]])
     known = "" if floors else " (no floors measured on this kind of machine yet)"
     total = sum(forecast(p) for p in todo)
     print(f"{len(todo)} pieces to run, forecast {total / 3600:.1f} h here{known}:", flush=True)
@@ -620,6 +664,8 @@ def reference_run(
             f"reference run: {piece.name} landed ({(time.monotonic() - begun) / 60:.1f} min, "
             f"forecast {needed / 60:.1f} min) on {cpu_kind()}"
         )
+        to_run[piece.name] = []
+        drop([piece])
         return True
 
     landed: list[str] = []
