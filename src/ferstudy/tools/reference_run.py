@@ -351,7 +351,7 @@ def drop_features(stages: list[str]) -> int:
     """Remove the feature arrays that some landed stages wrote, from the work tree and the
     DVC cache, except files that another output of the pipeline holds too; returns the bytes
     freed. A landed piece needs them no more (``dvc repro --allow-missing`` skips it
-    without them), but a ``dvc exp run`` of its run extracts them again."""
+    without them), but a plain ``dvc repro`` or ``dvc exp run`` extracts them again."""
     from dvc.repo import Repo
 
     def objects(out: Any) -> set[str]:
