@@ -111,10 +111,16 @@ def test_each_stages_floor_before_it_ran(tmp_path, monkeypatch):
 
 def test_time_over_floor_per_stage_from_this_kind_of_machine(tmp_path, monkeypatch):
     """Each stage's ratio comes from its own timings on this kind of machine since its floors
-    were measured; a stage not timed yet gets the ratio over all, and none below 1."""
+    were measured; a stage not timed yet gets the bench's step over floor where the bench
+    timed its step (fine-tuning), else the ratio over all, and none below 1."""
     monkeypatch.chdir(tmp_path)
     kind = "Some CPU, 2 cores"
     assert R.measured_ratios(kind) == dict.fromkeys(FLOORED, R.DEFAULT_RATIO)
+    bench = {"finetune": {"onet-pretrained": {"floor_ms": {"fp32": 40.0}, "step_ms": 160.0}}}
+    assert R.measured_ratios(kind, bench) == {
+        **dict.fromkeys(FLOORED, R.DEFAULT_RATIO),
+        "finetune": 4.0,
+    }
     floors = R.floors_file(kind)
     floors.parent.mkdir(parents=True)
     floors.write_text(json.dumps({"measured": "2026-01-02T00:00:00+00:00"}))
@@ -134,9 +140,11 @@ def test_time_over_floor_per_stage_from_this_kind_of_machine(tmp_path, monkeypat
         row("evaluate", 9, None),  # no floor
     ]
     R.ACCOUNT_FILE.write_text(json.dumps({"stages": rows}))
-    assert R.measured_ratios(kind) == pytest.approx(
-        {"features": 1.1, "train": 1.5, "finetune": 1.0, "pretrained_features": 460 / 400}
-    )
+    expected = {"features": 1.1, "train": 1.5, "finetune": 1.0, "pretrained_features": 460 / 400}
+    assert R.measured_ratios(kind) == pytest.approx(expected)
+    assert R.measured_ratios(kind, bench) == pytest.approx(expected)  # timed here: the timings
+    R.ACCOUNT_FILE.write_text(json.dumps({"stages": rows[:-2]}))
+    assert R.measured_ratios(kind, bench)["finetune"] == 4.0  # not timed here: the bench's
 
 
 def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):

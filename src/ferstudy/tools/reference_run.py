@@ -215,10 +215,21 @@ def done_epochs(stage: str) -> int:
     return _checkpoint_epoch(paths.run_id(tuned, seed))
 
 
-def measured_ratios(kind: str) -> dict[str, float]:
+def bench_ratios(floors: dict[str, Any]) -> dict[str, float]:
+    """Per stage whose whole step the bench timed beside its floor (``finetune``: the
+    fine-tuning step with its augmentation), that step over the floor, at least 1."""
+    timed = [f for f in floors.get("finetune", {}).values() if f.get("step_ms")]
+    if not timed:
+        return {}
+    step = sum(f["step_ms"] for f in timed) / sum(f["floor_ms"]["fp32"] for f in timed)
+    return {"finetune": max(step, 1.0)}
+
+
+def measured_ratios(kind: str, floors: dict[str, Any] | None = None) -> dict[str, float]:
     """Per stage with a floor (``features``, ``train``, ...): seconds over floor of those timed
     on ``kind`` of machine since its floors were measured (the committed accounting), at
-    least 1. A stage not timed there yet gets the ratio over all the stages timed, and every
+    least 1. A stage not timed there yet gets the bench's step over floor where ``floors``
+    holds one (:func:`bench_ratios`), else the ratio over all the stages timed, and every
     stage ``DEFAULT_RATIO`` before any. Stages timed before a new bench of the same kind ran
     under other code."""
     rows = read_json(ACCOUNT_FILE)["stages"] if ACCOUNT_FILE.is_file() else []
@@ -236,8 +247,9 @@ def measured_ratios(kind: str) -> dict[str, float]:
         return max(sum(r["seconds"] for r in of) / sum(r["floor_seconds"] for r in of), 1.0)
 
     overall = ratio(timed) if timed else DEFAULT_RATIO
+    untimed = bench_ratios(floors or {})
     by_stage = {name: [r for r in timed if r["stage"] == name] for name in FLOORED}
-    return {name: ratio(of) if of else overall for name, of in by_stage.items()}
+    return {name: ratio(of) if of else untimed.get(name, overall) for name, of in by_stage.items()}
 
 
 def piece_forecast(
@@ -597,7 +609,7 @@ def reference_run(
     to_run = pending_stages(chosen)
     pending = [p for p in chosen if to_run[p.name]]
     todo = [p for p in pending if p in named]
-    ratios = measured_ratios(cpu_kind())
+    ratios = measured_ratios(cpu_kind(), floors)
 
     def forecast(piece: Piece) -> float:
         return piece_forecast(piece, params, floors, ratios, to_run[piece.name])
@@ -680,7 +692,7 @@ def reference_run(
         todo.remove(piece)
         pending.remove(piece)
         landed.append(piece.name)
-        ratios = measured_ratios(cpu_kind())  # the accounting now holds this piece too
+        ratios = measured_ratios(cpu_kind(), floors)  # the accounting now holds this piece too
     left = budget - (time.monotonic() - start)
     free = [p for p in todo if not blockers(p)]
     if partial and not dry and free and left >= partial_minimum:
