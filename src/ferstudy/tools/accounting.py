@@ -118,9 +118,7 @@ def stage_floor(
                 return None
             tuned = paths.run_id(paths.finetune_run(run), record["seed"])
             epochs = read_json(paths.training_time_file(tuned))["epochs_run"]
-            epochs -= resumed.get("epochs", 0)
-            steps = epochs * math.ceil(finetune_images(params) / params.finetune.batch_size)
-            return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
+            return finetune_floor(run, epochs - resumed.get("epochs", 0), params, floors)
         backbone, init = paths.parse_run_name(run)
         measured = floors.get("backbones", {}).get(backbone)
         if measured is None:
@@ -160,6 +158,12 @@ def calibration_images(run: str, params: Params) -> int:
             if read_json(health).get("frozen_batchnorm_layers") == 0:
                 return 0
     return params.bn_calibration_images
+
+
+def finetune_floor(run: str, epochs: int, params: Params, floors: dict[str, Any]) -> float:
+    """Seconds of ``epochs`` of fine-tuning ``run`` at the bench's fp32 floor a step."""
+    steps = epochs * math.ceil(finetune_images(params) / params.finetune.batch_size)
+    return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
 
 
 def finetune_images(params: Params) -> int:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import os
 import re
 import shutil
@@ -62,7 +61,7 @@ from ferstudy.tools import accounting
 from ferstudy.tools.accounting import (
     FLOORED,
     calibration_images,
-    finetune_images,
+    finetune_floor,
     subset_counts,
 )
 
@@ -148,9 +147,7 @@ def stage_floor(stage: str, params: Params, floors: dict[str, Any]) -> float | N
     if name == "finetune":
         if run not in floors.get("finetune", {}):
             return None
-        images = finetune_images(params)  # every epoch, before any early stop
-        steps = params.finetune.epochs * math.ceil(images / params.finetune.batch_size)
-        return steps * floors["finetune"][run]["floor_ms"]["fp32"] / 1000
+        return finetune_floor(run, params.finetune.epochs, params, floors)  # no early stop
     linked = name == "features" and paths.parse_run_name(run)[1] == "pretrained"
     record = {"stage": name, "run": run, "seed": seed, "reused": linked}
     return accounting.stage_floor(record, floors, params)
