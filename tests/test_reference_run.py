@@ -227,6 +227,34 @@ def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_
     assert list(locked) == ["quick"]
 
 
+def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path):
+    """A SIGINT that lands before the stage's program runs under the same pid (between fork
+    and exec, or in a shell that traps it and then execs) does not let the stage run on."""
+    import os
+    import time
+
+    env = {**os.environ}
+    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
+    (tmp_path / "slow.py").write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (open('slow.txt', 'w').write('stopped'), "
+        "sys.exit(130)))\n"
+        "time.sleep(120)\n"
+    )
+    (tmp_path / "stage.sh").write_text("trap : INT\nsleep 60\nexec python slow.py\n")
+    dvc = {"stages": {"slow": {"cmd": "sh stage.sh", "outs": ["never.txt"]}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        begun = time.monotonic()
+        assert R._repro(R.Piece("test", ("slow",)), deadline=begun + 10) is False
+        assert time.monotonic() - begun < 60
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "slow.txt").read_text() == "stopped"
+
+
 def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path, monkeypatch):
     project, env = make_project(tmp_path, runs=RUNS, seeds=[42])
     floors = project / R.floors_file(cpu_kind())

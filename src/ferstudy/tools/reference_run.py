@@ -511,14 +511,23 @@ def _stop(proc: subprocess.Popen) -> None:
             return psutil.Process(proc.pid).children(recursive=True)
         return []
 
+    def program(child: psutil.Process) -> tuple[int, tuple[str, ...]]:
+        """A process and what it runs: a pid signalled between fork and exec (or a shell that
+        traps SIGINT, then execs) runs the stage under the same pid, unsignalled."""
+        with contextlib.suppress(psutil.Error):
+            return child.pid, tuple(child.cmdline())
+        return child.pid, ()
+
     ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signalled: set[int] = set()  # a second SIGINT would cut a stage's own clean exit short
+    # once per program: a second SIGINT would cut a stage's own clean exit short
+    signalled: set[tuple[int, tuple[str, ...]]] = set()
     try:
         end = time.monotonic() + STOP_GRACE
         while proc.poll() is None and time.monotonic() < end:
             for child in under():
-                if child.pid not in signalled:
-                    signalled.add(child.pid)
+                running = program(child)
+                if running not in signalled:
+                    signalled.add(running)
                     with contextlib.suppress(psutil.Error):
                         child.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
