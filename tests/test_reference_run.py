@@ -227,7 +227,7 @@ def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_
     assert list(locked) == ["quick"]
 
 
-def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path):
+def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path, monkeypatch):
     """A SIGINT that lands before the stage's program runs under the same pid (between fork
     and exec, or in a shell that traps it and then execs) does not let the stage run on."""
     import os
@@ -244,14 +244,10 @@ def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path):
     (tmp_path / "stage.sh").write_text("trap : INT\nsleep 60\nexec python slow.py\n")
     dvc = {"stages": {"slow": {"cmd": "sh stage.sh", "outs": ["never.txt"]}}}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        begun = time.monotonic()
-        assert R._repro(R.Piece("test", ("slow",)), deadline=begun + 10) is False
-        assert time.monotonic() - begun < 60
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    begun = time.monotonic()
+    assert R._repro(R.Piece("test", ("slow",)), deadline=begun + 10) is False
+    assert time.monotonic() - begun < 60
     assert (tmp_path / "slow.txt").read_text() == "stopped"
 
 
