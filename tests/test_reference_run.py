@@ -251,6 +251,37 @@ def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path, monkeypatc
     assert (tmp_path / "slow.txt").read_text() == "stopped"
 
 
+def test_a_run_started_with_sigint_ignored_still_stops_its_stage(tmp_path, monkeypatch):
+    """A script's background job (``nohup ferstudy reference-run ... &``) starts with SIGINT
+    ignored; DVC and the stage would inherit that, and a Python stage would not stop."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ}
+    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    open('slow.txt', 'w').write('stopped')\n"
+        "    raise SystemExit(130)\n"
+    )
+    dvc = {"stages": {"slow": {"cmd": "python slow.py", "outs": ["never.txt"]}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    monkeypatch.chdir(tmp_path)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        begun = time.monotonic()
+        assert R._repro(R.Piece("test", ("slow",)), deadline=begun + 10) is False
+        assert time.monotonic() - begun < 40
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # this process's, restored
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert (tmp_path / "slow.txt").read_text() == "stopped"
+
+
 def test_a_landed_piece_is_skipped_by_a_clone_without_the_cache(tmp_path, monkeypatch):
     project, env = make_project(tmp_path, runs=RUNS, seeds=[42])
     floors = project / R.floors_file(cpu_kind())

@@ -547,12 +547,17 @@ def _repro(piece: Piece, deadline: float | None) -> bool:
     """``dvc repro`` of a piece's stages; True when it finished. With ``deadline`` (a
     ``time.monotonic()``), the stage running then is stopped (:func:`_stop`) and False comes
     back: it keeps its checkpoint, the stages finished stay in ``dvc.lock`` and the cache. A
-    SIGTERM stops it the same way, as a Ctrl-C does."""
+    SIGTERM stops it the same way, as a Ctrl-C does. DVC and the stage start with SIGINT
+    handled even where this process ignores it (a script's background job, ``nohup cmd &``):
+    an ignored SIGINT is inherited, and the stage would not stop."""
     missing = ["--allow-missing"] if piece.from_git else []
     env = dict(os.environ)
     if deadline is not None:
         env.setdefault("FERSTUDY_CHECKPOINT_SECONDS", PARTIAL_CHECKPOINT_SECONDS)
-    terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    handlers = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         proc = subprocess.Popen(["dvc", "repro", *missing, *piece.stages], env=env)
         try:
@@ -565,7 +570,8 @@ def _repro(piece: Piece, deadline: float | None) -> bool:
             _stop(proc)
             raise
     finally:
-        signal.signal(signal.SIGTERM, terminate)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     if code != 0:
         raise FerError(f"piece {piece.name} failed (dvc repro {' '.join(piece.stages)})")
     return True
