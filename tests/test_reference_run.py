@@ -192,36 +192,41 @@ def test_work_done_here_comes_off_the_forecast(tmp_path, monkeypatch):
     assert R.piece_forecast(piece, params, floors, RATIOS, stages) == pytest.approx(0.004 + 60)
 
 
-def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_path):
+#: A stage that records its SIGINT in ``slow.txt`` and exits; else it sleeps 120 s.
+RECORDS_SIGINT = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, lambda *a: (open('slow.txt', 'w').write('stopped'), "
+    "sys.exit(130)))\n"
+    "time.sleep(120)\n"
+)
+
+
+def stop_project(folder: Path, monkeypatch, stages: dict, files: dict[str, str]) -> None:
+    """A bare git + DVC project of ``stages`` and ``files`` in ``folder``, made the working
+    directory: for the stop tests, which call ``_repro`` directly."""
+    import os
+
+    sh("git init -q && dvc init -q && dvc config core.analytics false", folder, {**os.environ})
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    (folder / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    monkeypatch.chdir(folder)
+
+
+def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_path, monkeypatch):
     """The stage under DVC gets SIGINT at the deadline (DVC itself does not: it would drop a
     stage it has not yet written to ``dvc.lock``); the stage before it stays there."""
-    import os
     import time
 
-    env = {**os.environ}
-    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
-    stage = "import signal, sys, time; {}"
-    quick = stage.format("open('quick.txt', 'w').write('done')")
-    slow = stage.format(
-        "signal.signal(signal.SIGINT, lambda *a: (open('slow.txt', 'w').write('stopped'), "
-        "sys.exit(130))); time.sleep(120)"
-    )
-    dvc = {
-        "stages": {
-            "quick": {"cmd": f'python -c "{quick}"', "outs": ["quick.txt"]},
-            "slow": {"cmd": f'python -c "{slow}"', "deps": ["quick.txt"], "outs": ["never.txt"]},
-        }
+    quick = "open('quick.txt', 'w').write('done')"
+    stages = {
+        "quick": {"cmd": f'python -c "{quick}"', "outs": ["quick.txt"]},
+        "slow": {"cmd": "python slow.py", "deps": ["quick.txt"], "outs": ["never.txt"]},
     }
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
-    piece = R.Piece("test", ("quick", "slow"))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        begun = time.monotonic()
-        assert R._repro(piece, deadline=begun + 20) is False
-        assert time.monotonic() - begun < 60
-    finally:
-        os.chdir(cwd)
+    stop_project(tmp_path, monkeypatch, stages, {"slow.py": RECORDS_SIGINT})
+    begun = time.monotonic()
+    assert R._repro(R.Piece("test", ("quick", "slow")), deadline=begun + 20) is False
+    assert time.monotonic() - begun < 60
     assert (tmp_path / "slow.txt").read_text() == "stopped"  # the stage itself got SIGINT
     locked = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
     assert list(locked) == ["quick"]
@@ -230,21 +235,14 @@ def test_a_piece_past_its_deadline_is_stopped_and_keeps_its_finished_stages(tmp_
 def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path, monkeypatch):
     """A SIGINT that lands before the stage's program runs under the same pid (between fork
     and exec, or in a shell that traps it and then execs) does not let the stage run on."""
-    import os
     import time
 
-    env = {**os.environ}
-    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
-    (tmp_path / "slow.py").write_text(
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGINT, lambda *a: (open('slow.txt', 'w').write('stopped'), "
-        "sys.exit(130)))\n"
-        "time.sleep(120)\n"
-    )
-    (tmp_path / "stage.sh").write_text("trap : INT\nsleep 60\nexec python slow.py\n")
-    dvc = {"stages": {"slow": {"cmd": "sh stage.sh", "outs": ["never.txt"]}}}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
-    monkeypatch.chdir(tmp_path)
+    stages = {"slow": {"cmd": "sh stage.sh", "outs": ["never.txt"]}}
+    files = {
+        "slow.py": RECORDS_SIGINT,
+        "stage.sh": "trap : INT\nsleep 60\nexec python slow.py\n",
+    }
+    stop_project(tmp_path, monkeypatch, stages, files)
     begun = time.monotonic()
     assert R._repro(R.Piece("test", ("slow",)), deadline=begun + 10) is False
     assert time.monotonic() - begun < 60
@@ -254,13 +252,10 @@ def test_a_stage_that_execs_after_the_signal_is_stopped_too(tmp_path, monkeypatc
 def test_a_run_started_with_sigint_ignored_still_stops_its_stage(tmp_path, monkeypatch):
     """A script's background job (``nohup ferstudy reference-run ... &``) starts with SIGINT
     ignored; DVC and the stage would inherit that, and a Python stage would not stop."""
-    import os
     import signal
     import time
 
-    env = {**os.environ}
-    sh("git init -q && dvc init -q && dvc config core.analytics false", tmp_path, env)
-    (tmp_path / "slow.py").write_text(
+    stops_on_ctrl_c = (
         "import time\n"
         "try:\n"
         "    time.sleep(60)\n"
@@ -268,9 +263,8 @@ def test_a_run_started_with_sigint_ignored_still_stops_its_stage(tmp_path, monke
         "    open('slow.txt', 'w').write('stopped')\n"
         "    raise SystemExit(130)\n"
     )
-    dvc = {"stages": {"slow": {"cmd": "python slow.py", "outs": ["never.txt"]}}}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
-    monkeypatch.chdir(tmp_path)
+    stages = {"slow": {"cmd": "python slow.py", "outs": ["never.txt"]}}
+    stop_project(tmp_path, monkeypatch, stages, {"slow.py": stops_on_ctrl_c})
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         begun = time.monotonic()
