@@ -4,6 +4,7 @@ without the cache skips every landed piece and finishes from the git-tracked res
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -204,8 +205,6 @@ RECORDS_SIGINT = (
 def stop_project(folder: Path, monkeypatch, stages: dict, files: dict[str, str]) -> None:
     """A bare git + DVC project of ``stages`` and ``files`` in ``folder``, made the working
     directory: for the stop tests, which call ``_repro`` directly."""
-    import os
-
     sh("git init -q && dvc init -q && dvc config core.analytics false", folder, {**os.environ})
     for name, text in files.items():
         (folder / name).write_text(text)
