@@ -1,13 +1,18 @@
-"""The README's numbers are the committed pipeline's: every run's row in "Results at a glance"
-and the shipped model's headline agree with ``metrics/aggregate`` and ``metrics/export.json``
-as the pipeline wrote them, so a rerun that changes a result cannot leave the README behind."""
+"""The committed results are the pipeline's own: ``dvc.lock`` records only stages of
+``dvc.yaml``, every git-tracked file in the output folders is an output of one of them, and the
+README's "Results at a glance" and headline agree with ``metrics/aggregate`` and
+``metrics/export.json`` as the pipeline wrote them, so a rerun that changes a result cannot
+leave the README behind, nor a renamed stage leave its old results beside the new ones."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
+from dvc.repo import Repo
 
 from ferstudy.core.files import read_json
 
@@ -15,6 +20,36 @@ ROOT = Path(__file__).resolve().parents[1]
 AGGREGATE = ROOT / "metrics" / "aggregate"
 EXPORT = ROOT / "metrics" / "export.json"
 RUN_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+#: The folders whose git-tracked files only the pipeline's stages write.
+OUTPUT_FOLDERS = ("data", "metrics", "models", "plots", "reports")
+
+
+@pytest.fixture(scope="module")
+def stages() -> list:
+    """Every stage instance of ``dvc.yaml``, its ``matrix`` entries expanded."""
+    with Repo(str(ROOT)) as repo:
+        return list(repo.index.stages)
+
+
+def test_dvc_lock_records_only_the_stages_of_dvc_yaml(stages):
+    locked = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert sorted(set(locked) - {stage.addressing for stage in stages}) == []
+
+
+def test_every_committed_file_in_an_output_folder_is_a_stage_s_output(stages):
+    outputs = [PurePosixPath(str(out.def_path)) for stage in stages for out in stage.outs]
+    listed = subprocess.run(
+        ["git", "ls-files", *OUTPUT_FOLDERS], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    orphans = [
+        name
+        for name in listed
+        if not name.endswith(".gitignore")
+        and not any(
+            PurePosixPath(name) == out or out in PurePosixPath(name).parents for out in outputs
+        )
+    ]
+    assert orphans == [], "committed results that no stage of dvc.yaml writes"
 
 
 def glance_rows(readme: str) -> dict[str, list[str]]:
