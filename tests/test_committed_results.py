@@ -40,7 +40,7 @@ def test_every_committed_file_in_an_output_folder_is_a_stage_s_output(stages):
     outputs = [PurePosixPath(str(out.def_path)) for stage in stages for out in stage.outs]
     listed = subprocess.run(
         ["git", "ls-files", *OUTPUT_FOLDERS], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.split()
+    ).stdout.splitlines()
     orphans = [
         name
         for name in listed
